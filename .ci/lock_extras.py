@@ -1,0 +1,21 @@
+"""pip's --require-hashes mode needs a plain `name==ver` line beside `name[extra]==ver` (pip issue 9644)."""
+import re, sys
+path = sys.argv[1]
+lines = open(path).read().split("\n")
+out, i = [], 0
+while i < len(lines):
+    line = lines[i]
+    m = re.match(r"^([A-Za-z0-9_.-]+)\[[^\]]+\](==\S+) \\$", line)
+    if m:
+        block = [line]
+        j = i + 1
+        while j < len(lines) and lines[j].startswith("    --hash"):
+            block.append(lines[j]); j += 1
+        out.extend(block)
+        plain = f"{m.group(1)}{m.group(2)} \\"
+        out.append(plain)
+        out.extend(block[1:])
+        i = j
+        continue
+    out.append(line); i += 1
+open(path, "w").write("\n".join(out))
