@@ -1,0 +1,176 @@
+"""Paths and privacy defaults, resolved once and applied by every entry point.
+
+Every process the forge starts (the CLI, each DVC stage, the server, the explorer) calls
+:func:`apply` before importing anything heavy. It
+
+* sets the privacy variables in ``os.environ``, so they hold for this process *and every
+  child it starts* (DVC's stage processes, Streamlit, lm-eval workers): Hugging Face offline,
+  no MLflow / DVC / Streamlit telemetry, ``DO_NOT_TRACK``;
+* points Hugging Face's home into the clone, so nothing lands in ``~/.cache``.
+
+Paths (override with environment variables, e.g. in tests):
+
+=====================  ==========================================  =========================
+what                   default                                     variable
+=====================  ==========================================  =========================
+repository root        nearest parent of the cwd with registry/     ``COMMONFORGE_ROOT``
+build outputs          ``<root>/build``                            (fixed: DVC tracks them)
+artifact store         ``<root>/.forge/store``                     ``COMMONFORGE_STORE``
+MLflow tracking        ``sqlite:///<root>/.forge/mlflow.db``       ``MLFLOW_TRACKING_URI``
+Hugging Face home      ``<root>/.forge/hf``                        ``HF_HOME``
+DVC remote (default)   ``$XDG_DATA_HOME/commonforge/dvc-remote``   ``COMMONFORGE_DVC_REMOTE``
+source download cache  ``$XDG_CACHE_HOME/commonforge/sources``     ``COMMONFORGE_CACHE``
+=====================  ==========================================  =========================
+
+The DVC remote and the download cache live outside the clone on purpose: a second clone,
+a rebuild in a temporary worktree and CI all reuse them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from commonforge.errors import InputError
+
+# Variables that keep every dependency offline and quiet. Values are strings because they
+# go into os.environ (and from there into every child process).
+PRIVACY_ENV: dict[str, str] = {
+    # Hugging Face: never reach a hub, never ping download counters.
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1",
+    "HF_HUB_DISABLE_UPDATE_CHECK": "1",
+    "HF_EVALUATE_OFFLINE": "1",
+    # MLflow: no telemetry look-up, no telemetry file.
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    # DVC: no analytics process, no updater.
+    "DVC_NO_ANALYTICS": "1",
+    "DVC_NO_UPDATE_CHECK": "1",
+    # Streamlit reads STREAMLIT_<SECTION>_<KEY>; the CLI also passes these as flags.
+    "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
+    "STREAMLIT_SERVER_ADDRESS": "127.0.0.1",
+    "STREAMLIT_SERVER_HEADLESS": "true",
+    "STREAMLIT_GLOBAL_DEVELOPMENT_MODE": "false",
+    # The generic opt-out many tools honour (Console Do Not Track).
+    "DO_NOT_TRACK": "1",
+    # Gradio/W&B style trackers some evaluation extras pull in.
+    "WANDB_DISABLED": "true",
+    "WANDB_MODE": "disabled",
+    "GRADIO_ANALYTICS_ENABLED": "False",
+}
+
+ENTRIES_DIR = Path("registry") / "entries"
+
+
+def _xdg(var: str, fallback: str) -> Path:
+    value = os.environ.get(var)
+    return Path(value) if value else Path.home() / fallback
+
+
+def find_root(start: Path | None = None) -> Path:
+    """The repository root: ``COMMONFORGE_ROOT``, else the nearest parent holding registry/entries."""
+    env = os.environ.get("COMMONFORGE_ROOT")
+    if env:
+        root = Path(env).resolve()
+        if not (root / ENTRIES_DIR).is_dir():
+            raise InputError(
+                f"COMMONFORGE_ROOT={env} has no {ENTRIES_DIR} directory",
+                hint="point COMMONFORGE_ROOT at a commonforge checkout, or unset it",
+            )
+        return root
+    here = (start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / ENTRIES_DIR).is_dir() and (candidate / "pyproject.toml").is_file():
+            return candidate
+    raise InputError(
+        f"{here} is not inside a commonforge checkout (no {ENTRIES_DIR} above it)",
+        hint="cd into your commonforge clone, or set COMMONFORGE_ROOT",
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved paths of one checkout. Build with :meth:`Settings.load`."""
+
+    root: Path
+    store_dir: Path
+    mlflow_uri: str
+    hf_home: Path
+    dvc_remote: Path
+    source_cache: Path
+
+    @property
+    def entries_dir(self) -> Path:
+        return self.root / ENTRIES_DIR
+
+    @property
+    def build_dir(self) -> Path:
+        return self.root / "build"
+
+    @property
+    def state_dir(self) -> Path:
+        """Local, unversioned state of this clone (store, MLflow db, HF home)."""
+        return self.root / ".forge"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.state_dir / "mlartifacts"
+
+    @classmethod
+    def load(cls, root: Path | None = None) -> Settings:
+        root = (root or find_root()).resolve()
+        state = root / ".forge"
+        env = os.environ
+        return cls(
+            root=root,
+            store_dir=Path(env.get("COMMONFORGE_STORE") or state / "store").resolve(),
+            mlflow_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{state / 'mlflow.db'}",
+            hf_home=Path(env.get("HF_HOME") or state / "hf").resolve(),
+            dvc_remote=Path(
+                env.get("COMMONFORGE_DVC_REMOTE")
+                or _xdg("XDG_DATA_HOME", ".local/share") / "commonforge" / "dvc-remote"
+            ).resolve(),
+            source_cache=Path(
+                env.get("COMMONFORGE_CACHE")
+                or _xdg("XDG_CACHE_HOME", ".cache") / "commonforge" / "sources"
+            ).resolve(),
+        )
+
+    def environ(self) -> dict[str, str]:
+        """The variables this checkout's processes run with (privacy + paths).
+
+        The root is not exported: a child (a stage in a temporary rebuild worktree) finds
+        its own checkout from its working directory.
+        """
+        return {
+            **PRIVACY_ENV,
+            "HF_HOME": str(self.hf_home),
+            "HF_DATASETS_CACHE": str(self.hf_home / "datasets"),
+            "MLFLOW_TRACKING_URI": self.mlflow_uri,
+            "COMMONFORGE_STORE": str(self.store_dir),
+            "COMMONFORGE_DVC_REMOTE": str(self.dvc_remote),
+            "COMMONFORGE_CACHE": str(self.source_cache),
+        }
+
+
+def apply_privacy() -> None:
+    """Switch off every dependency's telemetry for this process and its children.
+
+    Needs no checkout: safe to call first thing in any entry point.
+    """
+    os.environ.update(PRIVACY_ENV)
+
+
+def apply(root: Path | None = None) -> Settings:
+    """Resolve the checkout's settings and apply them to ``os.environ``; returns them.
+
+    Call before importing torch, transformers, datasets, mlflow, dvc or streamlit.
+    """
+    apply_privacy()
+    settings = Settings.load(root)
+    os.environ.update(settings.environ())
+    return settings

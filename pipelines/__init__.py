@@ -1,0 +1,1 @@
+"""The build: one module per DVC stage (``python -m pipelines.<stage> ...``) and its helpers."""

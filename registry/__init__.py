@@ -1,0 +1,31 @@
+"""The commonforge registry: typed entries, refs, the artifact store and lineage.
+
+Light on purpose: importing it never imports torch, transformers, mlflow or dvc, so
+verifying and browsing the registry works on a machine that will never run a model.
+"""
+
+from registry.catalog import Registry
+from registry.refs import Ref
+from registry.schema import (
+    BuildManifest,
+    Dataset,
+    EvaluationRecord,
+    ProvenanceRecord,
+    RebuildRecord,
+    Recipe,
+    Release,
+)
+from registry.store import Store
+
+__all__ = [
+    "BuildManifest",
+    "Dataset",
+    "EvaluationRecord",
+    "ProvenanceRecord",
+    "RebuildRecord",
+    "Recipe",
+    "Registry",
+    "Ref",
+    "Release",
+    "Store",
+]

@@ -1,0 +1,250 @@
+"""The registry of one checkout: entries on disk, refs resolved, records beside releases.
+
+    reg = Registry(root)
+    reg.get("recipe/forge-small@1")            -> Recipe
+    reg.resolve("forge-small", "model")        -> Release (newest published, else newest draft)
+    reg.status(release)                        -> "draft" | "published" | "revoked"
+    reg.validate()                             -> list of problems (every entry, every cross-reference)
+
+Entries are read on demand and cached per instance; writes go through :mod:`registry.yamlio`
+(atomic). A release's status is derived from the records beside it, never stored in it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+from commonforge.errors import ForgeError, InputError, NotFoundError
+from registry.refs import KIND_DIRS, KINDS, Kind, Ref, version_key
+from registry.schema import (
+    ENTRY_TYPES,
+    RECORD_SUFFIXES,
+    CardRecord,
+    Dataset,
+    Entry,
+    EvaluationRecord,
+    ProvenanceRecord,
+    RebuildRecord,
+    Recipe,
+    Record,
+    Release,
+)
+from registry.yamlio import load_model, save_model
+
+log = logging.getLogger(__name__)
+
+Status = Literal["draft", "published", "revoked"]
+_RECORD_RE = re.compile(r"^(?P<version>[0-9.]+?)\.(?P<suffix>[a-z]+)\.yaml$")
+
+
+class Registry:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+        self.entries_dir = self.root / "registry" / "entries"
+        self._cache: dict[Path, object] = {}
+
+    # --- reading ------------------------------------------------------------------------
+
+    def _check_inside(self, path: Path) -> None:
+        if path.is_symlink() and not path.resolve().is_relative_to(self.root):
+            raise InputError(
+                f"{path} is a symlink to {path.resolve()}, outside the repository",
+                hint="entries must be real files inside the repository",
+            )
+
+    def _load(self, model: type, path: Path):
+        if path not in self._cache:
+            self._check_inside(path)
+            self._cache[path] = load_model(model, path)
+        return self._cache[path]
+
+    def entry_path(self, ref: Ref) -> Path:
+        if ref.version is None:
+            raise InputError(f"{ref} has no version")
+        return self.entries_dir / KIND_DIRS[ref.kind] / ref.name / f"{ref.version}.yaml"
+
+    def versions(self, kind: Kind, name: str) -> list[str]:
+        """Versions of ``kind/name`` on disk, oldest first."""
+        folder = self.entries_dir / KIND_DIRS[kind] / name
+        if not folder.is_dir():
+            return []
+        found = []
+        for p in folder.glob("*.yaml"):
+            stem = p.name[: -len(".yaml")]
+            if re.fullmatch(r"[0-9]+(\.[0-9]+){0,2}", stem):
+                found.append(stem)
+        return sorted(found, key=version_key)
+
+    def names(self, kind: Kind) -> list[str]:
+        folder = self.entries_dir / KIND_DIRS[kind]
+        return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+    def refs(self, kind: Kind | None = None) -> list[Ref]:
+        kinds = (kind,) if kind else KINDS
+        return [Ref(k, n, v) for k in kinds for n in self.names(k) for v in self.versions(k, n)]
+
+    def get(self, ref: Ref | str, kind: Kind | None = None) -> Entry:
+        """The entry a *pinned* ref names; unknown refs suggest close matches."""
+        ref = ref if isinstance(ref, Ref) else Ref.parse(ref, default_kind=kind)
+        if not ref.pinned:
+            return self.resolve(ref)
+        path = self.entry_path(ref)
+        if not path.is_file():
+            candidates = [str(r) for r in self.refs(ref.kind)]
+            hint = None
+            if ref.name in self.names(ref.kind):
+                hint = f"versions of {ref.kind}/{ref.name}: " + ", ".join(self.versions(ref.kind, ref.name))
+            raise NotFoundError(str(ref), candidates=candidates + self.names(ref.kind), hint=hint)
+        entry = self._load(ENTRY_TYPES[ref.kind], path)
+        if (entry.name, entry.version) != (ref.name, ref.version):
+            raise InputError(
+                f"{path} declares {entry.ref}, but its path says {ref}",
+                hint="an entry's file is <kind>s/<name>/<version>.yaml: rename the file or fix the entry",
+            )
+        return entry
+
+    def dataset(self, ref: str) -> Dataset:
+        return self.get(ref, "dataset")  # type: ignore[return-value]
+
+    def recipe(self, ref: str) -> Recipe:
+        return self.get(ref, "recipe")  # type: ignore[return-value]
+
+    def release(self, ref: str) -> Release:
+        return self.get(ref, "model")  # type: ignore[return-value]
+
+    def resolve(self, ref: Ref | str, kind: Kind = "model") -> Entry:
+        """Resolve a ref that may leave out its version.
+
+        Models: the newest published release; where none is published, the newest draft
+        (with a warning); revoked releases only when named exactly. Datasets and recipes:
+        the newest version.
+        """
+        ref = ref if isinstance(ref, Ref) else Ref.parse(ref, default_kind=kind)
+        if ref.pinned:
+            return self.get(ref)
+        versions = self.versions(ref.kind, ref.name)
+        if not versions:
+            raise NotFoundError(str(ref), candidates=self.names(ref.kind))
+        if ref.kind != "model":
+            return self.get(Ref(ref.kind, ref.name, versions[-1]))
+        releases = [self.get(Ref("model", ref.name, v)) for v in reversed(versions)]
+        by_status: dict[str, list[Release]] = {"published": [], "draft": [], "revoked": []}
+        for r in releases:
+            by_status[self.status(r)].append(r)  # type: ignore[arg-type]
+        if by_status["published"]:
+            return by_status["published"][0]
+        if by_status["draft"]:
+            chosen = by_status["draft"][0]
+            log.warning("%s has no published release; using the draft %s", ref, chosen.ref)
+            return chosen
+        raise NotFoundError(
+            str(ref),
+            hint=f"every release of {ref} is revoked; name a version explicitly to use one anyway",
+        )
+
+    def iter_entries(self, kind: Kind | None = None) -> Iterator[Entry]:
+        for ref in self.refs(kind):
+            yield self.get(ref)
+
+    # --- records beside a release -------------------------------------------------------
+
+    def record_path(self, release: Release, suffix: str) -> Path:
+        return self.entry_path(Ref("model", release.name, release.version)).with_suffix(f".{suffix}.yaml")
+
+    def rebuilds_dir(self, release: Release) -> Path:
+        return self.entry_path(Ref("model", release.name, release.version)).with_suffix(".rebuilds")
+
+    def record(self, release: Release, suffix: str) -> Record | None:
+        path = self.record_path(release, suffix)
+        if not path.is_file():
+            return None
+        rec = self._load(RECORD_SUFFIXES[suffix], path)
+        if rec.release_digest != release.release_digest:
+            raise InputError(
+                f"{path} names release digest {rec.release_digest}, but {release.ref} is {release.release_digest}",
+                hint="the record belongs to another build of this version; re-run the step that writes it",
+            )
+        return rec
+
+    def provenance(self, release: Release) -> ProvenanceRecord | None:
+        return self.record(release, "provenance")  # type: ignore[return-value]
+
+    def evaluation(self, release: Release) -> EvaluationRecord | None:
+        return self.record(release, "evals")  # type: ignore[return-value]
+
+    def card(self, release: Release) -> CardRecord | None:
+        return self.record(release, "card")  # type: ignore[return-value]
+
+    def rebuilds(self, release: Release) -> list[RebuildRecord]:
+        folder = self.rebuilds_dir(release)
+        if not folder.is_dir():
+            return []
+        records = [self._load(RebuildRecord, p) for p in sorted(folder.glob("*.yaml"))]
+        return [r for r in records if r.release_digest == release.release_digest]
+
+    def status(self, release: Release) -> Status:
+        if self.record(release, "revocation") is not None:
+            return "revoked"
+        if self.record(release, "publication") is not None:
+            return "published"
+        return "draft"
+
+    # --- writing ------------------------------------------------------------------------
+
+    def save_release(self, release: Release, *, replace_draft: bool = False) -> Path:
+        """Write a release entry. Never rewrites a published or revoked one, nor (silently) a draft."""
+        path = self.entry_path(Ref("model", release.name, release.version))
+        if path.exists():
+            existing = self.release(f"model/{release.name}@{release.version}")
+            if existing.release_digest == release.release_digest:
+                return path
+            status = self.status(existing)
+            if status != "draft" or not replace_draft:
+                raise ForgeError(
+                    f"{existing.ref} already exists ({status}) with digest {existing.release_digest}; "
+                    f"refusing to write a different release ({release.release_digest}) under the same version",
+                    hint="bump the recipe's version to make a new release"
+                    + ("; or pass --replace-draft to replace this draft" if status == "draft" else ""),
+                )
+            # Records of the replaced draft describe another build: remove them with it.
+            for suffix in RECORD_SUFFIXES:
+                self.record_path(existing, suffix).unlink(missing_ok=True)
+        save_model(release, path)
+        self._cache.pop(path, None)
+        return path
+
+    def save_record(self, release: Release, suffix: str, record: Record) -> Path:
+        if record.release_digest != release.release_digest:
+            raise InputError(f"record names digest {record.release_digest}, not {release.release_digest}")
+        if not isinstance(record, RECORD_SUFFIXES[suffix]):
+            raise InputError(f"a .{suffix} record must be a {RECORD_SUFFIXES[suffix].__name__}")
+        if suffix in ("publication", "revocation") and self.record_path(release, suffix).exists():
+            raise ForgeError(f"{release.ref} already has a {suffix} record; records of that kind are never rewritten")
+        path = self.record_path(release, suffix)
+        save_model(record, path)
+        self._cache.pop(path, None)
+        return path
+
+    def add_rebuild(self, release: Release, record: RebuildRecord) -> Path:
+        stamp = re.sub(r"[^0-9A-Za-z]", "", record.rebuilt_at)
+        who = re.sub(r"[^0-9A-Za-z_-]", "-", record.machine.get("hostname", "unknown"))[:40]
+        folder = self.rebuilds_dir(release)
+        path = folder / f"{stamp}-{who}-{record.rebuilt_digest[:12]}.yaml"
+        n = 1
+        while path.exists():
+            path = folder / f"{stamp}-{who}-{record.rebuilt_digest[:12]}-{n}.yaml"
+            n += 1
+        save_model(record, path)
+        return path
+
+    # --- validation ---------------------------------------------------------------------
+
+    def validate(self) -> list[str]:
+        """Every entry and record, every cross-reference. Returns the problems (empty = valid)."""
+        from registry.validate import validate_registry
+
+        return validate_registry(self)
