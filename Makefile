@@ -18,7 +18,7 @@ $(STAMP): requirements.lock pyproject.toml
 	awk '/^torch==/{p=1;print;next} p&&/^    --hash/{print;next} {p=0}' requirements.lock > $(VENV)/torch.lock
 	$(BIN)/pip install --quiet --no-deps --require-hashes -r $(VENV)/torch.lock
 	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
-	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation --config-settings editable_mode=compat -e .
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -297,7 +297,7 @@ class Training(Model):
     threads: int = Field(2, ge=1, le=256)  # torch intra-op threads: part of the bits, so pinned
     eval_every: int = Field(50, gt=0)  # steps between validation-loss measurements
     eval_batches: int = Field(4, gt=0)
-    time_budget_s: int = Field(600, gt=0)  # the stage fails loudly past this (a budget, not a stop rule)
+    time_budget_s: int = Field(600, gt=0)  # the stage warns loudly past this (a budget, not a stop rule: bits never depend on time)
 
 
 class QuantVariant(Model):

@@ -125,6 +125,11 @@ def validate_data(
 ) -> M:
     if not isinstance(data, dict):
         raise InputError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    if "schema_version" in model.model_fields and data.get("schema_version") not in (None, 1):
+        raise InputError(
+            f"{source}: unknown schema version {data.get('schema_version')!r}; this commonforge reads schema version 1",
+            hint="upgrade commonforge to read newer entries, or write the entry for schema version 1",
+        )
     try:
         return model.model_validate(data, context=context)
     except ValidationError as err:

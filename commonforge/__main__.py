@@ -1,0 +1,5 @@
+import sys
+
+from commonforge.cli import main
+
+sys.exit(main())

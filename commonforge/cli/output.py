@@ -1,0 +1,35 @@
+"""Terminal output helpers shared by the command modules (rich, imported lazily by them)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+
+def console(stderr: bool = False) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    # Pipes and CI logs get wide lines so digests are never wrapped mid-hash.
+    width = None if stream.isatty() else int(os.environ.get("COLUMNS", "200"))
+    return Console(file=stream, width=width, highlight=False, soft_wrap=False)
+
+
+def table(title: str | None, *columns: str) -> Table:
+    t = Table(title=title, title_justify="left", show_lines=False, header_style="bold")
+    for c in columns:
+        t.add_column(c, overflow="fold")
+    return t
+
+
+def short(digest: str | None, n: int = 12) -> str:
+    return digest[:n] if digest else "-"
+
+
+def human_bytes(n: int | float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"

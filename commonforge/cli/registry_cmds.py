@@ -1,0 +1,184 @@
+"""``list``, ``show``, ``validate``, ``verify``: the registry from the terminal."""
+
+from __future__ import annotations
+
+import argparse
+
+from commonforge.cli.output import console, human_bytes, short, table
+from commonforge.errors import InputError, VerificationError
+from commonforge.settings import apply
+from registry import Registry, Store
+from registry.refs import Ref
+from registry.schema import Dataset, Recipe, Release
+
+
+def _registry() -> Registry:
+    return Registry(apply().root)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    reg = _registry()
+    kind = args.kind.rstrip("s") if args.kind else None
+    out = console()
+    t = table(None, "ref", "status", "title / digest", "license")
+    n = 0
+    for entry in reg.iter_entries(kind):  # type: ignore[arg-type]
+        n += 1
+        if isinstance(entry, Release):
+            status = reg.status(entry)
+            t.add_row(entry.ref, status, f"sha256:{entry.release_digest}", entry.manifest.license)
+        else:
+            t.add_row(entry.ref, "", entry.title, entry.license)
+    if n == 0:
+        out.print(f"no {kind or 'entrie'}s in {reg.entries_dir}")
+        return 0
+    out.print(t)
+    return 0
+
+
+def _show_dataset(out, reg: Registry, d: Dataset) -> None:
+    out.print(f"[bold]{d.ref}[/bold]  {d.title}")
+    out.print(f"license: {d.license}    languages: {', '.join(d.language)}")
+    out.print(d.description)
+    t = table("sources", "id", "kind", "artifact", "sha256", "license")
+    for s in d.sources:
+        artifact = s.url or s.path or f"{s.package}=={s.version} ({s.file})"
+        t.add_row(s.id, s.kind, artifact, s.sha256, s.license)
+    out.print(t)
+    p = d.processing
+    out.print(
+        f"processing: {p.normalize}, min {p.min_chars} chars, split seed {p.split.seed} "
+        f"(validation {p.split.validation:.0%}, test {p.split.test:.0%}), "
+        f"dedup exact={p.dedup.exact} near={p.dedup.near} (threshold {p.dedup.threshold})"
+    )
+    from registry.lineage import derived_releases
+
+    models = derived_releases(reg, d.ref)
+    out.print("models trained on it: " + (", ".join(models) if models else "none yet"))
+
+
+def _show_recipe(out, reg: Registry, r: Recipe) -> None:
+    out.print(f"[bold]{r.ref}[/bold]  {r.title}    sha256:{r.digest}")
+    out.print(f"datasets: {', '.join(r.datasets)}    model license: {r.license}")
+    a, tr = r.architecture, r.training
+    t = table("architecture", "field", "value")
+    for k, v in a.model_dump().items():
+        t.add_row(k, str(v))
+    t.add_row("vocab_size (tokenizer)", str(r.tokenizer.vocab_size))
+    out.print(t)
+    out.print(
+        f"training: {tr.steps} steps x {tr.batch_size} x {tr.seq_len} tokens, lr {tr.learning_rate} "
+        f"({tr.schedule}, warmup {tr.warmup_steps}), seed {tr.seed}, {tr.threads} threads"
+    )
+    if r.quantization:
+        out.print("variants: " + ", ".join(q.name for q in r.quantization))
+    if r.evaluation.tasks:
+        out.print("evaluation: " + ", ".join(f"{k} ({n} items)" for k, n in r.evaluation.tasks.items()))
+
+
+def _show_release(out, reg: Registry, rel: Release) -> None:
+    m = rel.manifest
+    status = reg.status(rel)
+    out.print(f"[bold]{rel.ref}[/bold]  status: {status}    license: {m.license}")
+    out.print(f"release digest: sha256:{rel.release_digest}")
+    if m.provenance == "imported":
+        out.print("provenance: IMPORTED (not built by the forge: no recipe, no source commit, never reproducible)")
+    else:
+        out.print(f"recipe: {m.recipe.ref} (sha256:{m.recipe.sha256})")
+        out.print(f"source commit: {m.source_commit}    lock: sha256:{m.lock_sha256}")
+        for d in m.datasets:
+            splits = ", ".join(f"{k} {v.documents} docs sha256:{short(v.sha256)}" for k, v in d.splits.items())
+            out.print(f"dataset {d.ref}: {splits}")
+        env = m.environment
+        out.print(
+            f"environment: python {env.python}, "
+            + ", ".join(f"{k} {v}" for k, v in sorted(env.packages.items()))
+        )
+        out.print("determinism: " + ", ".join(f"{k}={v}" for k, v in sorted(env.determinism.items())))
+    if m.base_model:
+        out.print(f"derived from: {m.base_model}")
+    t = table("artifacts", "path", "variant", "size", "sha256")
+    for a in m.artifacts:
+        t.add_row(a.path, a.variant or "full", human_bytes(a.size), a.sha256)
+    out.print(t)
+    prov = reg.provenance(rel)
+    if prov:
+        out.print(f"built by {prov.built_by} at {prov.created_at} on {prov.machine.get('hostname', '?')} "
+                  f"({prov.machine.get('cpu', '?')})")
+    ev = reg.evaluation(rel)
+    if ev:
+        t = table(f"evaluation ({ev.harness})", "variant", "task", "metric", "value", "± stderr", "items")
+        for r in ev.results:
+            err = f"{r.stderr:.4f}" if r.stderr is not None else "-"
+            t.add_row(r.variant, r.task + ("" if r.subset == "all" else " (clean)"), r.metric,
+                      f"{r.value:.4f}", err, str(r.items))
+        out.print(t)
+    card = reg.card(rel)
+    if card:
+        out.print(f"card: {card.path}")
+    rebuilds = reg.rebuilds(rel)
+    if rebuilds:
+        for rb in rebuilds:
+            detail = "" if rb.result == "identical" else f" (first differing stage: {rb.first_differing_stage})"
+            out.print(f"rebuilt by {rb.rebuilt_by} on {rb.machine.get('hostname', '?')} at {rb.rebuilt_at}: "
+                      f"{rb.result}{detail}")
+    else:
+        out.print("rebuilds: none recorded yet (`commonforge reproduce` makes one)")
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    reg = _registry()
+    entry = reg.resolve(Ref.parse(args.ref, default_kind="model"))
+    out = console()
+    if isinstance(entry, Dataset):
+        _show_dataset(out, reg, entry)
+    elif isinstance(entry, Recipe):
+        _show_recipe(out, reg, entry)
+    else:
+        _show_release(out, reg, entry)
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    reg = _registry()
+    problems = reg.validate()
+    from pipelines.workspace import Params
+
+    if (reg.root / "params.yaml").is_file():
+        problems += Params.load(reg.root).problems(reg)
+    out = console()
+    if problems:
+        for p in problems:
+            out.print(f"[red]✗[/red] {p}")
+        raise InputError(
+            f"{len(problems)} problem(s) in {reg.entries_dir}",
+            hint="fix the entries above; nothing was changed",
+        )
+    n = len(reg.refs())
+    out.print(f"[green]✓[/green] {n} entries valid, every cross-reference resolves")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    settings = apply()
+    reg = Registry(settings.root)
+    rel = reg.resolve(Ref.parse(args.ref, default_kind="model"))
+    if not isinstance(rel, Release):
+        raise InputError(f"{args.ref} is not a model release", hint="verify takes a model ref")
+    checks = Store(settings.store_dir).verify_release(rel.manifest)
+    out = console()
+    t = table(f"{rel.ref} (sha256:{rel.release_digest})", "artifact", "status", "expected sha256", "actual")
+    for c in checks:
+        colour = "green" if c.ok else "red"
+        t.add_row(c.artifact.path, f"[{colour}]{c.status}[/{colour}]", c.artifact.sha256,
+                  "" if c.ok else (c.actual or "(not in the store)"))
+    out.print(t)
+    bad = [c for c in checks if not c.ok]
+    if bad:
+        raise VerificationError(
+            f"{len(bad)} of {len(checks)} artifacts of {rel.ref} failed verification: "
+            + ", ".join(f"{c.artifact.path} ({c.status})" for c in bad),
+            hint="restore them with `commonforge build` (a rebuild) or from a peer; never use this copy",
+        )
+    out.print(f"[green]✓[/green] all {len(checks)} artifacts match the manifest")
+    return 0
