@@ -1,0 +1,523 @@
+"""Weight-only quantized matmul: y = x @ dequant(W).T (+ bias), int4 group-wise and int8 per channel.
+
+Three layers, as everywhere in `kernels`:
+- private Triton kernels: `_quant_gemv_kernel` (decode, M = 1: FMA sweep, no tensor cores),
+  `_quant_dot_kernel` (M >= 2: tensor-core dots; skinny decode batches and prefill) and
+  `_splitk_reduce_kernel` (second phase of split-K);
+- launchers `int4_matmul` / `int8_matmul` (-> `quant_matmul`): check shapes, dtypes, devices and
+  contiguity with clear errors, pick a config (tuned and cached per device and shape), allocate
+  and launch;
+- the module wrapper is `kernels.quant_linear.QuantLinear`.
+Beside them, `quant_matmul_reference` is the plain-torch fp32 reference the tests compare against.
+
+Design (targets on an H100: int4-g128 at M=1 >= 85% of copy bandwidth and >= 3.4x cuBLAS fp16).
+At decode sizes the op is a stream over the weights: int4 moves a quarter of fp16's bytes, so the
+ceiling is ~4x, and every instruction per weight counts:
+- Weights use the tiled layout of `kernels.layouts`: lane j of a word tile is R consecutive input
+  features, so one shift+mask yields a [BLOCK_N, R] slice that meets R contiguous activations.
+- No int->float conversion instructions (quarter rate on Hopper): OR-ing the field into the
+  mantissa of 2^23 (0x4B000000) and bitcasting gives the float 2^23 + u exactly; subtracting
+  (2^23 + zero) recovers (u - zero) exactly. Dequantizing costs shift, and/or, fsub per weight.
+- Scales are applied once per group, not per weight: the GEMV accumulates (u - zero) * x over a
+  group's lanes and multiplies by the scale at the group's end; the dot kernel runs the dot on
+  exact small integers (representable in fp16 and bf16) and scales the [BLOCK_M, BLOCK_N] partial
+  when that is cheaper (BLOCK_M <= G), else scales the [BLOCK_N, R] weight slice.
+- The GEMV (M = 1) uses FMAs, not tensor cores: a dot would stage every dequantized weight through
+  shared memory, which at HBM speed costs more shared-memory bandwidth than the SM has.
+- Split-K where the output tiles alone would underfill the GPU: the K tiles are divided among
+  SPLIT_K programs that write fp32 partials [SPLIT_K, M, N]; a second kernel sums them in a fixed
+  order and adds the bias (deterministic, no atomics, no zero-fill of the output).
+- Configs are tuned per (device, bits, group, zero, dtype, N, K, M bucket) and cached on disk
+  (`kernels.autotune_cache`); on CPU (interpreter) or during CUDA-graph capture a heuristic config
+  is used instead of timing.
+fp16 and bf16 activations are the production dtypes; fp32 is accepted (exact "ieee" dots) so the
+CPU interpreter can check the kernels bit-for-bit-ish against the reference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.autotune_cache import TuningCache, default_cache, pick_fastest, tuning_key
+from kernels.errors import DeviceError, DtypeError, LayoutError, ShapeError
+from kernels.layouts import TILE_K, KernelWeight, unpack_kernel_weight, words_per_tile
+
+ACT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+GEMV_MAX_M = 1  # M above this uses tensor-core dots
+SKINNY_MAX_M = 64  # decode batches up to here: BLOCK_M = 16..64, split-K allowed
+
+
+# ----------------------------------------------------------------------------- Triton kernels
+
+
+@triton.jit
+def _lane_as_magic_float(words, LANE: tl.constexpr, BITS: tl.constexpr):
+    # lane LANE of every int32 word -> float32 2^23 + u, exactly (u < 2^BITS is ORed into the
+    # mantissa of 2^23, whose ulp is 1), with no int->float conversion instruction
+    field = (words >> (LANE * BITS)) & ((1 << BITS) - 1)
+    return (field | 0x4B000000).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _dot_acc(x, w, acc):
+    # acc [BM, BN] += x [BM, R] @ w[BN, R]^T, with w converted to x's dtype (exact for the
+    # small integers of the scale-on-accumulator path); fp32 inputs use exact fp32 dots
+    wt = tl.trans(w.to(x.dtype))
+    if x.dtype == tl.float32:
+        return tl.dot(x, wt, acc, input_precision="ieee")
+    else:
+        return tl.dot(x, wt, acc)
+
+
+@triton.jit
+def _quant_gemv_kernel(
+    # pointers
+    x_ptr, qweight_ptr, scale_ptr, zero_ptr, bias_ptr, out_ptr,
+    # sizes
+    N, K, tiles_per_split,
+    # strides (in elements)
+    stride_xm, stride_qn, stride_om, stride_os,
+    # meta-parameters
+    BITS: tl.constexpr, GROUP_SIZE: tl.constexpr, HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr,
+    WRITE_PARTIAL: tl.constexpr, BLOCK_N: tl.constexpr, TILES: tl.constexpr,
+):
+    # One program: BLOCK_N outputs of row pid_m, over the K tiles of split pid_k.
+    # GROUP_SIZE == 0 means one group per row (int8 per channel).
+    LANES: tl.constexpr = 32 // BITS
+    R: tl.constexpr = 128 // LANES
+    MAGIC: tl.constexpr = 8388608.0  # 2^23
+    SYM_ZERO: tl.constexpr = 8388608.0 + (1 << (BITS - 1))
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    pid_m = tl.program_id(2)
+
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # [BN]
+    offs_t = tl.arange(0, TILES)  # [T]
+    offs_r = tl.arange(0, R)  # [R]
+    n_mask = offs_n < N
+    tile_lo = pid_k * tiles_per_split
+    tile_hi = tl.minimum(tile_lo + tiles_per_split, tl.cdiv(K, 128))
+    x_row = x_ptr + pid_m * stride_xm
+
+    # acc[n, t, r]: sum over the K loop of scaled (u - zero) * x; reduced once at the end
+    acc = tl.zeros([BLOCK_N, TILES, R], dtype=tl.float32)
+    for tile0 in range(tile_lo, tile_hi, TILES):
+        # --- load TILES word tiles per row: [BN, T, R] int32, R*4 contiguous bytes per (n, t)
+        tiles = tile0 + offs_t
+        t_mask = tiles < tile_hi
+        w_ptrs = qweight_ptr + offs_n[:, None, None] * stride_qn + (tiles * R)[None, :, None] + offs_r[None, None, :]
+        words = tl.load(w_ptrs, mask=n_mask[:, None, None] & t_mask[None, :, None], other=0)
+        for lane in tl.static_range(LANES):
+            # --- the R consecutive features k = 128 t + lane R + r of each tile
+            k = tiles[:, None] * 128 + lane * R + offs_r[None, :]  # [T, R]
+            xk = tl.load(x_row + k, mask=t_mask[:, None] & (k < K), other=0.0).to(tl.float32)
+            u = _lane_as_magic_float(words, lane, BITS)  # [BN, T, R] = 2^23 + u
+            if GROUP_SIZE == 0:
+                acc += (u - SYM_ZERO) * xk[None, :, :]
+            else:
+                if (lane * R) % GROUP_SIZE == 0:
+                    # first lane of a group: its scale/zero per (n, t), and a fresh partial sum
+                    g_start = tiles * 128 + lane * R  # [T] first feature of the group
+                    g = g_start // GROUP_SIZE
+                    # groups past K (in the zero padding of the last tile) do not exist
+                    sg_mask = n_mask[:, None] & (t_mask & (g_start < K))[None, :]
+                    sz_off = g[None, :] * N + offs_n[:, None]  # [BN, T] into [groups, N]
+                    s = tl.load(scale_ptr + sz_off, mask=sg_mask, other=0.0).to(tl.float32)
+                    if HAS_ZERO:
+                        zm = MAGIC + tl.load(zero_ptr + sz_off, mask=sg_mask, other=0.0).to(tl.float32)
+                    else:
+                        zm = tl.full([BLOCK_N, TILES], SYM_ZERO, dtype=tl.float32)
+                    part = tl.zeros([BLOCK_N, TILES, R], dtype=tl.float32)
+                # sum_k (u - zero) x over the group's lanes, exact integers times x
+                part += (u - zm[:, :, None]) * xk[None, :, :]
+                if ((lane + 1) * R) % GROUP_SIZE == 0:
+                    acc += part * s[:, :, None]  # y += scale * sum over the group
+
+    # --- epilogue: reduce, per-channel scale, bias, store
+    y = tl.sum(tl.sum(acc, axis=2), axis=1)  # [BN]
+    if GROUP_SIZE == 0:
+        y = y * tl.load(scale_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)
+    if WRITE_PARTIAL:
+        tl.store(out_ptr + pid_k * stride_os + pid_m * stride_om + offs_n, y, mask=n_mask)
+    else:
+        if HAS_BIAS:
+            y += tl.load(bias_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)
+        tl.store(out_ptr + pid_m * stride_om + offs_n, y.to(out_ptr.dtype.element_ty), mask=n_mask)
+
+
+@triton.jit
+def _quant_dot_kernel(
+    # pointers
+    x_ptr, qweight_ptr, scale_ptr, zero_ptr, bias_ptr, out_ptr,
+    # sizes
+    M, N, K, tiles_per_split,
+    # strides (in elements)
+    stride_xm, stride_qn, stride_om, stride_os,
+    # meta-parameters
+    BITS: tl.constexpr, GROUP_SIZE: tl.constexpr, HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr,
+    WRITE_PARTIAL: tl.constexpr, SCALE_ON_ACC: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr,
+):
+    # One program: a [BLOCK_M, BLOCK_N] output tile over the K tiles of split pid_k, one
+    # tensor-core dot of depth R per lane of each 128-wide K tile.
+    LANES: tl.constexpr = 32 // BITS
+    R: tl.constexpr = 128 // LANES
+    MAGIC: tl.constexpr = 8388608.0
+    SYM_ZERO: tl.constexpr = 8388608.0 + (1 << (BITS - 1))
+    pid = tl.program_id(0)
+    pid_k = tl.program_id(1)
+
+    # --- grouped tile order: GROUP_M row blocks in a row reuse each weight tile from L2
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    pids_in_group = GROUP_M * num_pid_n
+    first_pid_m = (pid // pids_in_group) * GROUP_M
+    group_rows = tl.minimum(num_pid_m - first_pid_m, GROUP_M)
+    pid_m = first_pid_m + (pid % pids_in_group) % group_rows
+    pid_n = (pid % pids_in_group) // group_rows
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_r = tl.arange(0, R)
+    m_mask = offs_m < M
+    n_mask = offs_n < N
+    tile_lo = pid_k * tiles_per_split
+    tile_hi = tl.minimum(tile_lo + tiles_per_split, tl.cdiv(K, 128))
+
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for tile in range(tile_lo, tile_hi):
+        # --- one K tile of weights: [BN, R] int32 words, LANES slices of R features each
+        w_ptrs = qweight_ptr + offs_n[:, None] * stride_qn + tile * R + offs_r[None, :]
+        words = tl.load(w_ptrs, mask=n_mask[:, None], other=0)
+        for lane in tl.static_range(LANES):
+            k = tile * 128 + lane * R + offs_r  # [R] consecutive features
+            x_ptrs = x_ptr + offs_m[:, None] * stride_xm + k[None, :]
+            xk = tl.load(x_ptrs, mask=m_mask[:, None] & (k < K)[None, :], other=0.0)  # [BM, R]
+            u = _lane_as_magic_float(words, lane, BITS)  # [BN, R] = 2^23 + u
+            if GROUP_SIZE == 0:
+                acc = _dot_acc(xk, u - SYM_ZERO, acc)  # exact integers; scale after the loop
+            else:
+                if (lane * R) % GROUP_SIZE == 0:
+                    g_start = tile * 128 + lane * R
+                    g = g_start // GROUP_SIZE
+                    # no group in the zero padding past K
+                    sz_mask = n_mask & (tl.full([BLOCK_N], g_start, dtype=tl.int32) < K)
+                    s = tl.load(scale_ptr + g * N + offs_n, mask=sz_mask, other=0.0).to(tl.float32)
+                    if HAS_ZERO:
+                        zm = MAGIC + tl.load(zero_ptr + g * N + offs_n, mask=sz_mask, other=0.0).to(tl.float32)
+                    else:
+                        zm = tl.full([BLOCK_N], SYM_ZERO, dtype=tl.float32)
+                    if SCALE_ON_ACC:
+                        part = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+                if SCALE_ON_ACC:
+                    # dot on exact integers (u - zero); scale the [BM, BN] partial per group
+                    part = _dot_acc(xk, u - zm[:, None], part)
+                    if ((lane + 1) * R) % GROUP_SIZE == 0:
+                        acc += part * s[None, :]
+                else:
+                    # scale the [BN, R] weight slice: cheaper than the partial when BM > G
+                    acc = _dot_acc(xk, (u - zm[:, None]) * s[:, None], acc)
+
+    # --- epilogue: per-channel scale, bias, store
+    if GROUP_SIZE == 0:
+        acc = acc * tl.load(scale_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
+    mn_mask = m_mask[:, None] & n_mask[None, :]
+    if WRITE_PARTIAL:
+        tl.store(out_ptr + pid_k * stride_os + offs_m[:, None] * stride_om + offs_n[None, :], acc, mask=mn_mask)
+    else:
+        if HAS_BIAS:
+            acc += tl.load(bias_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
+        out_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]
+        tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mn_mask)
+
+
+@triton.jit
+def _splitk_reduce_kernel(
+    # pointers
+    partial_ptr, bias_ptr, out_ptr,
+    # sizes
+    M, N, SPLIT_K,
+    # meta-parameters
+    HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr,
+):
+    # out[m, n] = sum_s partial[s, m, n] (+ bias[n]); partial [SPLIT_K, M, N] fp32 and out [M, N]
+    # both contiguous; summed in split order, so results are deterministic
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < M * N
+    acc = tl.zeros([BLOCK], dtype=tl.float32)
+    for s in range(SPLIT_K):
+        acc += tl.load(partial_ptr + s * M * N + offs, mask=mask, other=0.0)
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + offs % N, mask=mask, other=0.0).to(tl.float32)
+    tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+# ----------------------------------------------------------------------------- configs
+
+
+@dataclasses.dataclass(frozen=True)
+class MatmulConfig:
+    """Meta-parameters of one launch. kernel: "gemv" (FMA, any M, one row per program) or "dot"."""
+
+    kernel: str
+    block_n: int
+    block_m: int = 16  # dot only
+    tiles: int = 1  # gemv only: 128-wide K tiles per loop iteration
+    split_k: int = 1
+    group_m: int = 8  # dot only
+    num_warps: int = 4
+    num_stages: int = 2
+
+    def __post_init__(self) -> None:
+        if self.kernel not in ("gemv", "dot"):
+            raise ValueError(f"kernel must be 'gemv' or 'dot', got {self.kernel!r}")
+        for name in ("block_n", "block_m", "tiles"):
+            v = getattr(self, name)
+            if v < 1 or v & (v - 1):
+                raise ValueError(f"{name} must be a power of two, got {v}")
+        if self.kernel == "dot" and (self.block_m < 16 or self.block_n < 16):
+            raise ValueError("dot tiles need block_m >= 16 and block_n >= 16")
+        if self.split_k < 1:
+            raise ValueError(f"split_k must be >= 1, got {self.split_k}")
+
+
+def m_bucket(m: int) -> int:
+    """Tuning bucket of M: 1, then powers of two from 16 (one dot tile) up to 4096."""
+    if m <= 1:
+        return 1
+    return min(max(16, triton.next_power_of_2(m)), 4096)
+
+
+def _split_for(programs: int, num_tiles: int, sms: int, max_split: int = 16) -> list[int]:
+    """split_k values worth trying: 1 when the tiles alone give ~2 waves, else enough to get there."""
+    splits = [1]
+    s = 2
+    while s <= min(max_split, num_tiles) and programs * s <= 8 * sms:
+        if programs * (s // 2) < 2 * sms:
+            splits.append(s)
+        s *= 2
+    return splits
+
+
+def candidate_configs(m: int, n: int, k: int, bits: int, sms: int) -> list[MatmulConfig]:
+    """Configs the tuner times for this shape (pruned so the grid neither underfills nor explodes)."""
+    num_tiles = -(-k // TILE_K)
+    out: list[MatmulConfig] = []
+    if m <= GEMV_MAX_M:
+        for bn in (16, 32, 64):
+            for tiles in (1, 2, 4):
+                if bn * tiles * words_per_tile(bits) > 4096:  # register budget of acc + part
+                    continue
+                for split in _split_for(-(-n // bn), num_tiles, sms):
+                    for warps in (2, 4):
+                        out.append(MatmulConfig("gemv", block_n=bn, tiles=tiles, split_k=split, num_warps=warps))
+    elif m <= SKINNY_MAX_M:
+        bm = max(16, triton.next_power_of_2(m))
+        for bn in (32, 64, 128):
+            for split in _split_for(-(-n // bn), num_tiles, sms):
+                for stages in (2, 3, 4):
+                    out.append(MatmulConfig("dot", block_n=bn, block_m=bm, split_k=split, num_stages=stages))
+    else:
+        for bm, bn, warps in ((64, 64, 4), (64, 128, 4), (128, 64, 4), (128, 128, 8), (128, 256, 8), (64, 256, 8)):
+            if bm > 2 * triton.next_power_of_2(m):
+                continue
+            programs = -(-m // bm) * -(-n // bn)
+            for split in _split_for(programs, num_tiles, sms, max_split=4):
+                for stages in (3, 4):
+                    out.append(MatmulConfig("dot", block_n=bn, block_m=bm, split_k=split, num_warps=warps, num_stages=stages))
+    return out
+
+
+def heuristic_config(m: int, n: int, k: int, bits: int, sms: int) -> MatmulConfig:
+    """A reasonable untimed config: used on CPU, during CUDA-graph capture, and as a fallback."""
+    num_tiles = -(-k // TILE_K)
+    if m <= GEMV_MAX_M:
+        bn = 32
+        split = _split_for(-(-n // bn), num_tiles, sms)[-1]
+        return MatmulConfig("gemv", block_n=bn, tiles=2, split_k=split)
+    if m <= SKINNY_MAX_M:
+        bn = 64
+        split = _split_for(-(-n // bn), num_tiles, sms)[-1]
+        return MatmulConfig("dot", block_n=bn, block_m=max(16, triton.next_power_of_2(m)), split_k=split, num_stages=3)
+    bm = 64 if m <= 128 else 128
+    return MatmulConfig("dot", block_n=128, block_m=bm, num_warps=4 if bm == 64 else 8, num_stages=3)
+
+
+# ----------------------------------------------------------------------------- launchers
+
+
+def int4_matmul(x, weight: KernelWeight, bias=None, *, out=None, config: MatmulConfig | None = None):
+    """y [M, N] = x [M, K] @ dequant(W).T (+ bias) for an int4 group-wise `weight`."""
+    if weight.bits != 4:
+        raise ShapeError(f"int4_matmul got a {weight.bits}-bit weight; use int8_matmul")
+    return quant_matmul(x, weight, bias, out=out, config=config)
+
+
+def int8_matmul(x, weight: KernelWeight, bias=None, *, out=None, config: MatmulConfig | None = None):
+    """y [M, N] = x [M, K] @ dequant(W).T (+ bias) for an int8 per-channel `weight`."""
+    if weight.bits != 8:
+        raise ShapeError(f"int8_matmul got a {weight.bits}-bit weight; use int4_matmul")
+    return quant_matmul(x, weight, bias, out=out, config=config)
+
+
+def quant_matmul(
+    x: torch.Tensor,
+    weight: KernelWeight,
+    bias: torch.Tensor | None = None,
+    *,
+    out: torch.Tensor | None = None,
+    config: MatmulConfig | None = None,
+    cache: TuningCache | None = None,
+) -> torch.Tensor:
+    """Launch the fused dequantize-matmul. x: [M, K] fp16/bf16/fp32, contiguous, on the weight's
+    device; bias: [N] in x's dtype; out: optional [M, N] contiguous in x's dtype (overwritten).
+    `config` forces a launch configuration (tests); otherwise it is tuned and cached per device."""
+    _check_inputs(x, weight, bias, out)
+    m, k = x.shape
+    n = weight.out_features
+    if out is None:
+        out = torch.empty(m, n, dtype=x.dtype, device=x.device)
+    if m == 0:
+        return out
+    if config is None:
+        config = _tuned_config(x, weight, bias, out, cache)
+    _launch(x, weight, bias, out, config)
+    return out
+
+
+def _check_inputs(x, weight: KernelWeight, bias, out) -> None:
+    if not isinstance(x, torch.Tensor) or x.ndim != 2:
+        raise ShapeError(f"x must be a 2-D tensor [M, K], got {getattr(x, 'shape', type(x))}")
+    if x.dtype not in ACT_DTYPES:
+        raise DtypeError(f"x must be float16, bfloat16 or float32, got {x.dtype}")
+    m, k = x.shape
+    if k == 0 or weight.in_features == 0 or weight.out_features == 0:
+        raise ShapeError(f"K and N must be positive: x is {tuple(x.shape)}, weight is "
+                         f"[{weight.out_features}, {weight.in_features}]")
+    if weight.group_size is not None and k % weight.group_size:
+        raise ShapeError(f"K = {k} is not divisible by the group size {weight.group_size}")
+    if k != weight.in_features:
+        raise ShapeError(f"x has K = {k} features but the weight expects {weight.in_features}")
+    weight.validate()
+    if not x.is_contiguous():
+        raise LayoutError("x must be contiguous (call .contiguous() first)")
+    devices = {"x": x.device, "weight": weight.device}
+    n = weight.out_features
+    if bias is not None:
+        devices["bias"] = bias.device
+        if bias.shape != (n,):
+            raise ShapeError(f"bias must have shape ({n},), got {tuple(bias.shape)}")
+        if bias.dtype != x.dtype:
+            raise DtypeError(f"bias dtype {bias.dtype} differs from x dtype {x.dtype}")
+        if not bias.is_contiguous():
+            raise LayoutError("bias must be contiguous")
+    if out is not None:
+        devices["out"] = out.device
+        if out.shape != (m, n) or out.dtype != x.dtype:
+            raise ShapeError(f"out must be {x.dtype} of shape ({m}, {n}), got {out.dtype} {tuple(out.shape)}")
+        if not out.is_contiguous():
+            raise LayoutError("out must be contiguous")
+    if len(set(devices.values())) != 1:
+        raise DeviceError(f"tensors are on different devices: {', '.join(f'{k}={v}' for k, v in devices.items())}")
+    if x.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise DeviceError(
+            f"the Triton kernels run on CUDA devices; x is on {x.device}. On CPU use "
+            "QuantLinear (plain-torch path) or quant_matmul_reference"
+        )
+
+
+def _alloc_partials(split_k: int, m: int, n: int, device) -> torch.Tensor:
+    # every element is written by exactly one split before the reduce kernel reads it
+    return torch.empty(split_k, m, n, dtype=torch.float32, device=device)
+
+
+def _launch(x, weight: KernelWeight, bias, out, config: MatmulConfig) -> None:
+    m, k = x.shape
+    n = weight.out_features
+    num_tiles = -(-k // TILE_K)
+    # no empty splits: every split gets >= 1 tile, so every partial is written
+    tiles_per_split = -(-num_tiles // min(config.split_k, num_tiles))
+    split_k = -(-num_tiles // tiles_per_split)
+    target = out if split_k == 1 else _alloc_partials(split_k, m, n, x.device)
+    meta = dict(
+        BITS=weight.bits,
+        GROUP_SIZE=weight.group_size or 0,
+        HAS_ZERO=weight.zero is not None,
+        HAS_BIAS=bias is not None,
+        WRITE_PARTIAL=split_k > 1,
+        BLOCK_N=config.block_n,
+        num_warps=config.num_warps,
+        num_stages=config.num_stages,
+    )
+    zero = weight.zero if weight.zero is not None else weight.scale  # unused when HAS_ZERO=False
+    bias_arg = bias if bias is not None else weight.scale  # unused when HAS_BIAS=False
+    stride_os = m * n
+    if config.kernel == "gemv":
+        grid = (triton.cdiv(n, config.block_n), split_k, m)
+        _quant_gemv_kernel[grid](
+            x, weight.qweight, weight.scale, zero, bias_arg, target,
+            n, k, tiles_per_split,
+            x.stride(0), weight.qweight.stride(0), n, stride_os,
+            TILES=config.tiles, **meta,
+        )
+    else:
+        grid = (triton.cdiv(m, config.block_m) * triton.cdiv(n, config.block_n), split_k)
+        scale_on_acc = weight.group_size is not None and config.block_m <= weight.group_size
+        _quant_dot_kernel[grid](
+            x, weight.qweight, weight.scale, zero, bias_arg, target,
+            m, n, k, tiles_per_split,
+            x.stride(0), weight.qweight.stride(0), n, stride_os,
+            SCALE_ON_ACC=scale_on_acc, BLOCK_M=config.block_m, GROUP_M=config.group_m, **meta,
+        )
+    if split_k > 1:
+        block = 1024
+        _splitk_reduce_kernel[(triton.cdiv(m * n, block),)](
+            target, bias_arg, out, m, n, split_k, HAS_BIAS=bias is not None, BLOCK=block, num_warps=4,
+        )
+
+
+def _sm_count(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 1
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def _tuned_config(x, weight: KernelWeight, bias, out, cache: TuningCache | None) -> MatmulConfig:
+    m, k = x.shape
+    n = weight.out_features
+    sms = _sm_count(x.device)
+    if x.device.type != "cuda" or torch.cuda.is_current_stream_capturing():
+        return heuristic_config(m, n, k, weight.bits, sms)
+    cache = cache or default_cache()
+    key = tuning_key(
+        torch.cuda.get_device_name(x.device), triton.__version__, "quant_matmul",
+        f"b{weight.bits}", f"g{weight.group_size or 'chan'}", "asym" if weight.zero is not None else "sym",
+        x.dtype, f"N{n}", f"K{k}", f"M{m_bucket(m)}",
+    )
+    cached = cache.get(key)
+    if cached is not None:
+        try:
+            return MatmulConfig(**cached)
+        except (TypeError, ValueError):
+            pass  # written by an older version: re-tune
+    candidates = candidate_configs(m, n, k, weight.bits, sms)
+    best, ms = pick_fastest(lambda cfg: _launch(x, weight, bias, out, cfg), candidates)
+    cache.put(key, dataclasses.asdict(best), ms)
+    return best
+
+
+# ----------------------------------------------------------------------------- reference
+
+
+def quant_matmul_reference(x: torch.Tensor, weight: KernelWeight, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """fp32 reference: unpack the kernel layout, dequantize (q - zero) * scale, x @ W.T + bias."""
+    w = unpack_kernel_weight(weight).dequantize(torch.float32)
+    y = x.to(torch.float32) @ w.to(x.device).t()
+    if bias is not None:
+        y = y + bias.to(torch.float32)
+    return y
