@@ -205,8 +205,8 @@ def _read_zip(path: Path, artifact: str, source: Source, budget: _Budget) -> Ite
             path_ = normalize_member(info.filename, artifact)
             if info.is_dir() or not selected(path_, source.include, source.exclude):
                 continue
-            mode = info.external_attr >> 16
-            if mode and not stat.S_ISREG(mode):
+            file_type = stat.S_IFMT(info.external_attr >> 16)  # 0 when the writer set no Unix mode
+            if file_type and file_type != stat.S_IFREG:
                 raise InputError(f"{artifact}: included member {path_} is a link or special file",
                                  hint="only regular files are read; narrow `include` to skip it")
             budget.check_declared(path_, info.file_size)

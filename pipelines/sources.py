@@ -203,13 +203,22 @@ class _spinner:
 # pyproject_hooks' ``_in_process.py``, which names the backend in an environment variable
 # (PEP517_BUILD_BACKEND in pip <= 23, _PYPROJECT_HOOKS_BUILD_BACKEND later). This
 # sitecustomize answers that import, in that process only, with a module whose one hook writes
-# the sdist's own PKG-INFO as the wheel metadata. Everywhere else it does nothing but hand
-# over to any sitecustomize it shadows.
+# the sdist's own PKG-INFO as the wheel metadata. In every process it first runs any
+# sitecustomize it shadows.
 _METADATA_ONLY_BACKEND = r'''
 import os, sys
+
+# First run any sitecustomize this one shadows (e.g. a test suite's socket audit).
+import importlib.machinery, importlib.util
+_here = os.path.dirname(os.path.abspath(__file__))
+_rest = [p for p in sys.path if os.path.abspath(p or ".") != _here]
+_shadowed = importlib.machinery.PathFinder.find_spec("sitecustomize", _rest)
+if _shadowed is not None and _shadowed.loader is not None:
+    _shadowed.loader.exec_module(importlib.util.module_from_spec(_shadowed))
+
 _spec = os.environ.get("_PYPROJECT_HOOKS_BUILD_BACKEND") or os.environ.get("PEP517_BUILD_BACKEND")
 if _spec:
-    import importlib.abc, importlib.machinery, types
+    import importlib.abc, types
     _module, _, _attrs = _spec.partition(":")
     _module, _attrs = _module.strip(), [a for a in _attrs.strip().split(".") if a]
 
@@ -248,13 +257,6 @@ if _spec:
             pass
 
     sys.meta_path.insert(0, _Finder())
-else:
-    import importlib.machinery, importlib.util
-    _here = os.path.dirname(os.path.abspath(__file__))
-    _rest = [p for p in sys.path if os.path.abspath(p or ".") != _here]
-    _shadowed = importlib.machinery.PathFinder.find_spec("sitecustomize", _rest)
-    if _shadowed is not None and _shadowed.loader is not None:
-        _shadowed.loader.exec_module(importlib.util.module_from_spec(_shadowed))
 '''
 
 _SDIST_SUFFIXES = (".tar.gz", ".tgz", ".zip", ".tar.bz2", ".tar.xz", ".tar")
