@@ -12,7 +12,6 @@ import hashlib
 import http.server
 import io
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -27,7 +26,7 @@ import pytest
 from commonforge.errors import FetchError, InputError, IntegrityError
 from commonforge.settings import Settings
 from pipelines import sources
-from pipelines.extract import extract_documents, glob_regex, python_string, read_members, Member
+from pipelines.extract import Member, extract_documents, glob_regex, python_string, read_members
 from registry.catalog import Registry
 from registry.digest import canonical_digest, sha256_bytes, sha256_file
 from registry.schema import Source
