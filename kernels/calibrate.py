@@ -14,6 +14,8 @@ layer over a decoder stack (`model.model.layers` for Llama-family models):
 Running the captured positional and keyword arguments of layer 0 through every layer (attention
 mask, rotary position embeddings, position ids) keeps this independent of the model's internals.
 The float model is modified in place (its targeted weights become their dequantized values).
+Every token of a batch counts in the Hessians, padding included: pass unpadded token batches
+(e.g. fixed-length windows of the training split).
 """
 
 from __future__ import annotations

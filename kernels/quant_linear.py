@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kernels.calibrate import quantize_weights
-from kernels.errors import SchemeError, ShapeError
+from kernels.errors import DeviceError, SchemeError, ShapeError
 from kernels.formats import (
     compress_weight,
     decompress_weight,
@@ -276,6 +276,11 @@ def load_quantized_model(
     """
     if expected_digest is not None:
         verify_digest(tensors, expected_digest)
+    if any(p.is_meta for p in model.parameters()):
+        raise DeviceError(
+            "the skeleton has parameters on the meta device; build it on a real device "
+            "(e.g. LlamaForCausalLM(config) under torch.device('cpu')) so every tensor can be loaded"
+        )
     config = config.get("quantization_config", config)
     scheme = scheme_from_quantization_config(config)
     remaining = dict(tensors)
@@ -286,10 +291,8 @@ def load_quantized_model(
         if "weight_packed" not in local:
             raise ShapeError(f"{name}: no {name}.weight_packed in the checkpoint, but the config quantizes it")
         bias = remaining.pop(f"{name}.bias", None)
-        scale_dtype = local["weight_scale"].dtype
-        device = module.weight.device if module.weight.device.type != "meta" else "cpu"
         qlinear = QuantLinear(module.in_features, module.out_features, bias is not None,
-                              scheme=scheme, dtype=scale_dtype, device=device)
+                              scheme=scheme, dtype=local["weight_scale"].dtype, device=module.weight.device)
         qlinear.load_compressed(local, bias, where=name)
         _replace(model, name, qlinear)
     quant_keys = {k for k, m in model.named_modules() if isinstance(m, QuantLinear)}

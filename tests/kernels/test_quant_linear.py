@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from kernels import (
+    DeviceError,
     DigestMismatchError,
     QuantLinear,
     QuantScheme,
@@ -184,6 +185,10 @@ def test_load_rejects_corrupted_or_mismatched_tensors():
     bad_shape["model.layers.0.mlp.down_proj.weight_scale"] = torch.ones(64, 3)
     with pytest.raises(ShapeError):
         load_quantized_model(tiny_llama(), bad_shape, export.quantization_config)
+    with torch.device("meta"):
+        meta_skeleton = tiny_llama()
+    with pytest.raises(DeviceError, match="meta device"):
+        load_quantized_model(meta_skeleton, export.state_dict, export.quantization_config)
     w4a8 = copy.deepcopy(export.quantization_config)
     w4a8["config_groups"]["group_0"]["input_activations"] = {"num_bits": 8, "type": "int"}
     with pytest.raises(SchemeError, match="activation quantization"):
