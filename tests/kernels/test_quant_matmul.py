@@ -43,11 +43,12 @@ SHAPES = {
     "int8": (72, 200),
 }
 
-# (M, config): the GEMV (+ split-K, + several K tiles per step), the skinny dot (+ split-K),
+# (M, config): the GEMV (+ split-K, + several K tiles per step, + M > 1), the skinny dot (+ split-K),
 # and the prefill GEMM with BLOCK_M above and below the group size
 PATHS = {
     "gemv": (1, MatmulConfig("gemv", block_n=64, tiles=2)),
     "gemv-splitk": (1, MatmulConfig("gemv", block_n=32, tiles=1, split_k=2)),
+    "gemv-rows": (3, MatmulConfig("gemv", block_n=64, tiles=4)),  # one program row per token
     "skinny": (5, MatmulConfig("dot", block_m=16, block_n=64)),
     "skinny-splitk": (33, MatmulConfig("dot", block_m=64, block_n=32, split_k=3)),
     "gemm": (67, MatmulConfig("dot", block_m=64, block_n=64, group_m=2)),
