@@ -92,3 +92,23 @@ def test_half_precision_checkpoint_matches(tmp_path):
     with torch.no_grad():
         theirs = load_with_transformers(tmp_path, dtype=torch.float16)(ids).logits.float()
     torch.testing.assert_close(ours, theirs, atol=1e-3, rtol=1e-3)
+
+
+def test_tied_embeddings_are_stored_once_and_reload_tied(tmp_path):
+    from safetensors.torch import load_file
+
+    from kernels import load_quantized_model
+
+    model = quantize_model(tiny_llama(tie_word_embeddings=True), "int4-g32")
+    ids = held_out_ids()
+    with torch.no_grad():
+        ours = model(ids).logits
+    export = save_compressed_tensors(model, tmp_path)
+    assert "lm_head.weight" not in export.state_dict  # shares the embedding's storage
+    with torch.no_grad():
+        torch.testing.assert_close(load_with_transformers(tmp_path)(ids).logits, ours, atol=1e-6, rtol=1e-6)
+    skeleton = tiny_llama(seed=5, tie_word_embeddings=True)
+    load_quantized_model(skeleton, load_file(tmp_path / "model.safetensors"), export.quantization_config, export.digest)
+    assert skeleton.lm_head.weight is skeleton.model.embed_tokens.weight
+    with torch.no_grad():
+        torch.testing.assert_close(skeleton(ids).logits, ours, atol=0, rtol=0)
