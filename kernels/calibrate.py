@@ -122,7 +122,7 @@ def _gptq_model(
             for local_name, linear in stage.items():
                 results[layer_prefix + local_name] = _gptq_linear(linear, hessians[local_name], scheme)
         outputs = _run_layer(layer, captured)
-        captured = [((out, *args[1:]), kwargs) for out, (args, kwargs) in zip(outputs, captured)]
+        captured = [_with_hidden_states(call, out) for call, out in zip(captured, outputs)]
 
     # --- targets outside the decoder stack (e.g. lm_head): one pass of the whole model
     rest = {n: m for n, m in targets.items() if n not in results}
@@ -131,6 +131,16 @@ def _gptq_model(
         for name, linear in rest.items():
             results[name] = _gptq_linear(linear, hessians[name], scheme)
     return {name: results[name] for name in targets}
+
+
+def _with_hidden_states(call: tuple[tuple, dict], hidden: torch.Tensor) -> tuple[tuple, dict]:
+    """The same layer call with its hidden states (first positional or `hidden_states=`) replaced."""
+    args, kwargs = call
+    if args:
+        return (hidden, *args[1:]), kwargs
+    if "hidden_states" in kwargs:
+        return args, {**kwargs, "hidden_states": hidden}
+    raise SchemeError("GPTQ: cannot find the hidden states among the decoder layer's arguments")
 
 
 def _run_layer(layer: nn.Module, captured: list[tuple[tuple, dict]]) -> list[torch.Tensor]:
