@@ -26,6 +26,7 @@ import os
 import platform
 import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from commonforge import settings as forge_settings
@@ -34,7 +35,6 @@ from pipelines import determinism
 from pipelines.select import iter_documents
 from pipelines.stage import load_recipe, model_dir, run_stage
 from pipelines.tokenizer import tokenizer_dir
-from registry.digest import canonical_json
 from registry.fsutil import atomic_write_bytes
 from registry.schema import Recipe
 
@@ -153,6 +153,98 @@ def state_dict_for_save(model) -> dict:
     return state
 
 
+@dataclass
+class TrainRun:
+    model: object
+    losses: list  # [step, "loss"] rows of loss.csv
+    val_losses: list  # [step, "val_loss"] rows of val_loss.csv
+    seconds: float  # wall time of the optimization loop
+
+
+def train_model(recipe: Recipe, config, train_w, eval_w, *, log=None, max_seconds: float | None = None) -> TrainRun:
+    """Initialize a Llama from ``config`` (seeded) and train it on ``train_w`` per the recipe.
+
+    ``train_w``: (n, seq_len + 1) token windows; ``eval_w``: the windows for periodic validation
+    loss. ``log(metrics, step)`` receives losses, learning rate and tokens/s. ``max_seconds``
+    (sweeps only; never in a build) stops early.
+    """
+    import torch
+    from tqdm import tqdm
+    from transformers import LlamaForCausalLM
+
+    t = recipe.training
+    torch.manual_seed(t.seed)
+    model = LlamaForCausalLM(config)
+    model.train()
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=t.learning_rate, betas=t.betas, eps=t.eps, foreach=False,
+    )
+    n_windows = len(train_w)
+    gen = torch.Generator().manual_seed(t.seed)
+    epoch, order, cursor = 0, torch.randperm(n_windows, generator=gen), 0
+    losses: list[list] = []
+    val_losses: list[list] = []
+    tokens_per_step = t.batch_size * t.seq_len
+    started = time.perf_counter()
+    bar = tqdm(range(t.steps), desc=f"train {recipe.ref}", unit="step", mininterval=1.0)
+    for step in bar:
+        # --- batch: the next batch_size windows of this epoch's permutation
+        idx = []
+        while len(idx) < t.batch_size:
+            if cursor == n_windows:
+                epoch += 1
+                order = torch.randperm(n_windows, generator=torch.Generator().manual_seed(t.seed + epoch))
+                cursor = 0
+            take = min(t.batch_size - len(idx), n_windows - cursor)
+            idx.extend(order[cursor : cursor + take].tolist())
+            cursor += take
+        batch = train_w[idx]  # (B, seq_len + 1)
+        lr = lr_at(step, recipe)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        logits = model(input_ids=batch[:, :-1]).logits  # (B, T, V)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if t.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip, foreach=False)
+        opt.step()
+        loss_value = loss.detach().item()
+        losses.append([step + 1, f"{loss_value:.6f}"])
+        elapsed = time.perf_counter() - started
+        tps = (step + 1) * tokens_per_step / elapsed
+        bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tps:,.0f}", refresh=False)
+        metrics = {"train_loss": loss_value, "lr": lr}
+        if (step + 1) % t.eval_every == 0 or step + 1 == t.steps:
+            if len(eval_w):
+                total, count = evaluate_loss(model, eval_w, t.batch_size)
+                val_losses.append([step + 1, f"{total / count:.6f}"])
+                metrics["val_loss"] = total / count
+            metrics["tokens_per_s"] = tps
+        if log is not None and ((step + 1) % 10 == 0 or "val_loss" in metrics):
+            log(metrics, step + 1)
+        if max_seconds is not None and elapsed > max_seconds:
+            break
+    bar.close()
+    return TrainRun(model, losses, val_losses, time.perf_counter() - started)
+
+
+def bits_per_byte(model, val_w, batch_size: int, val_bytes: int, val_tokens_total: int) -> tuple[float, float, int]:
+    """(loss per token, bits per byte, tokens scored) over the validation windows.
+
+    The windows cover ``count`` of the split's ``val_tokens_total`` tokens; the split's bytes
+    are scaled alike, so bits per byte compares across tokenizers.
+    """
+    if not len(val_w):
+        return float("nan"), float("nan"), 0
+    total, count = evaluate_loss(model, val_w, batch_size)
+    covered_bytes = val_bytes * count / max(1, val_tokens_total - 1)
+    return total / count, total / math.log(2) / covered_bytes, count
+
+
 class _Tracker:
     """MLflow logging for one run (params, losses, tokens/s, environment)."""
 
@@ -194,10 +286,7 @@ def main(ref: str, root: Path) -> Path:
     determinism.pin(t.threads)
     settings = forge_settings.Settings.load(root)
 
-    import torch
     from tokenizers import Tokenizer
-    from tqdm import tqdm
-    from transformers import LlamaForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
@@ -214,73 +303,16 @@ def main(ref: str, root: Path) -> Path:
     # Tokens of the validation windows' targets, and their share of the split's bytes, for bits/byte.
     val_tokens_total = len(val_stream)
 
-    torch.manual_seed(t.seed)
     config = llama_config(recipe, tokenizer.get_vocab_size())
-    model = LlamaForCausalLM(config)
-    model.train()
-    n_params = sum(p.numel() for p in model.parameters())
-
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=t.learning_rate, betas=t.betas, eps=t.eps, foreach=False,
-    )
     tracker = _Tracker(recipe, settings, env)
-
-    eval_w = val_w[: t.eval_batches * t.batch_size]
-    n_windows = len(train_w)
-    gen = torch.Generator().manual_seed(t.seed)
-    epoch, order, cursor = 0, torch.randperm(n_windows, generator=gen), 0
-    losses: list[list] = []
-    val_losses: list[list] = []
+    run = train_model(recipe, config, train_w, val_w[: t.eval_batches * t.batch_size], log=tracker.log)
+    model, losses, val_losses, train_seconds = run.model, run.losses, run.val_losses, run.seconds
+    n_params = sum(p.numel() for p in model.parameters())
     tokens_per_step = t.batch_size * t.seq_len
-    started = time.perf_counter()
-    bar = tqdm(range(t.steps), desc=f"train {recipe.ref}", unit="step", mininterval=1.0)
-    for step in bar:
-        # --- batch: the next batch_size windows of this epoch's permutation
-        idx = []
-        while len(idx) < t.batch_size:
-            if cursor == n_windows:
-                epoch += 1
-                order = torch.randperm(n_windows, generator=torch.Generator().manual_seed(t.seed + epoch))
-                cursor = 0
-            take = min(t.batch_size - len(idx), n_windows - cursor)
-            idx.extend(order[cursor : cursor + take].tolist())
-            cursor += take
-        batch = train_w[idx]  # (B, seq_len + 1)
-        lr = lr_at(step, recipe)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        logits = model(input_ids=batch[:, :-1]).logits  # (B, T, V)
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if t.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip, foreach=False)
-        opt.step()
-        loss_value = float(loss)
-        losses.append([step + 1, f"{loss_value:.6f}"])
-        elapsed = time.perf_counter() - started
-        tps = (step + 1) * tokens_per_step / elapsed
-        bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tps:,.0f}")
-        metrics = {"train_loss": loss_value, "lr": lr}
-        if (step + 1) % t.eval_every == 0 or step + 1 == t.steps:
-            if len(eval_w):
-                total, count = evaluate_loss(model, eval_w, t.batch_size)
-                val_losses.append([step + 1, f"{total / count:.6f}"])
-                metrics["val_loss"] = total / count
-            metrics["tokens_per_s"] = tps
-        if (step + 1) % 10 == 0 or "val_loss" in metrics:
-            tracker.log(metrics, step + 1)
-    train_seconds = time.perf_counter() - started
+    n_windows = len(train_w)
 
     # --- final validation over the whole split: loss per token and bits per byte
-    total, count = evaluate_loss(model, val_w, t.batch_size) if len(val_w) else (float("nan"), 0)
-    val_loss = total / count if count else float("nan")
-    # The windows cover count of the split's val_tokens_total tokens; scale the bytes alike.
-    covered_bytes = val_bytes * count / max(1, val_tokens_total - 1)
-    val_bpb = total / math.log(2) / covered_bytes if count else float("nan")
+    val_loss, val_bpb, count = bits_per_byte(model, val_w, t.batch_size, val_bytes, val_tokens_total)
 
     out = model_dir(root, recipe)
     model_out, train_out = out / "model", out / "train"

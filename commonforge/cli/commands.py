@@ -38,3 +38,29 @@ def add_all(sub: argparse._SubParsersAction) -> None:
     p = _cmd(sub, "verify", "registry_cmds:cmd_verify",
              "re-hash every artifact of a release in the local store against its manifest (exit 1 on mismatch)")
     p.add_argument("ref", metavar="MODEL_REF", help="e.g. model/forge-small@1.0.0 or forge-small")
+
+    # --- the build ----------------------------------------------------------------------
+    p = _cmd(sub, "build", "build_cmds:cmd_build", "build a recipe with `dvc repro`, then release it",
+             "Run the DVC pipeline for one recipe (only the data stages it uses), then release it: the "
+             "build manifest and provenance go into registry/entries/models, the artifacts into the store "
+             "and the DVC remote. If the release already exists, this is a rebuild: the digests are "
+             "compared and the store filled; a different result is never written under the same version.")
+    p.add_argument("recipe", nargs="?", default="forge-small", help="recipe name in params.yaml (default: forge-small)")
+    p.add_argument("--no-release", action="store_true", help="only run the pipeline")
+    p.add_argument("--replace-draft", action="store_true",
+                   help="replace an existing draft release of this version with this build's")
+
+    p = _cmd(sub, "release", "build_cmds:cmd_release", "release a recipe that `dvc repro` has built",
+             "Write the release of a built recipe (see `build`). Refused when the tree differs from HEAD "
+             "other than dvc.lock and the release's own records.")
+    p.add_argument("recipe", help="recipe name in params.yaml, e.g. forge-small")
+    p.add_argument("--replace-draft", action="store_true", help="replace an existing draft of this version")
+    p.add_argument("--no-push", action="store_true", help="don't push DVC outputs to the default remote")
+
+    p = _cmd(sub, "reproduce", "build_cmds:cmd_reproduce", "rebuild a release from its source commit and compare bit for bit",
+             "Rebuild a release in a clean temporary worktree at its source commit (data from the DVC remote "
+             "or the pinned sources), compare the build manifest field by field and write a rebuild record. "
+             "Exit 0 only when the rebuild is identical; 1 when it differs (the first differing stage and "
+             "any difference in the pinned environment are shown).")
+    p.add_argument("ref", metavar="MODEL_REF", help="e.g. model/forge-small@1.0.0 or forge-small")
+    p.add_argument("--keep", action="store_true", help="keep the temporary worktree for inspection")

@@ -1,0 +1,141 @@
+"""``commonforge build`` and ``commonforge reproduce``: run the pipeline, or re-run it and compare.
+
+``build``: ``dvc repro`` of one recipe's stages (and only the data stages it uses), then
+``release``. ``reproduce``: a clean temporary git worktree at the release's source commit,
+data from the DVC remote where it is there (else from the pinned sources, verified by
+sha256), a full ``dvc repro`` with a fresh DVC cache (so nothing is restored from a run
+cache), then the rebuilt manifest compared field by field with the release's; the result
+is a rebuild record beside the release.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from commonforge.errors import BuildError, ForgeError, InputError
+from commonforge.settings import Settings
+from pipelines.compare import ManifestDiff, compare_manifests
+from pipelines.release import ReleaseResult, build_manifest, builder_name, machine_info, release
+from pipelines.stage import load_recipe, utc_now
+from pipelines.workspace import Params, ensure_dvc_remote, git_repo, recipe_stages, run_dvc
+from registry import Registry
+from registry.refs import Ref
+from registry.schema import BuildManifest, RebuildRecord, Release
+
+log = logging.getLogger(__name__)
+
+
+def _dataset_names(manifest: BuildManifest) -> list[str]:
+    return [d.ref.split("/", 1)[1].split("@")[0] for d in manifest.datasets]
+
+
+def build(settings: Settings, recipe_name: str, *, replace_draft: bool = False, do_release: bool = True,
+          announce=print) -> ReleaseResult | None:
+    """``dvc repro`` one recipe's stages, then release it (or confirm its existing release)."""
+    root = settings.root
+    params = Params.load(root)
+    params.recipe_ref(recipe_name)  # a clear error when params.yaml doesn't build it
+    problems = params.problems(Registry(root))
+    if problems:
+        raise InputError("params.yaml is inconsistent:\n  " + "\n  ".join(problems),
+                         hint="fix params.yaml; `commonforge validate` checks it")
+    ensure_dvc_remote(root, settings.dvc_remote)
+    stages = recipe_stages(root, recipe_name)
+    announce(f"building {recipe_name}: dvc repro {' '.join(stages)} (and the data stages they need)")
+    started = time.perf_counter()
+    run_dvc(root, "repro", *stages)
+    announce(f"pipeline finished in {time.perf_counter() - started:.0f} s")
+    if not do_release:
+        return None
+    return release(settings, recipe_name, replace_draft=replace_draft)
+
+
+@dataclass
+class Reproduction:
+    record: RebuildRecord
+    diff: ManifestDiff
+    rebuilt: BuildManifest
+    record_path: Path
+
+
+def _worktree(root: Path, commit: str) -> Path:
+    repo = git_repo(root)
+    try:
+        repo.commit(commit)
+    except (ValueError, Exception):  # noqa: BLE001 - gitpython raises several types for a bad sha
+        raise InputError(
+            f"source commit {commit} is not in this clone",
+            hint="fetch the full history (git fetch --unshallow, or clone without --depth)",
+        ) from None
+    path = Path(tempfile.mkdtemp(prefix="commonforge-reproduce-"))
+    path.rmdir()
+    repo.git.worktree("add", "--detach", str(path), commit)
+    return path
+
+
+def _remove_worktree(root: Path, path: Path) -> None:
+    try:
+        git_repo(root).git.worktree("remove", "--force", str(path))
+    except Exception:  # noqa: BLE001 - fall back to deleting the folder and pruning
+        shutil.rmtree(path, ignore_errors=True)
+        subprocess.run(["git", "worktree", "prune"], cwd=root, capture_output=True)
+
+
+def reproduce(settings: Settings, model_ref: str, *, keep: bool = False, announce=print) -> Reproduction:
+    root = settings.root
+    reg = Registry(root)
+    rel = reg.resolve(Ref.parse(model_ref, default_kind="model"))
+    if not isinstance(rel, Release):
+        raise InputError(f"{model_ref} is not a model release")
+    m = rel.manifest
+    if m.provenance == "imported" or m.recipe is None or m.source_commit is None:
+        raise InputError(
+            f"{rel.ref} was imported, not built by the forge: it has no recipe or source commit to rebuild from",
+            hint="only releases built by `commonforge build` can be reproduced",
+        )
+    started = time.perf_counter()
+    work = _worktree(root, m.source_commit)
+    announce(f"reproducing {rel.ref} in a clean worktree at {m.source_commit[:12]}: {work}")
+    try:
+        recipe = load_recipe(work, m.recipe.ref)
+        ensure_dvc_remote(work, settings.dvc_remote)
+        for name in _dataset_names(m):
+            try:
+                run_dvc(work, "pull", "--quiet", f"fetch@{name}", capture=True)
+                announce(f"dataset {name}: raw text pulled from the DVC remote")
+            except BuildError:
+                announce(f"dataset {name}: not on the DVC remote; fetching its pinned sources")
+        run_dvc(work, "repro", *recipe_stages(work, recipe.name))
+        rebuilt = build_manifest(work, recipe, m.source_commit)
+    except ForgeError:
+        if not keep:
+            _remove_worktree(root, work)
+        raise
+    if not keep:
+        _remove_worktree(root, work)
+    diff = compare_manifests(m, rebuilt)
+    identical = rebuilt.digest == rel.release_digest
+    if not identical and diff.identical:
+        diff.inputs.append("the manifests differ in a field the comparison does not explain (schema?)")
+    record = RebuildRecord(
+        schema_version=1,
+        release_digest=rel.release_digest,
+        release=rel.ref,
+        result="identical" if identical else "different",
+        rebuilt_digest=rebuilt.digest,
+        rebuilt_by=builder_name(root),
+        rebuilt_at=utc_now(),
+        machine=machine_info(),
+        first_differing_stage=diff.first_differing_stage,
+        differences=[line for line in diff.lines() if not line.startswith("environment:")],
+        environment_differences=diff.environment,
+        wall_seconds=round(time.perf_counter() - started, 1),
+    )
+    path = reg.add_rebuild(rel, record)
+    return Reproduction(record, diff, rebuilt, path)

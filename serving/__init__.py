@@ -1,0 +1,1 @@
+"""Serving: loading a verified release for inference, the engine, the OpenAI-compatible API."""

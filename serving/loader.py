@@ -1,0 +1,236 @@
+"""The release loader: a registry ref in, a verified, runnable model out.
+
+    loaded = load_release("model/forge-small@1.0.0", variant="int4-g128")
+    loaded.model(input_ids)  ·  loaded.tokenizer  ·  loaded.release  ·  loaded.device
+
+Every consumer of a model (evaluation, the explorer's "try it" box, the server, the chat CLI)
+goes through here, so the rules hold everywhere:
+
+* every file the model is built from is re-hashed against the release's manifest first
+  (:meth:`registry.Store.path` refuses a mismatch, naming file, expected and actual digest);
+* weights are read from safetensors only: a manifest naming a pickle format is refused;
+* the architecture comes from ``config.json`` through transformers' own classes, never with
+  ``trust_remote_code`` (a config that asks for custom code is refused);
+* quantized variants are rebuilt with :class:`kernels.QuantLinear` (Triton kernels on a GPU,
+  plain torch on the CPU) from their compressed-tensors tensors.
+
+The loader lives in ``serving`` (not ``kernels``): kernels know tensors and modules, never releases.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from commonforge.errors import InputError
+from commonforge.settings import Settings
+from registry import Registry, Store
+from registry.refs import Ref
+from registry.schema import Artifact, Release
+
+FULL = "full"
+# Weight formats that unpickle (and so can run code) when loaded: never loaded here.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+@dataclass
+class LoadedModel:
+    release: Release
+    variant: str  # "full" or a quantized variant's name
+    model: Any  # a transformers PreTrainedModel in eval mode
+    tokenizer: Any  # a transformers PreTrainedTokenizerFast
+    device: Any  # torch.device
+    dtype: Any  # torch.dtype of activations
+    files: dict[str, Path] = field(default_factory=dict)  # release path -> verified store path
+
+    @property
+    def ref(self) -> str:
+        return self.release.ref
+
+    @property
+    def context_length(self) -> int:
+        return int(getattr(self.model.config, "max_position_embeddings", 2048))
+
+    def tokenizer_folder(self, dest: Path) -> Path:
+        """Lay the tokenizer files out under ``dest`` (for tools that want a path, e.g. lm-eval)."""
+        import os
+        import shutil
+
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in TOKENIZER_FILES:
+            if name in self.files and not (dest / name).exists():
+                try:
+                    os.link(self.files[name], dest / name)
+                except OSError:
+                    shutil.copyfile(self.files[name], dest / name)
+        return dest
+
+
+def variant_artifacts(release: Release, variant: str | None) -> dict[str, Artifact]:
+    """The artifacts a variant is built from, keyed by their file name inside the variant."""
+    m = release.manifest
+    name = variant or FULL
+    available = [FULL, *m.variants()]
+    if name not in available:
+        raise InputError(
+            f"{release.ref} has no variant {name!r}",
+            hint="available: " + ", ".join(available),
+        )
+    chosen: dict[str, Artifact] = {}
+    for a in m.artifacts:
+        if a.path in TOKENIZER_FILES:
+            chosen[a.path] = a
+        elif name == FULL and a.variant is None and "/" not in a.path:
+            chosen[a.path] = a
+        elif name != FULL and a.variant == name:
+            chosen[a.path.rsplit("/", 1)[-1]] = a
+    for key, a in chosen.items():
+        if a.path.lower().endswith(PICKLE_SUFFIXES):
+            raise InputError(
+                f"{release.ref}: {a.path} is a pickle checkpoint; pickle weights are never loaded",
+                hint="convert the weights to safetensors and import them again",
+            )
+    for needed in ("config.json", "model.safetensors", "tokenizer.json"):
+        if needed not in chosen:
+            raise InputError(f"{release.ref} ({name}) has no {needed}", hint="the release is incomplete")
+    return chosen
+
+
+def choose_device(device: str | None = "auto"):
+    import torch
+
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device} asked for, but no CUDA GPU is available", hint="use --device cpu")
+    return dev
+
+
+def _read_config(path: Path, where: str) -> dict:
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if "auto_map" in config or config.get("trust_remote_code"):
+        raise InputError(
+            f"{where}: config.json asks for custom model code (auto_map); it is never run",
+            hint="only architectures built into transformers can be loaded",
+        )
+    if "model_type" not in config:
+        raise InputError(f"{where}: config.json has no model_type", hint="is this a transformers model?")
+    return config
+
+
+def _build_skeleton(config: dict, device, dtype):
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg_dict = {k: v for k, v in config.items() if k != "quantization_config"}
+    model_type = cfg_dict.pop("model_type")
+    hf_config = AutoConfig.for_model(model_type, **cfg_dict)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(hf_config, trust_remote_code=False, dtype=dtype)
+    return model
+
+
+def _load_tokenizer(files: dict[str, Path]):
+    from transformers import PreTrainedTokenizerFast
+
+    kwargs: dict = {}
+    if "tokenizer_config.json" in files:
+        cfg = json.loads(files["tokenizer_config.json"].read_text(encoding="utf-8"))
+        for key in ("bos_token", "eos_token", "pad_token", "unk_token", "additional_special_tokens",
+                    "model_max_length", "chat_template", "clean_up_tokenization_spaces"):
+            if cfg.get(key) is not None:
+                kwargs[key] = cfg[key]
+    return PreTrainedTokenizerFast(tokenizer_file=str(files["tokenizer.json"]), **kwargs)
+
+
+def load_release(
+    ref: str | Release,
+    *,
+    variant: str | None = None,
+    device: str | None = "auto",
+    dtype: str | None = None,
+    settings: Settings | None = None,
+) -> LoadedModel:
+    """Verify and load a registered release (or one of its quantized variants) from the store."""
+    settings = settings or Settings.load()
+    if isinstance(ref, Release):
+        release = ref
+    else:
+        entry = Registry(settings.root).resolve(Ref.parse(ref, default_kind="model"))
+        if not isinstance(entry, Release):
+            raise InputError(f"{ref} is not a model release")
+        release = entry
+    artifacts = variant_artifacts(release, variant)
+    store = Store(settings.store_dir)
+    # Verify everything before anything is parsed.
+    files = {key: store.path(a.sha256, what=f"{release.ref}:{a.path}") for key, a in artifacts.items()}
+    return _load(release, variant, files, device, dtype)
+
+
+def load_from_files(
+    release: Release,
+    paths: dict[str, Path],
+    *,
+    variant: str | None = None,
+    device: str | None = "auto",
+    dtype: str | None = None,
+) -> LoadedModel:
+    """Load a release whose files are not (yet) in the store, e.g. a build directory.
+
+    ``paths`` maps each artifact's path in the release (``"model.safetensors"``,
+    ``"variants/int8/config.json"``, ...) to a file; each is verified against the manifest.
+    """
+    from registry.digest import sha256_file
+    from commonforge.errors import IntegrityError
+
+    files = {}
+    for key, a in variant_artifacts(release, variant).items():
+        if a.path not in paths:
+            raise InputError(f"no file given for {a.path}")
+        actual = sha256_file(paths[a.path])
+        if actual != a.sha256:
+            raise IntegrityError(str(paths[a.path]), a.sha256, actual)
+        files[key] = paths[a.path]
+    return _load(release, variant, files, device, dtype)
+
+
+def _load(release: Release, variant: str | None, files: dict[str, Path], device, dtype) -> LoadedModel:
+    import torch
+    from safetensors.torch import load_file
+
+    artifacts = variant_artifacts(release, variant)
+    dev = choose_device(device)
+    if dtype is None:
+        torch_dtype = torch.float32 if dev.type == "cpu" else torch.float16
+    else:
+        torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+    config = _read_config(files["config.json"], f"{release.ref}:{artifacts['config.json'].path}")
+    model = _build_skeleton(config, dev, torch_dtype)
+    tensors = load_file(str(files["model.safetensors"]), device=str(dev))
+    name = variant or FULL
+    if name == FULL:
+        missing, unexpected = model.load_state_dict(tensors, strict=False)
+        tied = getattr(model.config, "tie_word_embeddings", False)
+        missing = [k for k in missing if not (tied and k == "lm_head.weight")]
+        if missing or unexpected:
+            raise InputError(
+                f"{release.ref}: model.safetensors does not match config.json "
+                f"(missing {missing[:5]}, unexpected {unexpected[:5]})",
+                hint="the release is inconsistent; rebuild or re-import it",
+            )
+        if tied:
+            model.tie_weights()
+    else:
+        from kernels import KernelError, load_quantized_model
+
+        try:
+            load_quantized_model(model, tensors, config["quantization_config"])
+        except KernelError as err:
+            raise InputError(f"{release.ref} ({name}): {err}", hint="the variant's files are inconsistent") from None
+    model.eval()
+    tokenizer = _load_tokenizer(files)
+    return LoadedModel(release, name, model, tokenizer, dev, torch_dtype, files)

@@ -1,0 +1,57 @@
+"""Session fixtures: the tiny model is built once per test run and shared.
+
+``tiny_forge`` is a copy of the project as a real git repository in a temporary folder,
+in which ``commonforge build forge-tiny`` ran for real (DVC, MLflow sqlite, the store and a
+local DVC remote all under the same temporary folder) under the privacy audit, and whose
+release was committed. Tests that change it work on their own clone.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import cli, copy_project, forge_env, git
+from tests.privacy.audit import audited_env
+
+
+@dataclass
+class TinyForge:
+    root: Path  # the repository
+    state: Path  # store, DVC remote, MLflow db, HF home
+    audit: Path  # privacy audit records of the build
+    env: dict[str, str]
+    build_seconds: float
+    build_output: str
+
+    def cli(self, *args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 900):
+        return cli(*args, cwd=cwd or self.root, env=env or self.env, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def tiny_forge(tmp_path_factory) -> TinyForge:
+    base = tmp_path_factory.mktemp("tiny-forge")
+    root = copy_project(base / "forge")
+    env = forge_env(base)
+    env.update({"GIT_AUTHOR_NAME": "Forge Test", "GIT_AUTHOR_EMAIL": "test@example.invalid",
+                "GIT_COMMITTER_NAME": "Forge Test", "GIT_COMMITTER_EMAIL": "test@example.invalid"})
+    # Committed releases of forge-tiny are rebuilt, not compared, in the tests: start from none.
+    for p in (root / "registry" / "entries" / "models" / "forge-tiny").glob("*"):
+        if p.is_file():
+            p.unlink()
+    if (root / "registry" / "entries" / "models" / "forge-tiny").exists():
+        git(root, "add", "-A")
+        git(root, "commit", "-q", "-m", "tests start without a forge-tiny release")
+    audit = base / "audit"
+    started = time.perf_counter()
+    result = cli("build", "forge-tiny", cwd=root, env=audited_env(env, audit), timeout=1200)
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        pytest.fail(f"building forge-tiny failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "release forge-tiny")
+    print(f"\n[tiny_forge] built forge-tiny in {seconds:.1f} s")
+    return TinyForge(root, base / "state", audit, env, seconds, result.stdout + result.stderr)
