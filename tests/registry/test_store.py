@@ -15,7 +15,7 @@ import pytest
 
 from commonforge.errors import IntegrityError, InputError, NotFoundError
 from registry import Store
-from registry.schema import Artifact, BuildManifest
+from registry.schema import BuildManifest
 from tests.helpers import REPO, sample
 
 
