@@ -96,6 +96,7 @@ def make_registry(root: Path, *, release: bool = True) -> Path:
     """A minimal valid checkout: pyproject.toml + registry/entries with a dataset, recipe, release."""
     from registry.schema import BuildManifest, Recipe, Release
 
+    root.mkdir(parents=True, exist_ok=True)
     (root / "pyproject.toml").write_text("[project]\nname='x'\n")
     (root / "texts").mkdir(parents=True, exist_ok=True)
     (root / "texts" / "a.txt").write_text("hello\n")

@@ -69,3 +69,46 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     out.print(f"[green]✓[/green] {rec.release} rebuilt bit for bit (sha256:{rec.rebuilt_digest}) "
               f"in {rec.wall_seconds:.0f} s")
     return 0
+
+
+NEXT_STEPS = """\
+What to try next (all local; nothing leaves this machine):
+  commonforge show {name}                          what it is, where it came from, its digests
+  commonforge verify {name}                        re-hash every artifact against the manifest
+  commonforge reproduce {name}                     rebuild from the source commit and compare bit for bit
+  commonforge eval {name} --limit 20               lm-eval on the pinned benchmarks
+  commonforge card {name}                          its model card
+  commonforge generate {name} "Four score and seven years ago"
+  commonforge chat {name}                          a streaming chat in the terminal
+  commonforge serve {name}                         an OpenAI-compatible server on 127.0.0.1
+  commonforge explore                              the explorer in your browser
+"""
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import os
+    import time
+
+    from pipelines.reproduce import build
+    from pipelines.stage import read_timings
+    from pipelines.workspace import Params
+
+    settings = apply()
+    out = console()
+    started = time.perf_counter()
+    result = build(settings, args.recipe, announce=out.print)
+    total = time.perf_counter() - started
+    _print_release(result)
+    recipe = args.recipe
+    timings = read_timings(settings.root, recipe)
+    params = Params.load(settings.root)
+    for key, item in params.training_data.items():
+        if item["recipe"] == recipe:
+            timings.update({f"{k}@{item['dataset']}": v for k, v in read_timings(settings.root, item["dataset"]).items()})
+    t = table(f"stage times of the last run of each stage (wall, {os.cpu_count()} cores)", "stage", "seconds")
+    for stage, seconds in timings.items():
+        t.add_row(stage, f"{seconds:.1f}")
+    out.print(t)
+    out.print(f"demo finished in {total:.0f} s\n")
+    out.print(NEXT_STEPS.format(name=recipe))
+    return 0

@@ -64,3 +64,10 @@ def add_all(sub: argparse._SubParsersAction) -> None:
              "any difference in the pinned environment are shown).")
     p.add_argument("ref", metavar="MODEL_REF", help="e.g. model/forge-small@1.0.0 or forge-small")
     p.add_argument("--keep", action="store_true", help="keep the temporary worktree for inspection")
+
+    p = _cmd(sub, "demo", "build_cmds:cmd_demo", "build and release forge-small end to end, then say what to try next",
+             "The quickstart's main job (`make demo`): fetch the pinned public-domain sources, prepare them, "
+             "train the tokenizer and forge-small on the CPU, quantize, evaluate, render its card and release "
+             "it (or, where the release is committed, rebuild it and confirm the digests). Prints the time "
+             "of every stage and the commands to try next.")
+    p.add_argument("recipe", nargs="?", default="forge-small", help="recipe to build (default: forge-small)")
