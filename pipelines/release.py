@@ -58,6 +58,8 @@ CORE_FILES: tuple[tuple[str, str, str], ...] = (
     ("model.safetensors", "model/model.safetensors", "train"),
 )
 VARIANT_FILES = ("config.json", "model.safetensors")
+# The DVC stages (per recipe) whose outputs the build manifest records, in pipeline order.
+MANIFEST_STAGES = ("tokenizer", "train", "quantize")
 
 
 def release_version(recipe: Recipe) -> str:

@@ -21,7 +21,14 @@ from pathlib import Path
 from commonforge.errors import BuildError, ForgeError, InputError
 from commonforge.settings import Settings
 from pipelines.compare import ManifestDiff, compare_manifests
-from pipelines.release import ReleaseResult, build_manifest, builder_name, machine_info, release
+from pipelines.release import (
+    MANIFEST_STAGES,
+    ReleaseResult,
+    build_manifest,
+    builder_name,
+    machine_info,
+    release,
+)
 from pipelines.stage import load_recipe, utc_now
 from pipelines.workspace import Params, ensure_dvc_remote, git_repo, recipe_stages, run_dvc
 from registry import Registry
@@ -111,7 +118,10 @@ def reproduce(settings: Settings, model_ref: str, *, keep: bool = False, announc
                 announce(f"dataset {name}: raw text pulled from the DVC remote")
             except BuildError:
                 announce(f"dataset {name}: not on the DVC remote; fetching its pinned sources")
-        run_dvc(work, "repro", *recipe_stages(work, recipe.name))
+        # Only the stages whose outputs the manifest records (evaluation and cards are records
+        # beside the release, free to differ between rebuilds).
+        targets = [s for s in recipe_stages(work, recipe.name) if s.split("@")[0] in MANIFEST_STAGES]
+        run_dvc(work, "repro", *targets)
         rebuilt = build_manifest(work, recipe, m.source_commit)
     except ForgeError:
         if not keep:
