@@ -1,10 +1,13 @@
-"""Small formatters shared by the card contexts: numbers, sizes and times a reader can scan.
+"""Formatting shared by the card contexts: numbers, sizes, times and markdown tables.
 
 Every formatter turns a missing value into a word ("unknown", "n/a"), never an empty
 string or "None", so no table cell of a card is ever blank.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 UNKNOWN = "unknown"
 NA = "n/a"
@@ -63,3 +66,23 @@ def cell(value: object) -> str:
 def paragraph(text: str | None) -> str:
     """Folded YAML prose as one paragraph (entries wrap their lines; markdown would too)."""
     return " ".join((text or "").split())
+
+
+Row = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Table:
+    """A markdown table whose cells are already formatted (never empty: see :func:`cell`)."""
+
+    header: Row
+    rows: list[Row]
+
+    @classmethod
+    def of(cls, header: Sequence[str], rows: Sequence[Sequence[object]]) -> Table:
+        return cls(tuple(header), [tuple(cell(c) for c in r) for r in rows])
+
+    def markdown(self) -> str:
+        lines = ["| " + " | ".join(self.header) + " |", "|" + "---|" * len(self.header)]
+        lines += ["| " + " | ".join(r) + " |" for r in self.rows]
+        return "\n".join(lines)
