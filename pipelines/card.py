@@ -1,0 +1,368 @@
+"""Stage ``card``: the model card and dataset cards of a recipe's build; and publishing them.
+
+    python -m pipelines.card recipe/forge-small@1
+
+The stage renders, from the build outputs and the *prospective* build manifest (the one
+``commonforge release`` would record if it released this build from git HEAD):
+
+    build/models/<recipe>/card/README.md                              the model card
+    build/models/<recipe>/card/loss.png                               its loss curve
+    build/models/<recipe>/card/datasets/<name>/<version>/README.md    a card per dataset it trains on
+
+It reads ``build/models/<recipe>/eval/results.json`` when the evaluate stage wrote one, and
+says "not evaluated yet" when not. The release step calls :func:`publish_cards`, which renders
+the card of the actual release into ``model_cards/published/<name>/<version>/`` and its
+datasets' cards into ``model_cards/published/datasets/<name>/<version>/`` and returns the
+:class:`~registry.schema.CardRecord` to save beside the release. :func:`render_registered_card`
+renders a card for any release in the registry (imported ones too) from what the checkout
+has; ``commonforge card`` prints it.
+
+Build outputs are used only when they are this release's: the build's weights must hash to
+the release's ``model.safetensors``, and a dataset's stats.json must name the release's split
+digests. Nothing else in a card depends on the machine or the clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from commonforge import settings as forge_settings
+from commonforge.errors import ForgeError, InputError
+from model_cards import (
+    BuildOutputs,
+    DatasetInputs,
+    ModelCardInputs,
+    TrainingLog,
+    loss_curve_png,
+    render_dataset_card,
+    render_model_card,
+)
+from pipelines.stage import load_recipe, model_dir, run_stage, utc_now
+from registry import Ref, Registry, Store
+from registry.digest import sha256_bytes, sha256_file
+from registry.fsutil import atomic_write_bytes, fsync_dir
+from registry.schema import CardRecord, EvaluationRecord, ProvenanceRecord, Recipe, Release
+
+log = logging.getLogger(__name__)
+
+PUBLISHED = Path("model_cards") / "published"
+README = "README.md"
+LOSS_IMAGE = "loss.png"
+NO_COMMIT = "0" * 40
+
+
+@dataclass
+class RenderedCard:
+    """A rendered model card and the files that go beside it."""
+
+    release: Release
+    markdown: str
+    images: dict[str, bytes] = field(default_factory=dict)  # file name beside the card -> PNG bytes
+    datasets: dict[str, str] = field(default_factory=dict)  # "<name>/<version>" -> dataset card markdown
+
+    def files(self) -> dict[str, bytes]:
+        """Relative path -> bytes of the model card and its images (images first: never a dangling link)."""
+        return {**self.images, README: self.markdown.encode("utf-8")}
+
+
+# --- reading the build ----------------------------------------------------------------------
+
+
+def card_dir(root: Path, recipe: Recipe) -> Path:
+    return model_dir(root, recipe) / "card"
+
+
+def _json(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise InputError(f"{path} is not valid JSON: {err}", hint="re-run the stage that writes it") from None
+
+
+def _csv_rows(path: Path) -> list[tuple[str, str]]:
+    if not path.is_file():
+        return []
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f))
+    return [(r[0], r[1]) for r in rows[1:] if len(r) >= 2]
+
+
+def read_build_outputs(root: Path, recipe: Recipe) -> BuildOutputs:
+    """Config, training metrics, wall time, quantization scores and losses of the recipe's build."""
+    out = model_dir(root, recipe)
+    train = out / "train"
+    rows, val_rows = _csv_rows(train / "loss.csv"), _csv_rows(train / "val_loss.csv")
+    return BuildOutputs(
+        config=_json(out / "model" / "config.json"),
+        metrics=_json(train / "metrics.json"),
+        run=_json(train / "run.json"),
+        quantize=_json(out / "quantize.json"),
+        log=TrainingLog.from_rows(rows, val_rows) if rows else None,
+    )
+
+
+def build_matches(root: Path, recipe: Recipe, release: Release) -> bool:
+    """Whether build/models/<recipe>/ holds this release's weights (so its logs describe it)."""
+    weights = model_dir(root, recipe) / "model" / "model.safetensors"
+    try:
+        expected = release.manifest.artifact("model.safetensors").sha256
+    except KeyError:
+        return False
+    return weights.is_file() and sha256_file(weights) == expected
+
+
+def evaluation_from_build(root: Path, recipe: Recipe, release: Release) -> EvaluationRecord | None:
+    """The evaluate stage's results.json as an EvaluationRecord of ``release`` (None if absent).
+
+    ``evaluated_at`` (never shown in a card) is the stage's own time from eval/metrics.json,
+    else when results.json was written. ``pipelines.evaluate.evaluation_record`` makes the same
+    record; the release step files one beside the release.
+    """
+    path = model_dir(root, recipe) / "eval" / "results.json"
+    data = _json(path)
+    if data is None:
+        return None
+    known = {k: data[k] for k in ("harness", "results", "contamination", "limits") if k in data}
+    ignored = sorted(set(data) - set(known))
+    if ignored:
+        log.info("%s: fields not part of an evaluation record, left out of the card: %s", path, ", ".join(ignored))
+    evaluated_at = (_json(path.with_name("metrics.json")) or {}).get("evaluated_at")
+    if not evaluated_at:
+        written = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).replace(microsecond=0)
+        evaluated_at = written.isoformat().replace("+00:00", "Z")
+    try:
+        return EvaluationRecord(schema_version=1, release_digest=release.release_digest,
+                                evaluated_at=evaluated_at, **known)
+    except ValueError as err:
+        raise InputError(f"{path} is not a valid evaluation result: {err}",
+                         hint="re-run the evaluate stage (dvc repro evaluate@" + recipe.name + ")") from None
+
+
+def read_stats(root: Path, dataset_name: str, splits: Mapping[str, object] | None = None) -> dict | None:
+    """build/datasets/<name>/stats.json, only if its split digests are ``splits``' (when given)."""
+    stats = _json(root / "build" / "datasets" / dataset_name / "stats.json")
+    if stats is None or splits is None:
+        return stats
+    recorded = {k: v.get("sha256") for k, v in (stats.get("splits") or {}).items()}
+    wanted = {k: getattr(v, "sha256", None) for k, v in splits.items()}
+    return stats if recorded == wanted else None
+
+
+# --- gathering the inputs -------------------------------------------------------------------
+
+
+def _name_version(ref: str) -> tuple[str, str]:
+    name, version = ref.split("/", 1)[1].split("@")
+    return name, version
+
+
+def _models_on(reg: Registry, dataset_ref: str, extra: Mapping[str, str]) -> list[str]:
+    """Releases trained on a dataset (with their status), plus ``extra`` ref -> label."""
+    from registry.lineage import derived_releases
+
+    out: dict[str, str] = {}
+    for ref in derived_releases(reg, dataset_ref):
+        try:
+            out[ref] = f"{ref} ({reg.status(reg.release(ref))})"
+        except ForgeError:
+            out[ref] = f"{ref} (status unknown: its records do not load)"
+    for ref, label in extra.items():
+        out[ref] = label
+    return [out[k] for k in sorted(out)]
+
+
+def _gather(root: Path, reg: Registry, release: Release, recipe: Recipe | None, *, build: BuildOutputs,
+            status: str, provenance: ProvenanceRecord | None, evaluation: EvaluationRecord | None,
+            dataset_link: Callable[[str, str], str | None], image_name: str | None,
+            self_label: str, notes: tuple[str, ...] = ()) -> RenderedCard:
+    datasets, dataset_cards = [], {}
+    for d in release.manifest.datasets:
+        name, version = _name_version(d.ref)
+        try:
+            entry = reg.dataset(d.ref)
+        except ForgeError:
+            entry = None
+        stats = read_stats(root, name, d.splits)
+        datasets.append(DatasetInputs(ref=d.ref, dataset=entry, stats=stats,
+                                      card_link=dataset_link(name, version) if entry else None))
+        if entry is not None:
+            dataset_cards[f"{name}/{version}"] = render_dataset_card(
+                entry, stats, models=_models_on(reg, d.ref, {release.ref: self_label}), splits=d)
+    images = {}
+    if image_name and build.log is not None:
+        images[image_name] = loss_curve_png(build.log, f"{release.manifest.name} {release.manifest.version}: loss")
+    inputs = ModelCardInputs(release=release, recipe=recipe, datasets=tuple(datasets), provenance=provenance,
+                             evaluation=evaluation, build=build, status=status,
+                             loss_image=image_name if images else None, notes=notes)
+    return RenderedCard(release, render_model_card(inputs), images, dataset_cards)
+
+
+def render_build_card(root: Path, recipe: Recipe, commit: str) -> RenderedCard:
+    """The card of the build in ``root/build`` as the release it would become at ``commit``."""
+    from pipelines.release import build_manifest
+
+    release = Release.from_manifest(build_manifest(root, recipe, commit))
+    return _gather(root, Registry(root), release, recipe, build=read_build_outputs(root, recipe),
+                   status="prospective", provenance=None, evaluation=evaluation_from_build(root, recipe, release),
+                   dataset_link=lambda n, v: f"datasets/{n}/{v}/{README}", image_name=LOSS_IMAGE,
+                   self_label=f"{release.ref} (this build, not released yet)")
+
+
+def render_registered_card(root: Path, ref: str, *, store_dir: Path | None = None,
+                           image_name: str | None = None) -> RenderedCard:
+    """The card of a registered release, from the registry and whatever of its build this checkout has.
+
+    Build outputs are used only if they are this release's; otherwise the architecture comes
+    from the release's config.json in the store (``store_dir``, verified), else from the recipe.
+    Imported releases and releases without build outputs render too, saying what is unknown.
+    With ``image_name``, the loss curve (when the build's logs are here) is drawn under that name.
+    """
+    reg = Registry(root)
+    release = reg.resolve(Ref.parse(ref, default_kind="model"))
+    if not isinstance(release, Release):
+        raise InputError(f"{ref} is not a model release", hint="give a model ref, e.g. model/forge-small@1.0.0")
+    m = release.manifest
+    notes: list[str] = []
+    recipe = None
+    if m.recipe is not None:
+        try:
+            recipe = reg.recipe(m.recipe.ref)
+        except ForgeError:
+            notes.append(f"The recipe {m.recipe.ref} is not in this checkout's registry.")
+        if recipe is not None and recipe.digest != m.recipe.sha256:
+            notes.append(f"The recipe entry {m.recipe.ref} in this checkout does not match the digest the release pins "
+                         f"({m.recipe.sha256}); the card does not use it.")
+            recipe = None
+    build = BuildOutputs()
+    if recipe is not None and build_matches(root, recipe, release):
+        build = read_build_outputs(root, recipe)
+    else:
+        config = _config_from_store(m, store_dir)
+        if config is not None:
+            build = BuildOutputs(config=config, config_source="the release's config.json (from the artifact store)")
+
+    def link(name: str, version: str) -> str | None:
+        path = PUBLISHED / "datasets" / name / version / README
+        return path.as_posix() if (root / path).is_file() else None
+
+    return _gather(root, reg, release, recipe, build=build, status=reg.status(release),
+                   provenance=reg.provenance(release), evaluation=reg.evaluation(release), dataset_link=link,
+                   image_name=image_name, self_label=f"{release.ref} ({reg.status(release)})", notes=tuple(notes))
+
+
+def _config_from_store(manifest, store_dir: Path | None) -> dict | None:
+    if store_dir is None:
+        return None
+    try:
+        sha = manifest.artifact("config.json").sha256
+    except KeyError:
+        return None
+    store = Store(store_dir)
+    if not store.has(sha):
+        return None
+    return json.loads(store.path(sha, what="config.json").read_text(encoding="utf-8"))
+
+
+# --- writing --------------------------------------------------------------------------------
+
+
+def write_card_dir(dest: Path, card: RenderedCard) -> None:
+    """Replace ``dest`` with the card, its images and its datasets' cards, as a whole."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{dest.name}-", dir=dest.parent))
+    try:
+        new = tmp / "new"
+        for rel, data in card.files().items():
+            atomic_write_bytes(new / rel, data)
+        for key, text in card.datasets.items():
+            atomic_write_bytes(new / "datasets" / key / README, text.encode("utf-8"))
+        if dest.exists():
+            dest.rename(tmp / "old")
+        new.rename(dest)
+        fsync_dir(dest.parent)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def publish_cards(root: Path, recipe: Recipe, release: Release, provenance: ProvenanceRecord | None,
+                  evaluation: EvaluationRecord | None) -> CardRecord:
+    """Render the release's card into model_cards/published/<name>/<version>/ and its datasets' cards.
+
+    Called by the release step once the release (and its provenance) exist. Every file is
+    written atomically; a published release's card is never rewritten with different bytes.
+    Returns the CardRecord to save beside the release (``reg.save_record(release, "card", record)``).
+    """
+    root = Path(root)
+    m = release.manifest
+    if m.name == "datasets":
+        raise InputError("a model named 'datasets' would collide with model_cards/published/datasets/",
+                         hint="rename the recipe")
+    reg = Registry(root)
+    if build_matches(root, recipe, release):
+        build = read_build_outputs(root, recipe)
+    else:
+        log.warning("build/models/%s does not hold %s's weights: its card leaves out the training logs",
+                    recipe.name, release.ref)
+        build = BuildOutputs()
+    registered = reg.entry_path(Ref("model", m.name, m.version)).is_file()
+    status = reg.status(release) if registered else "draft"
+    card = _gather(root, reg, release, recipe, build=build, status=status, provenance=provenance,
+                   evaluation=evaluation, dataset_link=lambda n, v: f"../../datasets/{n}/{v}/{README}",
+                   image_name=LOSS_IMAGE, self_label=f"{release.ref} ({status})")
+    dest = root / PUBLISHED / m.name / m.version
+    readme = card.markdown.encode("utf-8")
+    if status != "draft" and (dest / README).is_file() and (dest / README).read_bytes() != readme:
+        raise ForgeError(f"{release.ref} is {status}; its published card is never rewritten",
+                         hint="cards of published releases are fixed; a new card needs a new release")
+    for rel, data in card.files().items():
+        atomic_write_bytes(dest / rel, data)
+    for key, text in card.datasets.items():
+        atomic_write_bytes(root / PUBLISHED / "datasets" / key / README, text.encode("utf-8"))
+    return CardRecord(schema_version=1, release_digest=release.release_digest,
+                      path=(PUBLISHED / m.name / m.version / README).as_posix(),
+                      sha256=sha256_bytes(readme), rendered_at=utc_now())
+
+
+# --- the stage ------------------------------------------------------------------------------
+
+
+def source_commit(root: Path) -> str:
+    """git HEAD, or 40 zeros outside git (the card then says no commit describes the build)."""
+    from pipelines.workspace import head_commit
+
+    try:
+        return head_commit(root)
+    except ForgeError:
+        return NO_COMMIT
+
+
+def main(ref: str, root: Path) -> Path:
+    recipe = load_recipe(root, ref)
+    card = render_build_card(root, recipe, source_commit(root))
+    dest = card_dir(root, recipe)
+    write_card_dir(dest, card)
+    return dest / README
+
+
+def cli(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.card", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("recipe", help="recipe ref, e.g. recipe/forge-small@1")
+    args = parser.parse_args(argv)
+    root = forge_settings.apply().root
+    run_stage("card", args.recipe.split("/")[-1].split("@")[0], lambda: main(args.recipe, root))
+
+
+if __name__ == "__main__":
+    cli()
