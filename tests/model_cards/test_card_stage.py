@@ -1,0 +1,213 @@
+"""The card stage, publishing at release, rendering from the registry, and `commonforge card`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from commonforge.errors import ForgeError
+from pipelines import card as card_stage
+from pipelines.release import build_manifest
+from registry import Registry, Store
+from registry.digest import sha256_file
+from registry.schema import BuildManifest, PublicationRecord, ProvenanceRecord, Release
+from tests.model_cards.conftest import assert_complete, assert_hub_card, evaluation, front_matter
+
+REF = "recipe/forge-tiny@1"
+COMMIT = "5" * 40
+
+
+def _card_files(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _release(root, reg: Registry) -> tuple[Release, ProvenanceRecord]:
+    recipe = reg.recipe(REF)
+    rel = Release.from_manifest(build_manifest(root, recipe, COMMIT))
+    reg.save_release(rel)
+    prov = ProvenanceRecord(schema_version=1, release_digest=rel.release_digest, built_by="Forge Test",
+                            created_at="2026-11-24T12:00:00Z", machine={"cpu": "Test CPU", "cores": "2"},
+                            stage_seconds={"train": 31.5, "card": 1.0})
+    reg.save_record(rel, "provenance", prov)
+    return rel, prov
+
+
+def test_the_stage_renders_the_build_card_and_dataset_cards_deterministically(fake_forge):
+    readme = card_stage.main(REF, fake_forge)
+    folder = readme.parent
+    assert folder == fake_forge / "build" / "models" / "forge-tiny" / "card"
+    first = _card_files(folder)
+    assert set(first) == {"README.md", "loss.png", "datasets/tiny-local/1/README.md"}
+    text = first["README.md"].decode()
+    assert_complete(text)
+    assert_hub_card(text, None)
+    assert "rendered by the build, before the model was released" in text
+    assert "not made from a git commit" in text  # the fake forge is no git repository
+    assert "Not evaluated yet" in text and "](loss.png)" in text
+    assert "(datasets/tiny-local/1/README.md)" in text
+    dataset_card = first["datasets/tiny-local/1/README.md"].decode()
+    assert_complete(dataset_card)
+    assert "`model/forge-tiny@1.0.0 (this build, not released yet)`" in dataset_card
+    card_stage.main(REF, fake_forge)
+    assert _card_files(folder) == first  # README, PNG and dataset card: the same bytes
+
+
+def test_the_stage_shows_the_evaluate_stages_results(fake_forge):
+    recipe = Registry(fake_forge).recipe(REF)
+    prospective = Release.from_manifest(build_manifest(fake_forge, recipe, card_stage.NO_COMMIT))
+    record = evaluation(prospective)
+    doc = record.model_dump(mode="json", exclude={"schema_version", "release_digest", "evaluated_at"})
+    results = fake_forge / "build" / "models" / "forge-tiny" / "eval" / "results.json"
+    results.parent.mkdir(parents=True)
+    results.write_text(json.dumps(doc, indent=2, sort_keys=True))
+    text = card_stage.main(REF, fake_forge).read_text()
+    assert_complete(text)
+    assert_hub_card(text, record)
+    assert "Not evaluated yet" not in text and "| lambada | 8 | 13-gram | 1 | 12.5% |" in text
+
+
+def test_publish_writes_the_cards_and_returns_their_record(fake_forge):
+    reg = Registry(fake_forge)
+    rel, prov = _release(fake_forge, reg)
+    record = card_stage.publish_cards(fake_forge, reg.recipe(REF), rel, prov, None)
+    published = fake_forge / "model_cards" / "published"
+    readme = published / "forge-tiny" / "1.0.0" / "README.md"
+    assert record.path == "model_cards/published/forge-tiny/1.0.0/README.md"
+    assert record.release_digest == rel.release_digest and record.sha256 == sha256_file(readme)
+    reg.save_record(rel, "card", record)  # the record validates and files beside the release
+    text = readme.read_text()
+    assert_complete(text)
+    assert_hub_card(text, None)
+    assert f"sha256:{rel.release_digest}" in text and f"git checkout {COMMIT}" in text
+    assert "| built by | Forge Test |" in text and (readme.parent / "loss.png").is_file()
+    link = "../../datasets/tiny-local/1/README.md"
+    assert f"]({link})" in text and (readme.parent / link).resolve().is_file()
+    dataset_card = (published / "datasets" / "tiny-local" / "1" / "README.md").read_text()
+    assert "`model/forge-tiny@1.0.0 (draft)`" in dataset_card
+    # Once published, the card is never rewritten with other bytes.
+    reg.save_record(rel, "publication", PublicationRecord(schema_version=1, release_digest=rel.release_digest,
+                                                         published_at="2026-11-25T12:00:00Z", approvals=["a", "b"]))
+    before = readme.read_bytes()
+    with pytest.raises(ForgeError, match="never rewritten"):
+        card_stage.publish_cards(fake_forge, reg.recipe(REF), rel, prov, evaluation(rel))
+    assert readme.read_bytes() == before
+
+
+def test_a_registered_release_renders_from_the_registry_alone(fake_forge, tmp_path):
+    reg = Registry(fake_forge)
+    rel, _ = _release(fake_forge, reg)
+    record = evaluation(rel)
+    reg.save_record(rel, "evals", record)
+    with_build = card_stage.render_registered_card(fake_forge, "forge-tiny", image_name="loss.png")
+    assert set(with_build.images) == {"loss.png"}
+    assert_complete(with_build.markdown)
+    assert_hub_card(with_build.markdown, record)
+    assert "| counted by the training run | 656,000 (0.66 M) | matches |" in with_build.markdown
+    # Another build in build/ (different weights): its logs are not this release's, so they are left out;
+    # the architecture then comes from the release's config.json in the store.
+    weights = fake_forge / "build" / "models" / "forge-tiny" / "model" / "model.safetensors"
+    weights.write_bytes(b"other weights")
+    store = Store(tmp_path / "store")
+    store.put_file(fake_forge / "build" / "models" / "forge-tiny" / "model" / "config.json")
+    without = card_stage.render_registered_card(fake_forge, "model/forge-tiny@1.0.0", store_dir=store.root,
+                                                image_name="loss.png")
+    assert without.images == {}
+    assert_complete(without.markdown)
+    assert_hub_card(without.markdown, record)
+    assert "No loss curve: the training logs" in without.markdown
+    assert "Computed from the release's config.json (from the artifact store)." in without.markdown
+    assert "| **total** | **656,000 (0.66 M)** | 100.0% |" in without.markdown
+
+
+def test_an_imported_release_renders_from_the_registry(fake_forge):
+    reg = Registry(fake_forge)
+    manifest = BuildManifest.model_validate({
+        "schema_version": 1, "name": "imported-thing", "version": "1.0.0", "provenance": "imported",
+        "license": "MIT", "artifacts": [{"path": "model.safetensors", "sha256": "e" * 64, "size": 3, "stage": "import"}]})
+    rel = Release.from_manifest(manifest)
+    reg.save_release(rel)
+    card = card_stage.render_registered_card(fake_forge, "imported-thing")
+    assert_complete(card.markdown)
+    assert_hub_card(card.markdown, None)
+    assert "It can't be reproduced" in card.markdown and "missing from the registry" in card.markdown
+    assert front_matter(card.markdown)["license"] == "mit"
+
+
+# `commonforge card` through the real CLI (its error handling and exit codes); the subcommand is
+# added here only if commands.py does not wire card_cmds.add_parsers yet.
+CLI = ("import sys\n"
+       "from commonforge.cli import card_cmds, commands, main\n"
+       "add_all = commands.add_all\n"
+       "def wired(sub):\n"
+       "    add_all(sub)\n"
+       "    if 'card' not in sub.choices:\n"
+       "        card_cmds.add_parsers(sub)\n"
+       "commands.add_all = wired\n"
+       "sys.exit(main(sys.argv[1:]))\n")
+
+
+def _card_cli(root, *args, env_extra=None):
+    env = dict(os.environ, COMMONFORGE_ROOT=str(root), COMMONFORGE_STORE=str(root.parent / "store"),
+               **(env_extra or {}))
+    return subprocess.run([sys.executable, "-c", CLI, "card", *args], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_card_command_prints_or_writes_the_card(fake_forge, tmp_path):
+    reg = Registry(fake_forge)
+    rel, _ = _release(fake_forge, reg)
+    printed = _card_cli(fake_forge, "forge-tiny")
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout.startswith("---\n") and f"sha256:{rel.release_digest}" in printed.stdout
+    assert "](loss.png)" not in printed.stdout  # no image on stdout
+    out = tmp_path / "out" / "card.md"
+    out.parent.mkdir()
+    written = _card_cli(fake_forge, "model/forge-tiny@1.0.0", "-o", str(out))
+    assert written.returncode == 0, written.stderr
+    assert (out.parent / "loss.png").is_file() and "](loss.png)" in out.read_text()
+    assert_complete(out.read_text())
+    missing = _card_cli(fake_forge, "forge-tinny")
+    assert missing.returncode == 2 and "forge-tiny" in missing.stderr
+
+
+# --- on the real build --------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_real_build_has_a_card_for_its_release(tiny_forge, tmp_path):
+    from tests.helpers import git
+
+    reg = Registry(tiny_forge.root)
+    rel = reg.release("model/forge-tiny@1.0.0")
+    folder = tiny_forge.root / "build" / "models" / "forge-tiny" / "card"
+    text = (folder / "README.md").read_text()
+    assert_complete(text)
+    # The card stage ran at the commit the release was made from: the prospective digest is the release's.
+    assert f"sha256:{rel.release_digest}" in text and f"git checkout {rel.manifest.source_commit}" in text
+    results = tiny_forge.root / "build" / "models" / "forge-tiny" / "eval" / "results.json"
+    recipe = reg.recipe("recipe/forge-tiny@1")
+    record = card_stage.evaluation_from_build(tiny_forge.root, recipe, rel)
+    assert_hub_card(text, record)
+    assert ("Not evaluated yet" in text) == (not results.is_file())
+    # Parameter counts from config.json equal what torch counted during training.
+    assert "| counted by the training run |" in text and "| matches |" in text
+    assert (folder / "loss.png").read_bytes().startswith(b"\x89PNG")
+    assert (folder / "datasets" / "tiny-local" / "1" / "README.md").is_file()
+    # Publishing on a clone leaves only files the release may change.
+    clone = tmp_path / "clone"
+    git(tiny_forge.root, "clone", "-q", str(tiny_forge.root), str(clone))
+    import shutil
+
+    shutil.copytree(tiny_forge.root / "build", clone / "build", symlinks=True)
+    creg = Registry(clone)
+    card = card_stage.publish_cards(clone, recipe, rel, creg.provenance(rel), record)
+    published = (clone / card.path).read_text()
+    assert_complete(published)
+    assert_hub_card(published, record)
+    from pipelines.workspace import tree_changes
+
+    assert tree_changes(clone) == []
