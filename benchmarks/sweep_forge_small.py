@@ -5,8 +5,9 @@
 Needs literary-pd prepared (`dvc repro select@forge-small.literary-pd`). Each configuration is
 forge-small's recipe with another vocabulary (a tokenizer trained here, on the same training
 split) and architecture; the number of steps is
-calibrated so each trains for ``--budget`` seconds (10 timed steps, then a fixed step count, so
-the run itself stays deterministic), warmup 5% of the steps. Validation loss and bits per byte
+calibrated so each trains for ``--budget`` seconds of an unloaded machine (12 probe steps timed in
+CPU seconds per thread, which another process on the machine barely changes; then a fixed
+step count, so the run itself stays deterministic), warmup 5% of the steps. Validation loss and bits per byte
 are measured on the whole validation split. Results are appended to
 benchmarks/results/forge_small_sweep.csv with the machine and git commit.
 """
@@ -19,7 +20,6 @@ import platform
 import subprocess
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 from commonforge import settings
 from pipelines import determinism
@@ -33,6 +33,8 @@ CONFIGS = {
     "v4096-h256-L4": (4096, dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4,
                                  num_attention_heads=8, num_key_value_heads=4)),
     "v4096-h128-L6": (4096, dict(hidden_size=128, intermediate_size=384, num_hidden_layers=6,
+                                 num_attention_heads=4, num_key_value_heads=2)),
+    "v8192-h128-L4": (8192, dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4,
                                  num_attention_heads=4, num_key_value_heads=2)),
     "v4096-h384-L3": (4096, dict(hidden_size=384, intermediate_size=1024, num_hidden_layers=3,
                                  num_attention_heads=6, num_key_value_heads=3)),
@@ -50,7 +52,6 @@ def main() -> None:
     recipe = load_recipe(root, "recipe/forge-small@1")
     determinism.pin(recipe.training.threads)
 
-    from tokenizers import Tokenizer
 
     from pipelines.select import iter_documents
     from pipelines.tokenizer import train_tokenizer
@@ -81,15 +82,19 @@ def main() -> None:
         tok, train_w, val_w, val_bytes, val_tokens = tokenized(vocab)
         r = recipe.model_copy(update={"architecture": recipe.architecture.model_copy(update=arch),
                                       "tokenizer": recipe.tokenizer.model_copy(update={"vocab_size": vocab})})
-        # Calibrate: seconds per step over 10 steps after 2 warm-up steps.
+        # Calibrate on CPU time, not wall time, so another process on the machine doesn't skew
+        # the step counts: seconds per step = CPU seconds per step / threads (12 probe steps).
         probe = r.model_copy(update={"training": t.model_copy(update={"steps": 12, "warmup_steps": 1})})
-        run = train_model(probe, llama_config(probe, tok.get_vocab_size()), train_w, val_w[:0])
-        per_step = run.seconds / 12
+        cpu0 = time.process_time()
+        train_model(probe, llama_config(probe, tok.get_vocab_size()), train_w, val_w[:0])
+        per_step = (time.process_time() - cpu0) / t.threads / 12
         steps = max(20, int(args.budget / per_step))
         r = r.model_copy(update={"training": t.model_copy(update={"steps": steps, "warmup_steps": max(1, steps // 20),
                                                                       "eval_every": steps})})
         config = llama_config(r, tok.get_vocab_size())
+        cpu0 = time.process_time()
         run = train_model(r, config, train_w, val_w[:0])
+        cpu_seconds = time.process_time() - cpu0
         loss, bpb, _ = bits_per_byte(run.model, val_w, t.batch_size, val_bytes, val_tokens)
         params = sum(p.numel() for p in run.model.parameters())
         row = {
@@ -97,7 +102,7 @@ def main() -> None:
             "cpu": platform.processor() or platform.machine(), "threads": t.threads, "config": name,
             "budget_s": args.budget,
             "parameters": params, "steps": steps, "tokens": steps * t.batch_size * t.seq_len,
-            "train_seconds": round(run.seconds, 1), "final_train_loss": run.losses[-1][1],
+            "train_seconds": round(run.seconds, 1), "cpu_seconds_per_thread": round(cpu_seconds / t.threads, 1), "final_train_loss": run.losses[-1][1],
             "val_loss": round(loss, 4), "val_bits_per_byte": round(bpb, 4),
         }
         rows.append(row)
