@@ -10,10 +10,12 @@ gives the same text. Stops at the end-of-text token or the cap. torch is importe
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 
 from explorer.data import Forge
+from explorer.search import escape_markdown
 from registry.schema import Release
 
 MAX_NEW_TOKENS = 128  # the box's hard cap: this is a demo on a CPU, not a server
@@ -98,3 +100,13 @@ def generate(loaded, prompt: str, settings: GenerationSettings) -> Generation:
     seconds = time.perf_counter() - started
     text = tok.decode(new, skip_special_tokens=True)
     return Generation(prompt, text, len(new), prompt_tokens, seconds, stopped)
+
+
+def as_markdown(gen: Generation) -> str:
+    """Prompt in bold, the continuation right after it; line breaks kept, runs of blank lines shortened."""
+    def esc(text: str) -> str:
+        text = re.sub(r"\n{3,}", "\n\n", text.replace("\r", ""))
+        return "  \n".join(escape_markdown(line) for line in text.split("\n"))
+
+    tail = esc(gen.text) if gen.text.strip() else " *(only whitespace was generated)*"
+    return f"**{esc(gen.prompt.strip())}**{tail}"

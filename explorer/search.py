@@ -206,10 +206,14 @@ class DocumentIndex:
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>$:])")
 
 
+def escape_markdown(text: str) -> str:
+    """Text that Streamlit's Markdown shows as typed (no emphasis, links, LaTeX or :shortcodes:)."""
+    return _MD_SPECIAL.sub(r"\\\1", text)
+
+
 def markdown_snippet(snippet: str) -> str:
     """A snippet as Markdown: everything escaped, matches in bold, on one line."""
-    text = " ".join(snippet.split())
-    text = _MD_SPECIAL.sub(r"\\\1", text)
+    text = escape_markdown(" ".join(snippet.split()))
     return text.replace(_HIT_START, "**").replace(_HIT_END, "**")
 
 

@@ -301,8 +301,7 @@ def show_try_it() -> None:
     out = outputs.get(release.release_digest)
     if out is not None:
         with st.container(border=True):
-            st.markdown(f"**{out.prompt}**")
-            st.text(out.text if out.text.strip() else "(only whitespace was generated)")
+            st.markdown(generate.as_markdown(out))
         st.caption(f"{out.new_tokens} new tokens after {out.prompt_tokens} prompt tokens in {out.seconds:.2f} s "
                    f"({out.tokens_per_second:.1f} tokens/s); stopped at {'end of text' if out.stopped == 'eos' else 'the token cap'}.")
 
