@@ -106,7 +106,12 @@ METRIC_TITLES: dict[str, str] = {
 
 
 def task_info(task: str) -> TaskInfo:
-    return TASKS.get(task) or TaskInfo(task, task, None, None, "other")
+    if task in TASKS:
+        return TASKS[task]
+    if task.startswith("heldout_"):  # the evaluate stage's bits per byte on one source's test documents
+        source = task.removeprefix("heldout_")
+        return TaskInfo(f"held-out test documents of source {source}", task, None, "test", "held-out text")
+    return TaskInfo(task, task, None, None, "other")
 
 
 def metric_title(metric: str) -> str:

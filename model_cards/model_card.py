@@ -32,6 +32,7 @@ from registry.schema import (
 )
 
 SPLITS = ("train", "validation", "test")
+LOWER_IS_BETTER = {"bits_per_byte", "perplexity", "word_perplexity", "byte_perplexity"}
 
 
 # --- inputs ---------------------------------------------------------------------------------
@@ -147,8 +148,11 @@ class ModelCardContext:
 
 
 def _variant_rank(release: Release, recipe: Recipe | None) -> dict[str, int]:
-    order = ["full", *([q.name for q in recipe.quantization] if recipe else []), *release.manifest.variants()]
-    return {v: i for i, v in reversed(list(enumerate(order)))}
+    """Full precision first, then the recipe's order, then any other variant of the release."""
+    rank: dict[str, int] = {}
+    for v in ["full", *([q.name for q in recipe.quantization] if recipe else []), *release.manifest.variants()]:
+        rank.setdefault(v, len(rank))
+    return rank
 
 
 def _shape(inputs: ModelCardInputs) -> tuple[ModelShape | None, str]:
@@ -350,6 +354,8 @@ def _evaluation(inputs: ModelCardInputs) -> tuple[Table | None, Table | None, li
              "reading anything into it."]
     if ev.limits:
         notes.append("Items per task: " + ", ".join(f"{t} {n}" for t, n in ev.limits.items()) + ".")
+    if any(r.metric in LOWER_IS_BETTER for r in ev.results):
+        notes.append("For bits per byte and perplexities lower is better; for accuracies, higher.")
     if any(r.chance is not None for r in ev.results):
         notes.append("Scores more than two standard errors above the chance level: " + ", ".join(above) + "."
                      if above else "No score is more than two standard errors above the chance level: on these "
