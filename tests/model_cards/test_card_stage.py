@@ -211,3 +211,14 @@ def test_the_real_build_has_a_card_for_its_release(tiny_forge, tmp_path):
     from pipelines.workspace import tree_changes
 
     assert tree_changes(clone) == []
+
+
+def test_a_recipe_entry_that_no_longer_matches_its_pin_is_not_used(fake_forge):
+    reg = Registry(fake_forge)
+    _release(fake_forge, reg)
+    path = fake_forge / "registry" / "entries" / "recipes" / "forge-tiny" / "1.yaml"
+    path.write_text(path.read_text().replace("seed: 1234", "seed: 4321"))
+    card = card_stage.render_registered_card(fake_forge, "forge-tiny")
+    assert_complete(card.markdown)
+    assert "> **Note:** The recipe entry recipe/forge-tiny@1 in this checkout does not match" in card.markdown
+    assert "| seed |" not in card.markdown  # the hyperparameters of an edited recipe are not shown as the model's
