@@ -230,4 +230,11 @@ def release(settings: Settings, recipe_name: str, *, replace_draft: bool = False
         forge_version=__version__,
     )
     reg.save_record(new, "provenance", prov)
+    # The evaluation results and the card are records beside the release (never in the manifest).
+    from pipelines.card import evaluation_from_build, publish_cards
+
+    evaluation = evaluation_from_build(root, recipe, new)
+    if evaluation is not None:
+        reg.save_record(new, "evals", evaluation)
+    reg.save_record(new, "card", publish_cards(root, recipe, new, prov, evaluation))
     return ReleaseResult(new, path, False, f"released {new.ref} (draft) sha256:{new.release_digest}")

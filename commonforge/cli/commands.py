@@ -71,3 +71,8 @@ def add_all(sub: argparse._SubParsersAction) -> None:
              "it (or, where the release is committed, rebuild it and confirm the digests). Prints the time "
              "of every stage and the commands to try next.")
     p.add_argument("recipe", nargs="?", default="forge-small", help="recipe to build (default: forge-small)")
+
+    # --- evaluation, cards, serving, the explorer (each module registers its own parsers) -----
+    from commonforge.cli import card_cmds
+
+    card_cmds.add_parsers(sub)
