@@ -1,0 +1,272 @@
+"""``serve``, ``chat``, ``generate``, ``import``: using a release from the terminal.
+
+Wiring only (the logic is in :mod:`serving`). ``add_parsers(sub)`` registers the commands;
+each names its function through ``_target``. ``python -m commonforge.cli.serve_cmds ...``
+runs them without the rest of the CLI (the tests use it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+
+_MODULE = "commonforge.cli.serve_cmds"
+API_KEY_ENV = "COMMONFORGE_API_KEY"
+
+
+def _cmd(sub, name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help, description=description or help,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(_target=(_MODULE, f"cmd_{name}"))
+    return p
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("ref", metavar="MODEL_REF", help="e.g. model/forge-small@1.0.0 or forge-small")
+    p.add_argument("--variant", default=None, help="a quantized variant (e.g. int4-g128); default: full precision")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1 ...")
+    p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],
+                   help="activation dtype (default: float32 on CPU, float16 on GPU)")
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = _cmd(sub, "serve", "serve a release with an OpenAI-compatible API (127.0.0.1 by default)",
+             "Serve a verified release over HTTP: /v1/models, /v1/completions, /v1/chat/completions "
+             "(streaming with server-sent events) and /health. Binds 127.0.0.1 unless --host says "
+             "otherwise, and then only with an API key (--api-key or $" + API_KEY_ENV + "). Prints the "
+             "address once it accepts connections; Ctrl-C stops it.")
+    _model_args(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--api-key", default=None, help=f"require 'Authorization: Bearer KEY' (default ${API_KEY_ENV})")
+    p.add_argument("--max-batch", type=int, default=8, help="requests decoded together (KV cache slots; default 8)")
+    p.add_argument("--max-queue", type=int, default=32, help="requests waiting for a slot before 429 (default 32)")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds a request may take, queueing included")
+    p.add_argument("--max-body", type=int, default=4 << 20, help="largest request body in bytes (default 4 MiB)")
+    p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
+
+    p = _cmd(sub, "chat", "chat with a release in the terminal (streaming; /reset, /quit)",
+             "A terminal chat through the release's chat template, streamed as it is generated. "
+             "/reset starts a new conversation, /quit (or Ctrl-D) leaves.")
+    _model_args(p)
+    p.add_argument("--system", default=None, help="a system message to start every conversation with")
+    p.add_argument("--max-tokens", type=int, default=256, help="longest reply in tokens (default 256)")
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--seed", type=int, default=None)
+
+    p = _cmd(sub, "generate", "complete one prompt (streamed to stdout)")
+    _model_args(p)
+    p.add_argument("prompt", help="the text to continue")
+    p.add_argument("--max-tokens", type=int, default=64, help="tokens to generate (default 64)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None, help="makes sampling repeatable")
+
+    p = _cmd(sub, "import", "register an existing Hugging Face model directory as a release",
+             "Import a model the forge did not build: a directory with config.json, *.safetensors, "
+             "tokenizer.json (tokenizer_config.json, generation_config.json ...). The files go into the "
+             "store unchanged; the release (provenance 'imported', no recipe) and its provenance record "
+             "into registry/entries/models/NAME/. Pickle weights, custom code, symlinks out of the "
+             "directory, inconsistent shards and missing tokenizers are refused, changing nothing.")
+    p.add_argument("path", metavar="PATH", help="the model directory")
+    p.add_argument("--name", required=True, help="release name, e.g. my-llama")
+    p.add_argument("--license", required=True, help="SPDX expression of the model's licence, e.g. Apache-2.0")
+    p.add_argument("--version", default="1.0.0", help="release version (default 1.0.0)")
+    p.add_argument("--base-model", default=None, help="the registered release this one derives from")
+
+
+# --- commands -------------------------------------------------------------------------------
+
+
+def _load(args, settings):
+    from serving.loader import load_release
+
+    return load_release(args.ref, variant=args.variant, device=args.device, dtype=args.dtype, settings=settings)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from commonforge.settings import apply
+
+    settings = apply()
+    from serving.api import Served, check_binding, serve
+    from serving.engine import Engine
+
+    api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    check_binding(args.host, api_key)  # before the (slow) load
+    loaded = _load(args, settings)
+    engine = Engine(loaded, max_batch=args.max_batch, max_queue=args.max_queue, request_timeout=args.timeout)
+    model_id = Served.of(engine).id
+
+    def started(host: str, port: int) -> None:
+        print(f"serving {loaded.ref} ({loaded.variant}, {loaded.device}) as '{model_id}' at "
+              f"http://{host}:{port}/v1", flush=True)
+
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again: end with status 0 then
+    # (so exit handlers run) instead of dying by the default action.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    serve(engine, host=args.host, port=args.port, api_key=api_key, max_body_bytes=args.max_body,
+          on_started=started, log_level=args.log_level)
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from commonforge.settings import apply
+
+    settings = apply()
+    from serving.engine import Engine
+
+    loaded = _load(args, settings)
+    engine = Engine(loaded, max_batch=1, max_queue=1).start()
+    try:
+        ids = loaded.tokenizer(args.prompt)["input_ids"] or [loaded.tokenizer.bos_token_id]
+        params = _params(args, max_tokens=args.max_tokens)
+        started = time.perf_counter()
+        sys.stdout.write(args.prompt)
+        last = None
+        for out in engine.stream(ids, params):
+            sys.stdout.write(out.text)
+            sys.stdout.flush()
+            last = out
+        seconds = time.perf_counter() - started
+        sys.stdout.write("\n")
+        if last is not None and last.error:
+            print(f"error: {last.error}", file=sys.stderr)
+            return 3
+        n = last.completion_tokens if last else 0
+        print(f"[{n} tokens in {seconds:.2f} s, {n / max(seconds, 1e-9):.1f} tokens/s; "
+              f"finish: {last.finish_reason if last else '-'}]", file=sys.stderr)
+    finally:
+        engine.stop()
+    return 0
+
+
+def _params(args, *, max_tokens: int, stop_token_ids: tuple[int, ...] = ()):
+    from commonforge.errors import InputError
+    from serving.sampling import SamplingParams
+
+    try:
+        return SamplingParams(max_tokens=max_tokens, temperature=args.temperature, top_p=args.top_p,
+                              top_k=getattr(args, "top_k", 0), seed=args.seed, stop_token_ids=stop_token_ids)
+    except ValueError as err:
+        raise InputError(str(err)) from None
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from commonforge.settings import apply
+
+    settings = apply()
+    from commonforge.errors import InputError
+    from serving.api import chat_stop_ids
+    from serving.engine import Engine
+
+    loaded = _load(args, settings)
+    tok = loaded.tokenizer
+    if not getattr(tok, "chat_template", None):
+        raise InputError(f"{loaded.ref} has no chat template", hint="use `commonforge generate` instead")
+    engine = Engine(loaded, max_batch=1, max_queue=1).start()
+    stops = chat_stop_ids(tok)
+    start = [{"role": "system", "content": args.system}] if args.system else []
+    history = list(start)
+    print(f"chatting with {loaded.ref} ({loaded.variant}); /reset starts over, /quit leaves", flush=True)
+    try:
+        while True:
+            try:
+                line = input("you> ")
+            except EOFError:
+                print()
+                return 0
+            if line.strip() in ("/quit", "/exit"):
+                return 0
+            if line.strip() == "/reset":
+                history = list(start)
+                print("(new conversation)")
+                continue
+            if not line.strip():
+                continue
+            history.append({"role": "user", "content": line})
+            ids = tok(tok.apply_chat_template(history, add_generation_prompt=True, tokenize=False),
+                      add_special_tokens=False)["input_ids"]
+            # forget the oldest turns until the conversation leaves room for a reply
+            while len(ids) + 16 > engine.context_length and len(history) > len(start) + 1:
+                del history[len(start):len(start) + 2]
+                ids = tok(tok.apply_chat_template(history, add_generation_prompt=True, tokenize=False),
+                          add_special_tokens=False)["input_ids"]
+            room = engine.context_length - len(ids)
+            if room <= 0:
+                print("(that message is longer than the model's context; /reset or write less)")
+                history.pop()
+                continue
+            params = _params(args, max_tokens=min(args.max_tokens, room), stop_token_ids=stops)
+            sys.stdout.write("model> ")
+            reply = []
+            try:
+                for out in engine.stream(ids, params):
+                    sys.stdout.write(out.text)
+                    sys.stdout.flush()
+                    reply.append(out.text)
+            except KeyboardInterrupt:
+                sys.stdout.write(" [interrupted]")
+            sys.stdout.write("\n")
+            history.append({"role": "assistant", "content": "".join(reply)})
+    finally:
+        engine.stop()
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from commonforge.settings import apply
+
+    settings = apply()
+    from commonforge.cli.output import console, human_bytes
+    from serving.importer import import_model
+
+    result = import_model(settings, Path(args.path), name=args.name, license=args.license, version=args.version,
+                          base_model=args.base_model)
+    out = console()
+    rel = result.release
+    size = sum(a.size for a in rel.manifest.artifacts)
+    if result.entry is None:
+        out.print(f"[green]✓[/green] {rel.ref} already exists with the same digest; the store holds its files")
+    else:
+        out.print(f"[green]✓[/green] imported {rel.ref} (provenance: imported, licence {rel.manifest.license})")
+        out.print(f"  release digest sha256:{rel.release_digest}")
+        out.print(f"  {len(rel.manifest.artifacts)} files, {human_bytes(size)}, into the store")
+        out.print(f"  wrote {result.entry}")
+        out.print(f"  wrote {result.provenance}")
+        out.print("  commit them to share the release")
+    return 0
+
+
+# --- standalone entry point -----------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    import importlib
+    import logging
+
+    from commonforge.errors import ForgeError
+    from commonforge.settings import apply_privacy
+
+    apply_privacy()
+    parser = argparse.ArgumentParser(prog="python -m commonforge.cli.serve_cmds")
+    add_parsers(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    module, func = args._target
+    try:
+        return int(getattr(importlib.import_module(module), func)(args) or 0)
+    except ForgeError as err:
+        print(f"commonforge {args.command}: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
