@@ -59,7 +59,10 @@ def evaluation_chart(scores: Sequence[Score], variants: Sequence[str]) -> alt.Ch
         color=color,
         tooltip=["measure", "variant", alt.Tooltip("value:Q", format=".4f"), alt.Tooltip("stderr:Q", format=".4f")],
     )
-    layers = [bars]
+    # An invisible point at the panel's top keeps an all-zero panel from collapsing to [0, 0].
+    df["ceiling"] = df.groupby("measure")["value"].transform("max")
+    df.loc[df["ceiling"] <= 0, "ceiling"] = 1.0
+    layers = [bars, alt.Chart().mark_point(opacity=0).encode(y="max(ceiling):Q")]
     if df["chance"].notna().any():
         layers.append(alt.Chart().mark_rule(strokeDash=[6, 4], color="#c44e52", size=2).encode(
             y="mean(chance):Q", tooltip=[alt.Tooltip("mean(chance):Q", title="chance level", format=".3f")]))

@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 from commonforge.errors import ForgeError, InputError
@@ -67,6 +66,8 @@ def streamlit_command(app: Path, port: int) -> list[str]:
 
 def wait_until_ready(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> bool:
     """Poll Streamlit's health endpoint on 127.0.0.1 until it answers (or the child exits)."""
+    import urllib.request
+
     url = f"http://{HOST}:{port}/_stcore/health"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -69,14 +69,18 @@ tabs = dict(zip(TABS, st.tabs(TABS, key="tab", bind="query-params")))
 # --- card ---------------------------------------------------------------------------------
 def show_card() -> None:
     card = cache.model_card(forge, fingerprint, release.ref)
-    if card.status == "none":
+    if card.status in ("none", "build"):
         st.info(card.message, icon=":material/description:")
     elif card.status != "ok":
         st.warning(card.message)
-    if card.markdown:
+    if card.blocks:
         st.caption(f"`{card.path}`")
         with st.container(border=True):
-            st.markdown(card.markdown)
+            for kind, body, alt in card.blocks:
+                if kind == "image":
+                    st.image(body, caption=alt or None)
+                else:
+                    st.markdown(body)
         if card.front_matter:
             with st.expander("Card metadata (front matter)"):
                 st.code(card.front_matter, language="yaml")
@@ -177,7 +181,9 @@ def show_evaluation() -> None:
     st.subheader("Contamination", anchor=False)
     rows = views.contamination_rows(ev)
     if rows:
-        st.caption("Benchmark items that share a 13-gram with the training data; the 'clean' rows above leave them out.")
+        ngram = rows[0]["n-gram"]
+        st.caption(f"Benchmark items that share a {ngram}-gram with the training data"
+                   + ("; the 'clean' rows above leave them out." if any(s.subset == "clean" for s in scores) else "."))
         st.dataframe(rows, hide_index=True, column_config={"share": st.column_config.NumberColumn(format="percent")})
     else:
         st.info("No contamination check is recorded for this evaluation.")

@@ -69,7 +69,7 @@ for r in shown:
         with cols[2]:
             if r.headline:
                 with st.container(horizontal=True):
-                    for label, value in r.headline[:4]:
+                    for label, value in r.headline:
                         st.metric(label, f"{value:.3f}", width="content")
             else:
                 st.caption("Scores: not evaluated yet (no evaluation record beside this release).")

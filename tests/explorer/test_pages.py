@@ -118,7 +118,13 @@ def test_model_page_header_card_and_intended_use(explorer_env):
     if card is None:
         assert "No model card has been rendered for model/forge-tiny@1.0.0 yet" in text
     else:
-        assert card.path in text
+        assert card.path in text and "## " in text  # the card's own sections
+        card_file = explorer_env.root / card.path
+        if "](loss.png)" in card_file.read_text():
+            assert at.image, "the card's loss curve is not shown"
+        assert "](../../datasets/" not in text  # dataset-card links point at the Dataset page instead
+    at = open_page("model", ref=SECOND)
+    assert "No model card has been rendered for model/forge-tiny@2.0.0 yet" in page_text(at)
     assert "Intended use." in text and "Testing the forge's own machinery" in text
     assert "Known limitations." in text
 
