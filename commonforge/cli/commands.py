@@ -73,6 +73,9 @@ def add_all(sub: argparse._SubParsersAction) -> None:
     p.add_argument("recipe", nargs="?", default="forge-small", help="recipe to build (default: forge-small)")
 
     # --- evaluation, cards, serving, the explorer (each module registers its own parsers) -----
-    from commonforge.cli import card_cmds
+    from commonforge.cli import card_cmds, eval_cmds, explore_cmds, serve_cmds
 
+    eval_cmds.add_parsers(sub)
     card_cmds.add_parsers(sub)
+    serve_cmds.add_parsers(sub)
+    explore_cmds.add_parsers(sub)

@@ -33,7 +33,8 @@ def test_help_imports_nothing_heavy():
 def test_help_and_version(tmp_path):
     result = cli("--help", cwd=REPO, env=forge_env(tmp_path))
     assert result.returncode == 0
-    for command in ("list", "show", "validate", "verify", "build", "reproduce", "demo"):
+    for command in ("list", "show", "validate", "verify", "build", "reproduce", "demo", "eval", "card", "serve",
+                    "chat", "generate", "import", "explore"):
         assert command in result.stdout
     result = cli("--version", cwd=REPO, env=forge_env(tmp_path))
     assert result.stdout.strip() == f"commonforge {__version__}"
