@@ -256,7 +256,7 @@ def show_reproduce() -> None:
         env = m.environment
         with st.expander("The pinned build environment a rebuild must match"):
             st.dataframe([{"package": k, "version": v} for k, v in sorted(env.packages.items())]
-                         + [{"package": f"python", "version": env.python}], hide_index=True)
+                         + [{"package": "python", "version": env.python}], hide_index=True)
             st.dataframe([{"setting": k, "value": v} for k, v in sorted(env.determinism.items())], hide_index=True)
     st.subheader("Rebuilds", anchor=False)
     if not summary.rebuilds:
