@@ -5,7 +5,10 @@
 ``app.py`` is the entry file (``st.navigation`` over ``app_pages/``). The pages only lay out
 what the plain modules compute, each testable without Streamlit:
 
-    data.py      reading: releases and their records, build outputs, MLflow runs, the store
+    checkout.py  the checkout: root, store, MLflow URI, the explorer's cache folder
+    data.py      reading: releases, their records and summaries, datasets, the store
+    outputs.py   reading build/: training curves, metrics, quantize summary, stats; MLflow runs
+    cards.py     the rendered model card, as blocks (local images shown, remote ones never fetched)
     views.py     shaping: filters, tables, parameter counts, Graphviz diagrams, commands, diffs
     charts.py    Altair chart specs
     search.py    the full-text document index over a dataset's splits (SQLite FTS5)

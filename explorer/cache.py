@@ -13,7 +13,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from explorer import data, generate, search
+from explorer import cards, data, generate, search
 from registry.schema import Release
 
 
@@ -33,9 +33,9 @@ def dataset_detail(_forge: data.Forge, fingerprint: str, ref: str) -> data.Datas
 
 
 @st.cache_data(ttl=60, max_entries=32, show_spinner=False)
-def model_card(_forge: data.Forge, fingerprint: str, ref: str) -> data.Card:
+def model_card(_forge: data.Forge, fingerprint: str, ref: str) -> cards.Card:
     reg = _forge.registry()
-    return data.model_card(_forge, reg, data.find_release(reg, ref))
+    return cards.model_card(_forge, reg, data.find_release(reg, ref))
 
 
 @st.cache_data(ttl=60, max_entries=16, show_spinner=False)

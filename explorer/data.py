@@ -1,4 +1,4 @@
-"""Reading what the explorer shows: releases and their records, build outputs, MLflow runs.
+"""Reading what the explorer shows: releases, their records and summaries, datasets.
 
 Every function here is read-only and Streamlit-free. Problems that belong on the page (a
 record naming another build, a missing build output, a store without the release's files)
@@ -6,26 +6,30 @@ come back as values, never as exceptions from the listing functions; functions t
 one thing by ref raise :class:`~commonforge.errors.ForgeError` with a hint, and the page
 shows it.
 
-    forge = Forge.load(root)                         paths of one checkout
+    forge = Forge.load(root)                         paths of one checkout (explorer.checkout)
     summaries = release_summaries(forge)            every release, with status, scores, size
     find_release(forge.registry(), "model/x@1")     a Release, or a ForgeError saying why not
+
+Build outputs and MLflow runs are read in :mod:`explorer.outputs`, cards in :mod:`explorer.cards`.
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
 import json
-import os
-import re
-import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from commonforge.errors import ForgeError, InputError, NotFoundError
-from commonforge.settings import ENTRIES_DIR, Settings
-from registry import Registry, Store
-from registry.digest import sha256_file
+from commonforge.errors import ForgeError, InputError
+from explorer.checkout import Forge
+from explorer.outputs import (
+    BuildOutputs,
+    DatasetBuildInfo,
+    MlflowRun,
+    build_outputs,
+    dataset_outputs,
+    mlflow_run,
+)
+from registry import Registry
 from registry.refs import Ref
 from registry.schema import (
     CardRecord,
@@ -36,72 +40,6 @@ from registry.schema import (
     Recipe,
     Release,
 )
-
-# Files under build/models/<recipe>/ that the explorer reads (see pipelines.train / quantize).
-TRAIN_LOSS = ("train", "loss.csv")
-VAL_LOSS = ("train", "val_loss.csv")
-TRAIN_METRICS = ("train", "metrics.json")
-QUANTIZE_SUMMARY = ("quantize.json",)
-
-
-# --- the checkout ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Forge:
-    """The paths of one checkout the explorer reads (hashable: a cache key)."""
-
-    root: Path
-    store_dir: Path
-    mlflow_uri: str
-    cache_dir: Path  # the explorer's own derived files (search indexes); never the registry
-
-    @classmethod
-    def load(cls, root: Path | str | None = None) -> Forge:
-        """Resolve a checkout like the CLI does (``COMMONFORGE_ROOT`` or the cwd when ``root`` is None)."""
-        if root is not None:
-            root = Path(root).resolve()
-            if not (root / ENTRIES_DIR).is_dir():
-                raise InputError(
-                    f"{root} is not a commonforge checkout (it has no {ENTRIES_DIR} directory)",
-                    hint="start the explorer with --root pointing at your clone",
-                )
-        settings = Settings.load(root)
-        cache = os.environ.get("COMMONFORGE_EXPLORER_CACHE")
-        return cls(
-            root=settings.root,
-            store_dir=settings.store_dir,
-            mlflow_uri=settings.mlflow_uri,
-            cache_dir=Path(cache).resolve() if cache else settings.state_dir / "explorer",
-        )
-
-    def registry(self) -> Registry:
-        return Registry(self.root)
-
-    def store(self) -> Store:
-        return Store(self.store_dir)
-
-    @property
-    def entries_dir(self) -> Path:
-        return self.root / ENTRIES_DIR
-
-    def fingerprint(self) -> str:
-        """Changes whenever a file under registry/entries or a rendered card changes: a cache key."""
-        h = hashlib.sha256(f"{self.root}\0{self.store_dir}\0{self.mlflow_uri}".encode())
-        for base in (self.entries_dir, self.root / "model_cards" / "published"):
-            if not base.is_dir():
-                continue
-            for dirpath, dirnames, filenames in os.walk(base):
-                dirnames.sort()
-                for name in sorted(filenames):
-                    p = os.path.join(dirpath, name)
-                    try:
-                        st = os.stat(p)
-                    except OSError:
-                        continue
-                    h.update(f"{p}\0{st.st_mtime_ns}\0{st.st_size}\n".encode())
-        return h.hexdigest()
-
 
 # --- looking things up by ref -----------------------------------------------------------------
 
@@ -353,265 +291,7 @@ def release_summaries(forge: Forge) -> Listing:
     return Listing(tuple(out), tuple(broken), len(reg.refs("dataset")), len(reg.refs("recipe")))
 
 
-# --- the model card -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Card:
-    status: str  # ok | none | missing | changed | build (rendered by the build, not recorded)
-    markdown: str = ""
-    front_matter: str = ""
-    path: str = ""
-    message: str = ""
-    blocks: tuple[tuple[str, str, str], ...] = ()  # ("markdown", text, "") | ("image", file, alt text)
-
-
-_FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.S)
-_HTML_COMMENT = re.compile(r"<!--.*?-->", re.S)
-_IMAGE = re.compile(r"!\[([^\]]*)\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
-_LINK = re.compile(r"(?<!!)\[([^\]]+)\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
-_DATASET_CARD = re.compile(r"(?:\.\./)*datasets/([a-z0-9][a-z0-9._-]*)/([0-9.]+)/README\.md$")
-_EXTERNAL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
-
-
-def split_card(text: str) -> tuple[str, str]:
-    """(front matter YAML, markdown body without HTML comments) of a rendered card."""
-    m = _FRONT_MATTER.match(text)
-    front, body = (m.group(1), text[m.end():]) if m else ("", text)
-    return front, _HTML_COMMENT.sub("", body).strip()
-
-
-def _rewrite_link(m: re.Match) -> str:
-    text, target = m.group(1), m.group(2)
-    if _EXTERNAL.match(target) or target.startswith("#"):
-        return m.group(0)
-    ds = _DATASET_CARD.search(target)
-    if ds:  # a dataset card next to the model card: its page in the explorer
-        return f"[{text}](/dataset?ref=dataset/{ds.group(1)}@{ds.group(2)})"
-    return f"{text} (`{target}`)"  # another file of the repository: named, not linked
-
-
-def card_blocks(markdown: str, base: Path) -> tuple[tuple[str, str, str], ...]:
-    """A card's body as blocks the page can show without fetching anything.
-
-    Local images (inside the card's folder) become image blocks; remote images are never
-    loaded (the explorer stays offline) and are named instead; relative links to dataset
-    cards point at the Dataset page, other relative links are named, not linked.
-    """
-    base = base.resolve()
-    blocks: list[tuple[str, str, str]] = []
-    pos = 0
-
-    def text_block(chunk: str) -> None:
-        chunk = _LINK.sub(_rewrite_link, chunk)
-        if chunk.strip():
-            blocks.append(("markdown", chunk, ""))
-
-    for m in _IMAGE.finditer(markdown):
-        text_block(markdown[pos:m.start()])
-        alt, src = m.group(1), m.group(2)
-        target = (base / src).resolve()
-        if _EXTERNAL.match(src):
-            blocks.append(("markdown", f"*(image not loaded, the explorer stays offline: {alt or src} — `{src}`)*", ""))
-        elif target.is_relative_to(base) and target.is_file():
-            blocks.append(("image", str(target), alt))
-        else:
-            blocks.append(("markdown", f"*(image missing: `{src}`)*", ""))
-        pos = m.end()
-    text_block(markdown[pos:])
-    return tuple(blocks)
-
-
-def _card_from_file(path: Path, status: str, rel: str, message: str = "") -> Card:
-    front, body = split_card(path.read_text(encoding="utf-8", errors="replace"))
-    return Card(status, body, front, rel, message, card_blocks(body, path.parent))
-
-
-def model_card(forge: Forge, reg: Registry, release: Release) -> Card:
-    record = reg.card(release)
-    if record is None:
-        message = (f"No model card has been rendered for {release.ref} yet: the card stage writes "
-                   f"model_cards/published/{release.name}/{release.version}/README.md and a card record beside "
-                   "the release.")
-        folder = build_dir(forge, release)
-        built = folder / "card" / "README.md" if folder else None
-        outputs = build_outputs(forge, release) if built is not None and built.is_file() else None
-        if outputs is not None and outputs.matches_release:
-            rel = str(built.relative_to(forge.root))
-            return _card_from_file(built, "build", rel, message + f" The build of this release rendered one in "
-                                   f"{rel}; it is shown below, but it is not part of the release's record.")
-        return Card("none", message=message)
-    path = forge.root / record.path
-    if not path.is_file():
-        return Card("missing", path=record.path,
-                    message=f"The card record names {record.path}, but that file is not in this checkout.")
-    actual = sha256_file(path)
-    if actual != record.sha256:
-        return _card_from_file(path, "changed", record.path,
-                               f"{record.path} changed since it was rendered (sha256 {actual[:12]}…, the record "
-                               f"says {record.sha256[:12]}…): what follows is not the card that was recorded.")
-    return _card_from_file(path, "ok", record.path)
-
-
-# --- build outputs --------------------------------------------------------------------------
-
-
-def build_dir(forge: Forge, release: Release) -> Path | None:
-    """``build/models/<recipe name>/`` for a built release, else None."""
-    if release.manifest.recipe is None:
-        return None
-    return forge.root / "build" / "models" / Ref.parse(release.manifest.recipe.ref).name
-
-
-@dataclass(frozen=True)
-class BuildOutputs:
-    folder: str
-    matches_release: bool | None  # None: cannot tell (no weights in build/)
-    note: str
-    train_loss: tuple[tuple[int, float], ...] = ()
-    val_loss: tuple[tuple[int, float], ...] = ()
-    metrics: dict = field(default_factory=dict)
-    quantize: dict = field(default_factory=dict)
-
-
-def _read_curve(path: Path) -> tuple[tuple[int, float], ...]:
-    if not path.is_file():
-        return ()
-    rows = []
-    with open(path, encoding="utf-8", newline="") as f:
-        for row in csv.DictReader(f):
-            try:
-                values = list(row.values())
-                rows.append((int(values[0]), float(values[1])))
-            except (ValueError, IndexError, TypeError):
-                continue
-    return tuple(rows)
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def build_outputs(forge: Forge, release: Release) -> BuildOutputs | None:
-    """Training curves, metrics and the quantize summary from ``build/``, if this release's build is there."""
-    folder = build_dir(forge, release)
-    if folder is None:
-        return None
-    rel = str(folder.relative_to(forge.root))
-    if not folder.is_dir():
-        return BuildOutputs(rel, None, f"{rel}/ is not in this checkout: run `commonforge build "
-                            f"{folder.name}` (or `dvc pull`) to get the training curves.")
-    weights = folder / "model" / "model.safetensors"
-    try:
-        expected = release.manifest.artifact("model.safetensors").sha256
-    except KeyError:
-        expected = None
-    if weights.is_file() and expected:
-        same = sha256_file(weights) == expected
-        note = (f"from {rel}/, the build of this release (its weights match the manifest)" if same else
-                f"{rel}/ holds another build of {folder.name} (its weights differ from this release's): "
-                "the curves below are that build's, not this release's")
-    else:
-        same, note = None, f"from {rel}/ (no weights there to check they belong to this release)"
-    return BuildOutputs(
-        rel, same, note,
-        train_loss=_read_curve(folder.joinpath(*TRAIN_LOSS)),
-        val_loss=_read_curve(folder.joinpath(*VAL_LOSS)),
-        metrics=_read_json(folder.joinpath(*TRAIN_METRICS)),
-        quantize=_read_json(folder.joinpath(*QUANTIZE_SUMMARY)),
-    )
-
-
-# --- MLflow -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MlflowRun:
-    run_id: str
-    found: bool
-    message: str
-    name: str = ""
-    status: str = ""
-    metrics: dict[str, tuple[tuple[int, float], ...]] = field(default_factory=dict)
-    params: dict[str, str] = field(default_factory=dict)
-
-
-def _sqlite_path(uri: str) -> Path | None:
-    if not uri.startswith("sqlite:///"):
-        return None
-    return Path(uri[len("sqlite:///"):])
-
-
-def mlflow_run(mlflow_uri: str, run_id: str | None) -> MlflowRun | None:
-    """The run's metric histories, read-only.
-
-    A local sqlite tracking store is opened read-only with sqlite3 (no MLflow import, no
-    schema migration, nothing written); any other tracking URI goes through MLflow's client.
-    """
-    if not run_id:
-        return None
-    db = _sqlite_path(mlflow_uri)
-    if db is not None:
-        if not db.is_file():
-            return MlflowRun(run_id, False, f"the MLflow database {db} is not on this machine")
-        try:
-            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-            try:
-                run = con.execute("SELECT name, status FROM runs WHERE run_uuid = ?", (run_id,)).fetchone()
-                if run is None:
-                    return MlflowRun(run_id, False, f"run {run_id} is not in {db} (it was tracked on another machine)")
-                metrics: dict[str, list] = {}
-                for key, step, value in con.execute(
-                        "SELECT key, step, value FROM metrics WHERE run_uuid = ? AND is_nan = 0 "
-                        "ORDER BY key, step, timestamp", (run_id,)):
-                    metrics.setdefault(key, []).append((int(step), float(value)))
-                params = dict(con.execute("SELECT key, value FROM params WHERE run_uuid = ?", (run_id,)).fetchall())
-            finally:
-                con.close()
-        except sqlite3.Error as err:
-            return MlflowRun(run_id, False, f"could not read {db}: {err}")
-        return MlflowRun(run_id, True, f"MLflow run {run_id} in {db}", run[0] or "", run[1] or "",
-                         {k: tuple(v) for k, v in metrics.items()}, params)
-    try:
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(tracking_uri=mlflow_uri)
-        run = client.get_run(run_id)
-        metrics = {k: tuple((m.step, m.value) for m in client.get_metric_history(run_id, k))
-                   for k in run.data.metrics}
-        return MlflowRun(run_id, True, f"MLflow run {run_id} at {mlflow_uri}", run.info.run_name or "",
-                         run.info.status, metrics, dict(run.data.params))
-    except Exception as err:  # an unreachable server is a message on the page, not a traceback
-        return MlflowRun(run_id, False, f"could not read run {run_id} from {mlflow_uri}: {err}")
-
-
 # --- datasets -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DatasetBuildInfo:
-    folder: str
-    stats: dict  # stats.json, or {} when the dataset is not prepared here
-    note: str
-    split_files: dict[str, str] = field(default_factory=dict)  # split -> path relative to the root
-
-
-def dataset_outputs(forge: Forge, dataset: Dataset) -> DatasetBuildInfo:
-    folder = forge.root / "build" / "datasets" / dataset.name
-    rel = str(folder.relative_to(forge.root))
-    stats = _read_json(folder / "stats.json")
-    if not stats:
-        return DatasetBuildInfo(rel, {}, f"{dataset.ref} is not prepared in this checkout ({rel}/stats.json is "
-                                f"missing): run `dvc repro prepare@{dataset.name}` to browse its documents.")
-    if stats.get("dataset") != dataset.ref:
-        return DatasetBuildInfo(rel, {}, f"{rel}/ holds {stats.get('dataset')}, not {dataset.ref}: "
-                                "prepare this version to browse it.")
-    files = {s: str((folder / "splits" / f"{s}.jsonl").relative_to(forge.root))
-             for s in ("train", "validation", "test") if (folder / "splits" / f"{s}.jsonl").is_file()}
-    return DatasetBuildInfo(rel, stats, f"statistics from {rel}/stats.json", files)
 
 
 def trained_on(reg: Registry, dataset_ref: str) -> list[str]:
@@ -641,10 +321,6 @@ def split_users(reg: Registry, dataset_ref: str) -> dict[str, dict[str, str]]:
 def reverify(forge: Forge, artifacts) -> list[tuple[str, str]]:
     """(path, "ok" | "missing" | "corrupt") for each artifact, re-hashed in the store (read-only)."""
     return [(c.artifact.path, c.status) for c in forge.store().check_artifacts(artifacts)]
-
-
-def not_found_suggestions(err: ForgeError) -> list[str]:
-    return list(getattr(err, "suggestions", []) or []) if isinstance(err, NotFoundError) else []
 
 
 # --- one release, everything the Model page shows ------------------------------------------------

@@ -176,3 +176,4 @@ def empty_forge(tmp_path, monkeypatch) -> Path:
     return root
 
 
+

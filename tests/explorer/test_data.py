@@ -8,7 +8,7 @@ import json
 import pytest
 
 from commonforge.errors import InputError, NotFoundError
-from explorer import data, views
+from explorer import cards, data, outputs, views
 from explorer.data import Forge
 from tests.explorer.conftest import IMPORTED, RELEASE, SECOND, SHIFT
 
@@ -92,8 +92,8 @@ def test_reverify_detects_a_corrupt_object(forge, tmp_path):
 
 
 def test_mlflow_run_when_absent():
-    assert data.mlflow_run("sqlite:////nonexistent/mlflow.db", "abc").found is False
-    assert data.mlflow_run("sqlite:////nonexistent/mlflow.db", None) is None
+    assert outputs.mlflow_run("sqlite:////nonexistent/mlflow.db", "abc").found is False
+    assert outputs.mlflow_run("sqlite:////nonexistent/mlflow.db", None) is None
 
 
 def test_model_card_none_changed_and_ok(forge, explorer_env, tmp_path):
@@ -108,19 +108,19 @@ def test_model_card_none_changed_and_ok(forge, explorer_env, tmp_path):
     reg = Registry(root)
     release = reg.release(SECOND)
     f = Forge(root, forge.store_dir, forge.mlflow_uri, forge.cache_dir)
-    assert data.model_card(f, reg, release).status == "none"
+    assert cards.model_card(f, reg, release).status == "none"
     card = root / "model_cards/published/forge-tiny/2.0.0/README.md"
     card.parent.mkdir(parents=True)
     card.write_text("---\nlicense: apache-2.0\n---\n<!-- editor note -->\n# forge-tiny\n\nA card.\n")
     reg.save_record(release, "card", CardRecord(schema_version=1, release_digest=release.release_digest,
                                                 path="model_cards/published/forge-tiny/2.0.0/README.md",
                                                 sha256=sha256_file(card), rendered_at="2026-11-24T23:00:00Z"))
-    ok = data.model_card(f, reg, release)
+    ok = cards.model_card(f, reg, release)
     assert ok.status == "ok" and ok.markdown == "# forge-tiny\n\nA card." and ok.front_matter == "license: apache-2.0"
     card.write_text(card.read_text() + "edited\n")
-    assert data.model_card(f, reg, release).status == "changed"
+    assert cards.model_card(f, reg, release).status == "changed"
     card.unlink()
-    assert data.model_card(f, reg, release).status == "missing"
+    assert cards.model_card(f, reg, release).status == "missing"
 
 
 def test_dataset_detail(forge):
