@@ -81,6 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--new-tokens", type=int, default=None, help="tokens generated per request (default 256; CPU 128)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per point (median)")
     p.add_argument("--no-cuda-graphs", action="store_true", help="run the engine's decode steps eagerly")
+    p.add_argument("--threads", type=int, default=None, help="CPU mode: torch threads (default: torch's choice)")
     p.add_argument("--csv", type=Path, default=DEFAULT_CSV)
     args = p.parse_args(argv)
     if args.batch is None:
@@ -292,6 +293,8 @@ def cpu_mode(args) -> int:
     from serving.engine import Engine
     from serving.loader import FULL, load_release
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device("cpu")
     env = environment(device)
     first = load_release(args.cpu, device="cpu", settings=settings)

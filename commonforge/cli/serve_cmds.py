@@ -30,6 +30,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1 ...")
     p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],
                    help="activation dtype (default: float32 on CPU, float16 on GPU)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice; 1 is often fastest for small models "
+                        "on a busy machine)")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -84,8 +87,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _load(args, settings):
+    import torch
+
     from serving.loader import load_release
 
+    if args.threads is not None:
+        if args.threads < 1:
+            from commonforge.errors import InputError
+
+            raise InputError("--threads must be at least 1")
+        torch.set_num_threads(args.threads)
     return load_release(args.ref, variant=args.variant, device=args.device, dtype=args.dtype, settings=settings)
 
 
