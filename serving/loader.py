@@ -33,7 +33,10 @@ from registry.schema import Artifact, Release
 FULL = "full"
 # Weight formats that unpickle (and so can run code) when loaded: never loaded here.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
+# Root-level files every variant shares (the tokenizer and the generation defaults).
+SHARED_FILES = (*TOKENIZER_FILES, "generation_config.json")
+SHARD_INDEX = "model.safetensors.index.json"
 
 
 @dataclass
@@ -70,7 +73,13 @@ class LoadedModel:
 
 
 def variant_artifacts(release: Release, variant: str | None) -> dict[str, Artifact]:
-    """The artifacts a variant is built from, keyed by their file name inside the variant."""
+    """The artifacts a variant is built from, keyed by their file name inside the variant.
+
+    The shared files (tokenizer, chat template, generation defaults) come from the release's
+    top level; the weights and config.json from the top level for ``full``, from
+    ``variants/<name>/`` for a quantized variant. Weights are one ``model.safetensors`` or
+    shards listed by ``model.safetensors.index.json``.
+    """
     m = release.manifest
     name = variant or FULL
     available = [FULL, *m.variants()]
@@ -81,22 +90,43 @@ def variant_artifacts(release: Release, variant: str | None) -> dict[str, Artifa
         )
     chosen: dict[str, Artifact] = {}
     for a in m.artifacts:
-        if a.path in TOKENIZER_FILES:
+        top_level = a.variant is None and "/" not in a.path
+        if top_level and a.path in SHARED_FILES:
             chosen[a.path] = a
-        elif name == FULL and a.variant is None and "/" not in a.path:
+        elif name == FULL and top_level:
             chosen[a.path] = a
         elif name != FULL and a.variant == name:
             chosen[a.path.rsplit("/", 1)[-1]] = a
-    for key, a in chosen.items():
+    for a in chosen.values():
         if a.path.lower().endswith(PICKLE_SUFFIXES):
             raise InputError(
                 f"{release.ref}: {a.path} is a pickle checkpoint; pickle weights are never loaded",
                 hint="convert the weights to safetensors and import them again",
             )
-    for needed in ("config.json", "model.safetensors", "tokenizer.json"):
+    weights = "model.safetensors" if "model.safetensors" in chosen else SHARD_INDEX
+    for needed in ("config.json", weights, "tokenizer.json"):
         if needed not in chosen:
             raise InputError(f"{release.ref} ({name}) has no {needed}", hint="the release is incomplete")
     return chosen
+
+
+def _load_weights(files: dict[str, Path], device) -> dict:
+    """All tensors: one safetensors file, or every shard an index names (each verified already)."""
+    from safetensors.torch import load_file
+
+    if "model.safetensors" in files:
+        return load_file(str(files["model.safetensors"]), device=str(device))
+    index = json.loads(files[SHARD_INDEX].read_text(encoding="utf-8"))
+    tensors: dict = {}
+    for shard in sorted(set(index.get("weight_map", {}).values())):
+        if shard not in files:
+            raise InputError(f"the shard index names {shard}, which the release does not list",
+                             hint="the release is incomplete; re-import it")
+        tensors.update(load_file(str(files[shard]), device=str(device)))
+    missing = sorted(set(index.get("weight_map", {})) - set(tensors))
+    if missing:
+        raise InputError(f"the shards lack tensors the index names: {missing[:5]}", hint="re-import the model")
+    return tensors
 
 
 def choose_device(device: str | None = "auto"):
@@ -137,13 +167,25 @@ def _build_skeleton(config: dict, device, dtype):
 def _load_tokenizer(files: dict[str, Path]):
     from transformers import PreTrainedTokenizerFast
 
+    def token(value):
+        # Token definitions may be plain strings or {"content": ..., "lstrip": ...} objects.
+        if isinstance(value, dict):
+            return value.get("content")
+        if isinstance(value, list):
+            return [token(v) for v in value]
+        return value
+
     kwargs: dict = {}
     if "tokenizer_config.json" in files:
         cfg = json.loads(files["tokenizer_config.json"].read_text(encoding="utf-8"))
-        for key in ("bos_token", "eos_token", "pad_token", "unk_token", "additional_special_tokens",
-                    "model_max_length", "chat_template", "clean_up_tokenization_spaces"):
+        for key in ("bos_token", "eos_token", "pad_token", "unk_token", "additional_special_tokens"):
+            if cfg.get(key) is not None:
+                kwargs[key] = token(cfg[key])
+        for key in ("model_max_length", "chat_template", "clean_up_tokenization_spaces"):
             if cfg.get(key) is not None:
                 kwargs[key] = cfg[key]
+    if "chat_template.jinja" in files:  # newer directories keep the template in its own file
+        kwargs["chat_template"] = files["chat_template.jinja"].read_text(encoding="utf-8")
     return PreTrainedTokenizerFast(tokenizer_file=str(files["tokenizer.json"]), **kwargs)
 
 
@@ -200,7 +242,6 @@ def load_from_files(
 
 def _load(release: Release, variant: str | None, files: dict[str, Path], device, dtype) -> LoadedModel:
     import torch
-    from safetensors.torch import load_file
 
     artifacts = variant_artifacts(release, variant)
     dev = choose_device(device)
@@ -210,7 +251,7 @@ def _load(release: Release, variant: str | None, files: dict[str, Path], device,
         torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
     config = _read_config(files["config.json"], f"{release.ref}:{artifacts['config.json'].path}")
     model = _build_skeleton(config, dev, torch_dtype)
-    tensors = load_file(str(files["model.safetensors"]), device=str(dev))
+    tensors = _load_weights(files, dev)
     name = variant or FULL
     if name == FULL:
         missing, unexpected = model.load_state_dict(tensors, strict=False)
@@ -218,7 +259,7 @@ def _load(release: Release, variant: str | None, files: dict[str, Path], device,
         missing = [k for k in missing if not (tied and k == "lm_head.weight")]
         if missing or unexpected:
             raise InputError(
-                f"{release.ref}: model.safetensors does not match config.json "
+                f"{release.ref}: the weights do not match config.json "
                 f"(missing {missing[:5]}, unexpected {unexpected[:5]})",
                 hint="the release is inconsistent; rebuild or re-import it",
             )
