@@ -16,10 +16,11 @@ scores on the same checkpoint agree (tests/evals/test_adapter.py):
 * rolling: lm-eval's disjoint windows of ``max_length`` tokens, the first conditioned on the
   prefix token, every token predicted exactly once.
 
-What differs is the batching, which only changes float rounding: requests whose model inputs
-are identical (the choices of a multiple-choice item that differ only in their last token,
-e.g. BoolQ's " yes"/" no") share one forward pass, and unique inputs are sorted longest first
-so a batch pads little. Generation is greedy (or sampled, if a task asks) with left padding and
+What differs is the arithmetic's schedule, which only changes float rounding: requests whose
+model inputs are identical (the choices of a multiple-choice item that differ only in their last
+token, e.g. BoolQ's " yes"/" no") share one forward pass, unique inputs are sorted longest first
+so a batch pads little, and only the positions that score a continuation go through the output
+layer and the softmax. Generation is greedy (or sampled, if a task asks) with left padding and
 stop sequences, through ``model.generate``.
 """
 
@@ -52,6 +53,7 @@ class ForgeLM(TemplateLM):
         self._device = loaded.device
         self._batch_size = batch_size
         self._max_length = max_length or loaded.context_length
+        self._keep_positions = True  # project only the scored positions (see _log_probs)
         self.forward_passes = 0  # batches run (for metrics.json)
         self.tokens_scored = 0  # input tokens fed to the model, padding excluded
 
@@ -99,16 +101,36 @@ class ForgeLM(TemplateLM):
         return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
 
     @torch.no_grad()
-    def _log_probs(self, inputs: list[list[int]]) -> torch.Tensor:
-        """Log-softmax (float32) of the model's logits for right-padded ``inputs``: (B, T, V)."""
+    def _log_probs(self, inputs: list[list[int]], spans: list[tuple[int, int]]) -> list[torch.Tensor]:
+        """Log-softmax (float32) of the next-token logits at positions ``spans[row] = (start, end)``
+        of each right-padded input row: one ``(end - start, V)`` tensor per row.
+
+        Only those positions go through the output layer and the softmax (transformers'
+        ``logits_to_keep`` with a boolean mask): a multiple-choice item scores a few tokens after
+        a long context, and the (vocabulary x positions) projection would otherwise cost as much
+        as the rest of a small model.
+        """
         width = max(len(x) for x in inputs)
         batch = torch.zeros((len(inputs), width), dtype=torch.long)
-        for row, x in enumerate(inputs):
+        keep = torch.zeros((len(inputs), width), dtype=torch.bool)
+        for row, (x, (start, end)) in enumerate(zip(inputs, spans, strict=True)):
             batch[row, : len(x)] = torch.tensor(x, dtype=torch.long)
-        logits = self.model(input_ids=batch.to(self._device)).logits  # (B, T, V)
+            keep[row, start:end] = True
+        batch = batch.to(self._device)
         self.forward_passes += 1
         self.tokens_scored += sum(len(x) for x in inputs)
-        return F.log_softmax(logits.float(), dim=-1)
+        logits = None
+        if self._keep_positions:
+            try:
+                logits = self.model(input_ids=batch, logits_to_keep=keep.to(self._device)).logits
+            except TypeError:  # a model class without logits_to_keep: project every position
+                self._keep_positions = False
+            if logits is not None and tuple(logits.shape[:-1]) != (int(keep.sum()),):
+                self._keep_positions, logits = False, None
+        if logits is None:
+            logits = self.model(input_ids=batch).logits[keep.to(self._device)]  # (sum of spans, V)
+        logp = F.log_softmax(logits.float(), dim=-1)
+        return list(logp.split([end - start for start, end in spans]))
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
         """``[(sum of log p(continuation), is_greedy)]`` for ``[(key, context_enc, continuation_enc)]``."""
@@ -128,11 +150,11 @@ class ForgeLM(TemplateLM):
         out: list[tuple[float, bool] | None] = [None] * len(requests)
         for start in range(0, len(order), self._batch_size):
             chunk = order[start : start + self._batch_size]
-            logp = self._log_probs([list(x) for x in chunk])
-            for row, inp in enumerate(chunk):
-                n = len(inp)
+            # Row r scores positions [len - longest continuation of its group, len).
+            spans = [(len(inp) - max(len(c) for _, c in groups[inp]), len(inp)) for inp in chunk]
+            for inp, logp in zip(chunk, self._log_probs([list(x) for x in chunk], spans), strict=True):
                 for i, cont in groups[inp]:
-                    positions = logp[row, n - len(cont) : n]  # (len(cont), V): predictions of the continuation
+                    positions = logp[len(logp) - len(cont):]  # (len(cont), V): predictions of the continuation
                     target = torch.tensor(cont, dtype=torch.long, device=positions.device)
                     ll = positions.gather(-1, target.unsqueeze(-1)).sum()
                     greedy = bool((positions.argmax(dim=-1) == target).all())
