@@ -89,7 +89,9 @@ class ForgeLM(TemplateLM):
         bos = self.tokenizer.bos_token
         if add_special_tokens is None and bos and string.startswith(bos):
             kw["add_special_tokens"] = False  # the text already starts with BOS: never add a second
-        return self.tokenizer.encode(string, **kw)
+        # verbose=False: texts longer than the context are expected here (they are windowed or
+        # left-truncated), so transformers' "longer than the maximum" warning would only mislead.
+        return self.tokenizer.encode(string, verbose=False, **kw)
 
     def tok_decode(self, tokens, skip_special_tokens: bool = True) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=skip_special_tokens)

@@ -50,6 +50,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise InputError(f"--limit must be at least 1, got {args.limit}")
     if args.batch_size is not None and args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
+    import os
+
+    # One line per variant says how far it got; lm-eval's and datasets' per-task bars would bury the table.
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     settings = apply()
     out = console()
     err = console(stderr=True)
