@@ -32,7 +32,6 @@ import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 from commonforge import settings as forge_settings
@@ -123,30 +122,12 @@ def build_matches(root: Path, recipe: Recipe, release: Release) -> bool:
 
 
 def evaluation_from_build(root: Path, recipe: Recipe, release: Release) -> EvaluationRecord | None:
-    """The evaluate stage's results.json as an EvaluationRecord of ``release`` (None if absent).
+    """The evaluate stage's results.json as an EvaluationRecord of ``release`` (None if absent)."""
+    from pipelines.evaluate import evaluation_record, results_path
 
-    ``evaluated_at`` (never shown in a card) is the stage's own time from eval/metrics.json,
-    else when results.json was written. ``pipelines.evaluate.evaluation_record`` makes the same
-    record; the release step files one beside the release.
-    """
-    path = model_dir(root, recipe) / "eval" / "results.json"
-    data = _json(path)
-    if data is None:
+    if not results_path(root, recipe).is_file():
         return None
-    known = {k: data[k] for k in ("harness", "results", "contamination", "limits") if k in data}
-    ignored = sorted(set(data) - set(known))
-    if ignored:
-        log.info("%s: fields not part of an evaluation record, left out of the card: %s", path, ", ".join(ignored))
-    evaluated_at = (_json(path.with_name("metrics.json")) or {}).get("evaluated_at")
-    if not evaluated_at:
-        written = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).replace(microsecond=0)
-        evaluated_at = written.isoformat().replace("+00:00", "Z")
-    try:
-        return EvaluationRecord(schema_version=1, release_digest=release.release_digest,
-                                evaluated_at=evaluated_at, **known)
-    except ValueError as err:
-        raise InputError(f"{path} is not a valid evaluation result: {err}",
-                         hint="re-run the evaluate stage (dvc repro evaluate@" + recipe.name + ")") from None
+    return evaluation_record(root, recipe, release.release_digest)
 
 
 def read_stats(root: Path, dataset_name: str, splits: Mapping[str, object] | None = None) -> dict | None:

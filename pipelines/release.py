@@ -233,7 +233,7 @@ def release(settings: Settings, recipe_name: str, *, replace_draft: bool = False
     # The evaluation results and the card are records beside the release (never in the manifest).
     from pipelines.card import evaluation_from_build, publish_cards
 
-    evaluation = evaluation_from_build(root, recipe, new)
+    evaluation = evaluation_from_build(root, recipe, new)  # None when the recipe was not evaluated
     if evaluation is not None:
         reg.save_record(new, "evals", evaluation)
     reg.save_record(new, "card", publish_cards(root, recipe, new, prov, evaluation))
