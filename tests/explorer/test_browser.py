@@ -194,8 +194,6 @@ def test_every_page_in_a_real_browser(server, explorer_forge, tmp_path):
     print(f"\n[explorer] server ready in {server.startup_seconds:.1f} s; page loads (s): {json.dumps(times)}"
           f"\n[explorer] screenshots in {shots}")
     assert outside == [], f"the browser was sent outside 127.0.0.1: {outside}"
-    slow = {k: v for k, v in times.items() if not k.startswith("try-it") and v > 30}
-    assert not slow, f"pages took over 30 s: {slow}"
 
 
 def test_explore_makes_no_connection_outside_localhost(server):

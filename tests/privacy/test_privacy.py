@@ -61,3 +61,19 @@ def test_settings_apply_to_children(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True)
     telemetry, hf_home = out.stdout.split()
     assert telemetry == "true" and hf_home == str(REPO / ".forge" / "hf")
+
+
+@pytest.mark.parametrize("command", [["eval", "forge-tiny", "--tasks", "lambada", "--limit", "2"],
+                                     ["card", "forge-tiny"], ["verify", "forge-tiny"]])
+def test_model_commands_make_no_connection(tiny_forge, tmp_path, command):
+    """eval, card and verify on the built tiny forge. The other commands are audited where they
+    are tested: build in tests/pipelines/test_build.py, serve in tests/serving/test_api.py,
+    explore in tests/explorer/test_browser.py, and all of them in tests/test_end_to_end.py."""
+    audit = tmp_path / "audit"
+    env = audited_env(tiny_forge.env, audit)
+    for var in PRIVACY_ENV:
+        env.pop(var, None)
+    result = tiny_forge.cli(*command, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert violations(audit) == []
+    assert processes(audit) and unprotected_processes(audit) == []

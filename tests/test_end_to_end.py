@@ -1,0 +1,105 @@
+"""The whole life of forge-tiny in a fresh clone, the way a person would walk it.
+
+build (a rebuild of the committed release: two clean clones must agree) → verify → reproduce
+(under a different parent environment) → eval → card → serve (the `openai` client) → explore
+(headless Chromium). Every command runs under the privacy audit; at the end no process made a
+connection outside 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from registry import Registry
+from tests.helpers import cli, forge_env, git
+from tests.privacy.audit import audited_env, unprotected_processes, violations
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def test_the_whole_life_of_forge_tiny(tiny_forge, tmp_path):
+    clone = tmp_path / "clone"
+    git(tiny_forge.root, "clone", "-q", str(tiny_forge.root), str(clone))
+    audit = tmp_path / "audit"
+    # Its own store, DVC remote and MLflow database: nothing shared with the first build.
+    env = audited_env(forge_env(tmp_path), audit)
+
+    def run(*args: str, extra: dict | None = None, timeout: float = 1200):
+        result = cli(*args, cwd=clone, env=env | (extra or {}), timeout=timeout)
+        assert result.returncode == 0, f"commonforge {' '.join(args)}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        return result.stdout
+
+    rel = Registry(clone).release("model/forge-tiny@1.0.0")
+
+    # build: a second clean clone rebuilds the committed release bit for bit.
+    out = run("build", "forge-tiny")
+    assert "rebuild of model/forge-tiny@1.0.0 is identical" in out
+
+    # verify: the rebuild filled this clone's store with exactly the released artifacts.
+    out = run("verify", "forge-tiny")
+    assert f"all {len(rel.manifest.artifacts)} artifacts match the manifest" in out
+
+    # reproduce, with thread and ISA variables the pins must override.
+    out = run("reproduce", "model/forge-tiny@1.0.0",
+              extra={"ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1", "MKL_CBWR": "COMPATIBLE"})
+    assert "rebuilt bit for bit" in out
+    assert Registry(clone).rebuilds(rel)[-1].result == "identical"
+    assert "commonforge-reproduce-" not in git(clone, "worktree", "list")  # the temporary worktree is gone
+
+    # eval: lm-eval through the release loader, a few items.
+    out = run("eval", "forge-tiny", "--tasks", "lambada", "--limit", "2", "--variant", "int8")
+    assert "lambada" in out and "int8" in out
+
+    # card: written to a file, naming the release digest.
+    run("card", "forge-tiny", "-o", str(tmp_path / "card" / "README.md"))
+    assert rel.release_digest in (tmp_path / "card" / "README.md").read_text()
+
+    # serve: the OpenAI-compatible API through the real `openai` client.
+    from openai import OpenAI
+
+    from tests.serving.conftest import start_server, stop_server
+
+    forge = SimpleNamespace(root=clone, env=forge_env(tmp_path))
+    (tmp_path / "serve").mkdir()
+    server = start_server(forge, tmp_path / "serve", env=forge.env, audit=audit)
+    try:
+        client = OpenAI(base_url=server.url, api_key="unused", max_retries=0)
+        done = client.completions.create(model=server.model, prompt="Call me Ishmael.", max_tokens=8, temperature=0)
+        assert done.usage.completion_tokens > 0 and done.choices[0].text
+        chat = client.chat.completions.create(model=server.model, messages=[{"role": "user", "content": "Hello"}],
+                                              max_tokens=8, seed=1)
+        assert chat.choices[0].message.role == "assistant"
+    finally:
+        stop_server(server)
+
+    # explore: the explorer in a real browser shows the release.
+    if not CHROMIUM.exists():
+        pytest.skip("needs Debian chromium at /usr/bin/chromium (CI installs it); every other step passed")
+    from playwright.sync_api import sync_playwright
+
+    from tests.explorer.test_browser import CHROMIUM_ARGS, Server
+
+    (tmp_path / "explore").mkdir()
+    explorer = Server(SimpleNamespace(root=clone, env=forge_env(tmp_path)), tmp_path / "explore")  # audited
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            page = browser.new_page()
+            page.set_default_timeout(60_000)
+            page.goto(explorer.url + "/")
+            page.get_by_text("model/forge-tiny@1.0.0", exact=False).first.wait_for()
+            page.get_by_text("rebuilt identical", exact=False).first.wait_for()
+            page.screenshot(path=str(tmp_path / "explore.png"), full_page=True)
+            assert page.locator('[data-testid="stException"]').count() == 0
+            browser.close()
+    finally:
+        explorer.stop()
+    shutil.rmtree(clone / "build", ignore_errors=True)
+
+    for folder in (audit, explorer.audit):
+        assert violations(folder) == []
+        assert unprotected_processes(folder) == []
