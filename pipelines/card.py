@@ -24,7 +24,6 @@ digests. Nothing else in a card depends on the machine or the clock.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging
@@ -34,7 +33,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from commonforge import settings as forge_settings
 from commonforge.errors import ForgeError, InputError
 from model_cards import (
     BuildOutputs,
@@ -45,7 +43,7 @@ from model_cards import (
     render_dataset_card,
     render_model_card,
 )
-from pipelines.stage import load_recipe, model_dir, run_stage, utc_now
+from pipelines.stage import load_recipe, model_dir, stage_cli, utc_now
 from registry import Ref, Registry, Store
 from registry.digest import sha256_bytes, sha256_file
 from registry.fsutil import atomic_write_bytes, fsync_dir
@@ -337,12 +335,7 @@ def main(ref: str, root: Path) -> Path:
 
 
 def cli(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.card", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("recipe", help="recipe ref, e.g. recipe/forge-small@1")
-    args = parser.parse_args(argv)
-    root = forge_settings.apply().root
-    run_stage("card", args.recipe.split("/")[-1].split("@")[0], lambda: main(args.recipe, root))
+    stage_cli("card", __doc__, main, argv)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from commonforge.errors import FetchError, InputError, NotFoundError
 from evals.benchmarks import BENCHMARKS, WHEEL, benchmark
 from pipelines import determinism
 from pipelines.release import build_manifest, release_files
-from pipelines.select import iter_documents, split_path
+from pipelines.select import dataset_documents, iter_documents, split_path
 from pipelines.stage import load_recipe, model_dir, run_stage, utc_now
 from registry.digest import sha256_file
 from registry.fsutil import atomic_write_bytes
@@ -132,7 +132,7 @@ def recipe_heldout_sets(root: Path, recipe: Recipe) -> list:
         return heldout_sets(iter_documents(root, recipe, "test"), n)
     sets = []
     for ref in recipe.datasets:  # source ids are unique only within a dataset: name both
-        sets += heldout_sets(_dataset_documents(root, recipe, ref, "test"), n, dataset=ref.split("/", 1)[1].split("@")[0])
+        sets += heldout_sets(dataset_documents(root, recipe, ref, "test"), n, dataset=ref.split("/", 1)[1].split("@")[0])
     return sets
 
 
@@ -232,22 +232,6 @@ def main(ref: str, root: Path, *, device: str = "cpu") -> Path:
     return results_path(root, recipe)
 
 
-def _dataset_documents(root: Path, recipe: Recipe, dataset_ref: str, split: str):
-    """One dataset's documents of a split, verified against the recipe's recorded digests."""
-    from commonforge.errors import IntegrityError
-    from pipelines.select import training_splits
-
-    info = training_splits(root, recipe)[dataset_ref]
-    path = split_path(root, info["name"], split)
-    expected = info["splits"][split]["sha256"]
-    actual = sha256_file(path)
-    if actual != expected:
-        raise IntegrityError(str(path), expected, actual, hint=f"re-run `dvc repro` for {dataset_ref}")
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            yield json.loads(line)
-
-
 def headline(doc: dict) -> dict[str, dict[str, float]]:
     """{variant: {task: value of its first metric}} over all items (for dvc metrics show)."""
     out: dict[str, dict[str, float]] = {}
@@ -264,14 +248,9 @@ def _log_mlflow(settings, recipe: Recipe, root: Path, release: Release, doc: dic
     """One MLflow run per evaluation, tagged with the recipe and nested under its training run."""
     import mlflow
 
-    mlflow.set_tracking_uri(settings.mlflow_uri)
-    name = f"commonforge/{recipe.name}"
-    exp = mlflow.get_experiment_by_name(name)
-    if exp is None:
-        settings.mlflow_artifacts.mkdir(parents=True, exist_ok=True)
-        exp_id = mlflow.create_experiment(name, artifact_location=settings.mlflow_artifacts.as_uri())
-    else:
-        exp_id = exp.experiment_id
+    from pipelines.stage import mlflow_experiment
+
+    exp_id = mlflow_experiment(settings, recipe)
     tags = {"recipe": recipe.ref, "stage": "evaluate", "release_digest": release.release_digest,
             "harness": doc["harness"]}
     run_json = model_dir(root, recipe) / "train" / "run.json"

@@ -18,16 +18,15 @@ The network is used only when an artifact is not in the cache yet.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 
 from commonforge import settings
 from commonforge.errors import BuildError
 from pipelines.extract import Document, extract_documents
 from pipelines.sources import artifact_name, fetch_source
+from pipelines.stage import stage_cli
 from registry.catalog import Registry
 from registry.digest import canonical_json
 from registry.fsutil import atomic_write_bytes, atomic_writer
@@ -78,17 +77,7 @@ def main(ref: str, root: Path) -> Path:
 
 
 def cli(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipelines.fetch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("ref", help="the dataset to fetch, pinned: dataset/<name>@<version>")
-    args = parser.parse_args(argv)
-    from pipelines.stage import run_stage
-
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    root = settings.apply().root
-    name = args.ref.split("/", 1)[-1].split("@", 1)[0]
-    run_stage("fetch", name, lambda: main(args.ref, root))
+    stage_cli("fetch", __doc__, main, argv, kind="dataset")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ Running it twice gives byte-identical splits and stats.json. Later stages import
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -45,6 +44,7 @@ from commonforge import settings
 from commonforge.errors import BuildError, IntegrityError, NotFoundError
 from pipelines.dedup import find_duplicates
 from pipelines.fetch import dataset_dir, document_line
+from pipelines.stage import stage_cli
 from pipelines.textclean import clean_text, is_short
 from registry.catalog import Registry
 from registry.digest import sha256_file
@@ -234,17 +234,7 @@ def read_split(root: Path, dataset_name: str, split: str) -> Iterator[dict]:
 
 
 def cli(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipelines.prepare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("ref", help="the dataset to prepare, pinned: dataset/<name>@<version> (fetched first)")
-    args = parser.parse_args(argv)
-    from pipelines.stage import run_stage
-
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    root = settings.apply().root
-    name = args.ref.split("/", 1)[-1].split("@", 1)[0]
-    run_stage("prepare", name, lambda: main(args.ref, root))
+    stage_cli("prepare", __doc__, main, argv, kind="dataset")
 
 
 if __name__ == "__main__":

@@ -17,17 +17,15 @@ the training split, chosen by a generator seeded with the recipe's seed.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
 from pathlib import Path
 
-from commonforge import settings as forge_settings
 from commonforge.errors import BuildError
 from pipelines import determinism
 from pipelines.select import iter_documents
-from pipelines.stage import load_recipe, model_dir, run_stage
+from pipelines.stage import load_recipe, model_dir, stage_cli
 from pipelines.tokenizer import tokenizer_dir
 from registry.schema import QuantVariant, Recipe
 
@@ -120,12 +118,7 @@ def main(ref: str, root: Path) -> Path:
 
 
 def cli(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.quantize", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("recipe", help="recipe ref, e.g. recipe/forge-small@1")
-    args = parser.parse_args(argv)
-    root = forge_settings.apply().root
-    run_stage("quantize", args.recipe.split("/")[-1].split("@")[0], lambda: main(args.recipe, root))
+    stage_cli("quantize", __doc__, main, argv)
 
 
 if __name__ == "__main__":

@@ -68,17 +68,23 @@ def split_path(root: Path, dataset_name: str, split: str) -> Path:
     return dataset_build_dir(root, dataset_name) / "splits" / f"{split}.jsonl"
 
 
+def dataset_documents(root: Path, recipe: Recipe, dataset_ref: str, split: str) -> Iterator[dict]:
+    """One of the recipe's datasets' documents of ``split``, the split verified first."""
+    info = training_splits(root, recipe)[dataset_ref]
+    path = split_path(root, info["name"], split)
+    expected = info["splits"][split]["sha256"]
+    actual = sha256_file(path)
+    if actual != expected:
+        raise IntegrityError(str(path), expected, actual, hint=f"re-run `dvc repro` for {dataset_ref}")
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            yield json.loads(line)
+
+
 def iter_documents(root: Path, recipe: Recipe, split: str) -> Iterator[dict]:
     """Documents of ``split`` over the recipe's datasets, in order, each split verified first."""
-    for ref, info in training_splits(root, recipe).items():
-        path = split_path(root, info["name"], split)
-        expected = info["splits"][split]["sha256"]
-        actual = sha256_file(path)
-        if actual != expected:
-            raise IntegrityError(str(path), expected, actual, hint=f"re-run `dvc repro` for {ref}")
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                yield json.loads(line)
+    for ref in recipe.datasets:
+        yield from dataset_documents(root, recipe, ref, split)
 
 
 def cli(argv: list[str] | None = None) -> None:

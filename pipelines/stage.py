@@ -11,7 +11,9 @@ traceback in DVC's log.
 
 from __future__ import annotations
 
+import argparse
 import json
+import logging
 import sys
 import time
 from collections.abc import Callable
@@ -81,3 +83,33 @@ def run_stage(stage: str, key: str, main: Callable[[], object]) -> None:
         pass
     print(f"stage {stage}@{key}: done in {seconds:.1f} s", file=sys.stderr)
     sys.exit(0)
+
+
+def ref_name(ref: str) -> str:
+    """``recipe/forge-small@1`` -> ``forge-small`` (the key of a stage's outputs and timings)."""
+    return ref.split("/", 1)[-1].split("@", 1)[0]
+
+
+def stage_cli(stage: str, doc: str | None, main: Callable[[str, Path], object], argv: list[str] | None = None,
+              *, kind: str = "recipe") -> None:
+    """The command line of a stage that takes one pinned ref: ``python -m pipelines.<stage> <ref>``."""
+    parser = argparse.ArgumentParser(prog=f"python -m pipelines.{stage}", description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("ref", help=f"the {kind}, pinned: {kind}/<name>@<version>")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    root = settings.apply().root
+    run_stage(stage, ref_name(args.ref), lambda: main(args.ref, root))
+
+
+def mlflow_experiment(forge_settings: settings.Settings, recipe: Recipe) -> str:
+    """The id of the recipe's MLflow experiment (created on first use, artifacts in the clone)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(forge_settings.mlflow_uri)
+    name = f"commonforge/{recipe.name}"
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    forge_settings.mlflow_artifacts.mkdir(parents=True, exist_ok=True)
+    return mlflow.create_experiment(name, artifact_location=forge_settings.mlflow_artifacts.as_uri())

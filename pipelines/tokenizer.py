@@ -14,14 +14,12 @@ stage puts BOS/EOS around each document, the chat template around each turn.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
-from commonforge import settings
 from pipelines import determinism
 from pipelines.select import iter_documents
-from pipelines.stage import load_recipe, model_dir, run_stage
+from pipelines.stage import load_recipe, model_dir, stage_cli
 from registry.digest import canonical_json
 from registry.fsutil import atomic_write_bytes
 from registry.schema import Recipe
@@ -97,12 +95,7 @@ def main(ref: str, root: Path) -> Path:
 
 
 def cli(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.tokenizer", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("recipe", help="recipe ref, e.g. recipe/forge-small@1")
-    args = parser.parse_args(argv)
-    root = settings.apply().root
-    run_stage("tokenizer", args.recipe.split("/")[-1].split("@")[0], lambda: main(args.recipe, root))
+    stage_cli("tokenizer", __doc__, main, argv)
 
 
 if __name__ == "__main__":

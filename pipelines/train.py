@@ -17,7 +17,6 @@ depends on wall time or on the machine beyond what :mod:`pipelines.determinism` 
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -33,7 +32,7 @@ from commonforge import settings as forge_settings
 from commonforge.errors import BuildError
 from pipelines import determinism
 from pipelines.select import iter_documents
-from pipelines.stage import load_recipe, model_dir, run_stage
+from pipelines.stage import load_recipe, mlflow_experiment, model_dir, stage_cli
 from pipelines.tokenizer import tokenizer_dir
 from registry.fsutil import atomic_write_bytes
 from registry.schema import Recipe
@@ -252,15 +251,7 @@ class _Tracker:
         import mlflow
 
         self.mlflow = mlflow
-        mlflow.set_tracking_uri(settings.mlflow_uri)
-        name = f"commonforge/{recipe.name}"
-        exp = mlflow.get_experiment_by_name(name)
-        if exp is None:
-            settings.mlflow_artifacts.mkdir(parents=True, exist_ok=True)
-            exp_id = mlflow.create_experiment(name, artifact_location=settings.mlflow_artifacts.as_uri())
-        else:
-            exp_id = exp.experiment_id
-        self.run = mlflow.start_run(experiment_id=exp_id, run_name=recipe.ref)
+        self.run = mlflow.start_run(experiment_id=mlflow_experiment(settings, recipe), run_name=recipe.ref)
         flat = {f"architecture.{k}": v for k, v in recipe.architecture.model_dump().items()}
         flat.update({f"training.{k}": v for k, v in recipe.training.model_dump().items()})
         flat.update({"recipe": recipe.ref, "recipe_sha256": recipe.digest, "tokenizer.vocab_size": recipe.tokenizer.vocab_size})
@@ -353,12 +344,7 @@ def main(ref: str, root: Path) -> Path:
 
 
 def cli(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("recipe", help="recipe ref, e.g. recipe/forge-small@1")
-    args = parser.parse_args(argv)
-    root = forge_settings.apply().root
-    run_stage("train", args.recipe.split("/")[-1].split("@")[0], lambda: main(args.recipe, root))
+    stage_cli("train", __doc__, main, argv)
 
 
 if __name__ == "__main__":
