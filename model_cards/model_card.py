@@ -353,7 +353,8 @@ def _evaluation(inputs: ModelCardInputs) -> tuple[Table | None, Table | None, li
              "errors are wide, so compare a score with the chance level (n/a: not a multiple-choice task) before "
              "reading anything into it."]
     if ev.limits:
-        notes.append("Items per task: " + ", ".join(f"{t} {n}" for t, n in ev.limits.items()) + ".")
+        notes.append("Item limit per task, from the recipe (a set with fewer items is evaluated whole): "
+                     + ", ".join(f"{t} {n}" for t, n in ev.limits.items()) + ".")
     if any(r.metric in LOWER_IS_BETTER for r in ev.results):
         notes.append("For bits per byte and perplexities lower is better; for accuracies, higher.")
     if any(r.chance is not None for r in ev.results):
@@ -363,6 +364,11 @@ def _evaluation(inputs: ModelCardInputs) -> tuple[Table | None, Table | None, li
     if any(r.subset == "clean" for r in ev.results):
         notes.append("Clean subsets leave out the items whose text overlaps the training data (see the "
                      "contamination table).")
+    if any(c.task.startswith("heldout_") and c.contaminated for c in ev.contamination or ()):
+        notes.append("Held-out documents come from the same sources as the training split (whole documents "
+                     "are split apart, never pieces of one), so phrases a source repeats across documents "
+                     "(refrains, formulas of address) can still overlap; the clean rows show how much that "
+                     "changes the score.")
     return table, contamination, notes, None
 
 

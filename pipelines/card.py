@@ -313,6 +313,30 @@ def publish_cards(root: Path, recipe: Recipe, release: Release, provenance: Prov
                       sha256=sha256_bytes(readme), rendered_at=utc_now())
 
 
+def republish_card(root: Path, ref: str) -> tuple[Release, CardRecord]:
+    """Render a registered release's published card again (after a template fix) and save its card record.
+
+    Only drafts: :func:`publish_cards` refuses to rewrite a published release's card with
+    different bytes. Needs the recipe the release pins; the build's logs are used when this
+    checkout holds the release's own build outputs.
+    """
+    reg = Registry(root)
+    release = reg.resolve(Ref.parse(ref, default_kind="model"))
+    if not isinstance(release, Release):
+        raise InputError(f"{ref} is not a model release", hint="give a model ref, e.g. model/forge-small@1.0.0")
+    m = release.manifest
+    if m.recipe is None:
+        raise InputError(f"{release.ref} was not built by the forge, so it has no published card",
+                         hint=f"print its card with: commonforge card {release.ref}")
+    recipe = reg.recipe(m.recipe.ref)
+    if recipe.digest != m.recipe.sha256:
+        raise InputError(f"the recipe entry {m.recipe.ref} does not match the digest {release.ref} pins",
+                         hint="check out the commit the release was built from")
+    record = publish_cards(root, recipe, release, reg.provenance(release), reg.evaluation(release))
+    reg.save_record(release, "card", record)
+    return release, record
+
+
 # --- the stage ------------------------------------------------------------------------------
 
 

@@ -22,6 +22,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("ref", metavar="MODEL_REF", help="e.g. model/forge-small@1.0.0 or forge-small")
     p.add_argument("-o", "--output", metavar="FILE", type=Path,
                    help="write the card to FILE (atomically) instead of printing it; images go beside it")
+    p.add_argument("--publish", action="store_true",
+                   help="render the draft's published card again (model_cards/published/...) and update its "
+                   "card record; refused for published releases, whose cards never change")
     p.set_defaults(_target=("commonforge.cli.card_cmds", "cmd_card"))
 
 
@@ -32,6 +35,14 @@ def cmd_card(args: argparse.Namespace) -> int:
     from registry.fsutil import atomic_write_bytes
 
     settings = apply()
+    if args.publish:
+        if args.output is not None:
+            raise InputError("--publish writes the published card; it takes no --output")
+        from pipelines.card import republish_card
+
+        release, record = republish_card(settings.root, args.ref)
+        print(f"published the card of {release.ref} to {record.path} (sha256:{record.sha256})", file=sys.stderr)
+        return 0
     out: Path | None = args.output
     if out is not None and out.is_dir():
         raise InputError(f"{out} is a directory", hint=f"name a file, e.g. {out / 'README.md'}")

@@ -174,6 +174,33 @@ def test_card_command_prints_or_writes_the_card(fake_forge, tmp_path):
     assert missing.returncode == 2 and "forge-tiny" in missing.stderr
 
 
+def test_card_publish_renders_a_drafts_card_again_and_updates_its_record(fake_forge):
+    reg = Registry(fake_forge)
+    rel, prov = _release(fake_forge, reg)
+    reg.save_record(rel, "card", card_stage.publish_cards(fake_forge, reg.recipe(REF), rel, prov, None))
+    readme = fake_forge / "model_cards" / "published" / "forge-tiny" / "1.0.0" / "README.md"
+    assert "Not evaluated yet" in readme.read_text()
+    # Evaluations arrive after the card was published: --publish renders it again and files the new digest.
+    record = evaluation(rel)
+    reg.save_record(rel, "evals", record)
+    done = _card_cli(fake_forge, "forge-tiny", "--publish")
+    assert done.returncode == 0, done.stderr
+    text = readme.read_text()
+    assert "Not evaluated yet" not in text
+    assert_hub_card(text, record)
+    assert Registry(fake_forge).card(rel).sha256 == sha256_file(readme)
+    # With --output it is refused; for a published release, the card stays as it was.
+    both = _card_cli(fake_forge, "forge-tiny", "--publish", "-o", str(fake_forge / "x.md"))
+    assert both.returncode == 2 and not (fake_forge / "x.md").exists()
+    reg.save_record(rel, "publication", PublicationRecord(schema_version=1, release_digest=rel.release_digest,
+                                                         published_at="2026-11-25T12:00:00Z", approvals=["a", "b"]))
+    (fake_forge / "registry" / "entries" / "models" / "forge-tiny" / "1.0.0.evals.yaml").unlink()
+    before = readme.read_bytes()
+    refused = _card_cli(fake_forge, "forge-tiny", "--publish")
+    assert refused.returncode != 0 and "never rewritten" in refused.stderr
+    assert readme.read_bytes() == before
+
+
 # --- on the real build --------------------------------------------------------------------
 
 
