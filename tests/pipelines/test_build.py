@@ -12,11 +12,12 @@ import shutil
 import subprocess
 import time
 
+import pytest
 import yaml
 
 from registry import Registry, Store
 from registry.schema import BuildManifest, Release
-from tests.helpers import VENV_BIN, git
+from tests.helpers import REPO, VENV_BIN, git
 from tests.privacy.audit import unprotected_processes, violations
 
 
@@ -38,6 +39,22 @@ def test_build_writes_a_draft_release_with_provenance(tiny_forge):
     assert prov.mlflow_run_id
     # Every artifact is in the store.
     assert all(c.ok for c in Store(tiny_forge.state / "store").verify_release(m))
+
+
+def test_the_committed_forge_tiny_release_is_rebuilt_bit_for_bit(tiny_forge):
+    """The project's committed release of forge-tiny, against this run's build on this machine."""
+    committed_path = REPO / "registry" / "entries" / "models" / "forge-tiny" / "1.0.0.yaml"
+    if not committed_path.is_file():
+        pytest.skip("the project has no committed forge-tiny release")
+    from pipelines.compare import compare_manifests
+
+    committed = Registry(REPO).release("model/forge-tiny@1.0.0")
+    if committed.manifest.recipe.sha256 != Registry(REPO).recipe("recipe/forge-tiny@1").digest:
+        pytest.skip("recipe/forge-tiny@1 changed since its release was committed (a new version is due)")
+    rebuilt = Registry(tiny_forge.root).release("model/forge-tiny@1.0.0")
+    diff = compare_manifests(committed.manifest, rebuilt.manifest, ignore_commit=True)
+    assert diff.stages == {}, "\n".join(diff.lines())
+    assert diff.identical, "\n".join(diff.lines())
 
 
 def test_build_logs_to_mlflow_and_writes_plots(tiny_forge):
