@@ -128,9 +128,9 @@ def test_architecture_counts_come_from_the_config():
     assert (shape.embeddings, shape.lm_head) == (1024 * 128, 1024 * 128)
     assert shape.attention == 2 * (128 * (128 + 2 * 64) + 128 * 128)
     assert shape.mlp == 2 * 3 * 128 * 384 and shape.norms == 5 * 128
-    # forge-small ties its embeddings: the lm_head adds nothing (5,245,184 by transformers' own count).
+    # forge-small ties its embeddings: the lm_head adds nothing (1,836,160 by transformers' own count).
     small = ModelShape.from_recipe(SMALL)
-    assert small.lm_head == 0 and small.total == 5_245_184
+    assert small.lm_head == 0 and small.total == 1_836_160
     text = render_model_card(_inputs())
     arch = _section(text, "Architecture")
     assert "| **total** | **656,000 (0.66 M)** | 100.0% |" in arch
