@@ -91,12 +91,16 @@ def measure(mode: str, ref: str, steps: int) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", default="recipe/forge-small@1", help="whose architecture and batch to train")
     parser.add_argument("--steps", type=int, default=30, help="timed training steps per run")
     parser.add_argument("--rounds", type=int, default=3, help="runs per mode, alternating")
-    args = parser.parse_args()
+    parser.add_argument("--csv", type=Path, default=ROOT / "benchmarks" / "results" / "determinism_cost.csv",
+                        help="append the rows here")
+    args = parser.parse_args(argv)
+    if args.steps < 1 or args.rounds < 1:
+        parser.error("--steps and --rounds must be at least 1")
     results: dict[str, list[dict]] = {"pinned": [], "unpinned": []}
     for r in range(args.rounds):
         for mode in ("pinned", "unpinned") if r % 2 == 0 else ("unpinned", "pinned"):
@@ -111,7 +115,7 @@ def main() -> None:
     cost = step["pinned"] / step["unpinned"] - 1
     print(f"pinned {step['pinned'] * 1000:.1f} ms/step vs unpinned {step['unpinned'] * 1000:.1f} ms/step: "
           f"the pins cost {cost:+.1%} ({cpu}; ATen ISA unpinned: {results['unpinned'][0]['isa']})")
-    out = ROOT / "benchmarks" / "results" / "determinism_cost.csv"
+    out = args.csv
     out.parent.mkdir(parents=True, exist_ok=True)
     new = not out.exists()
     with open(out, "a", newline="") as f:

@@ -162,3 +162,21 @@ def git(root: Path, *args: str) -> str:
     env = dict(os.environ, GIT_AUTHOR_NAME="Forge Test", GIT_AUTHOR_EMAIL="test@example.invalid",
                GIT_COMMITTER_NAME="Forge Test", GIT_COMMITTER_EMAIL="test@example.invalid")
     return subprocess.run(["git", *args], cwd=root, env=env, capture_output=True, text=True, check=True).stdout
+
+
+def load_script(path: Path):
+    """Import a script (a benchmark) as a module under its file name, for a module-scoped fixture.
+
+    Yields the module; it is registered in ``sys.modules`` while in use (dataclasses look their
+    module up there) and removed afterwards.
+    """
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)
