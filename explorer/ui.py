@@ -43,6 +43,24 @@ def query_param(name: str) -> str | None:
     return value.strip() if isinstance(value, str) and value.strip() else None
 
 
+def ref_or_choice(kind: str, refs: list[str], *, empty: str, placeholder: str) -> str:
+    """The ``?ref=`` of the page; without one, a picker over ``refs`` (or ``empty`` when there are none).
+
+    Stops the page until a ref is chosen; the choice goes into the URL.
+    """
+    ref = query_param("ref")
+    if ref:
+        return ref
+    if not refs:
+        st.info(empty)
+        st.stop()
+    choice = st.selectbox(f"Choose a {kind}", refs, index=None, placeholder=placeholder)
+    if choice:
+        st.query_params["ref"] = choice
+        st.rerun()
+    st.stop()
+
+
 def keep_in_url(name: str, value: str | None) -> None:
     """Mirror a widget's value into the URL, so the address can be shared and reloaded."""
     if value:

@@ -12,18 +12,9 @@ DOC_PAGE_CHARS = 6000
 forge = ui.current_forge()
 fingerprint = forge.fingerprint()
 _, dataset_refs = cache.refs(forge, fingerprint)
-ref = ui.query_param("ref")
-
 st.title("Dataset")
-if not dataset_refs and not ref:
-    st.info(f"**The registry has no datasets yet** (`{forge.entries_dir}/datasets` is empty).")
-    st.stop()
-if not ref:
-    choice = st.selectbox("Choose a dataset", dataset_refs, index=None, placeholder="dataset/NAME@VERSION")
-    if choice:
-        st.query_params["ref"] = choice
-        st.rerun()
-    st.stop()
+ref = ui.ref_or_choice("dataset", dataset_refs, placeholder="dataset/NAME@VERSION",
+                       empty=f"**The registry has no datasets yet** (`{forge.entries_dir}/datasets` is empty).")
 
 try:
     detail = cache.dataset_detail(forge, fingerprint, ref)

@@ -9,18 +9,10 @@ from explorer import cache, charts, data, generate, ui, views
 forge = ui.current_forge()
 fingerprint = forge.fingerprint()
 release_refs, _ = cache.refs(forge, fingerprint)
-ref = ui.query_param("ref")
-
 st.title("Model")
-if not release_refs and not ref:
-    st.info("**The registry has no releases yet.** Build one with `commonforge build forge-tiny`, then come back.")
-    st.stop()
-if not ref:
-    choice = st.selectbox("Choose a release", release_refs, index=None, placeholder="model/NAME@VERSION")
-    if choice:
-        st.query_params["ref"] = choice
-        st.rerun()
-    st.stop()
+ref = ui.ref_or_choice("release", release_refs, placeholder="model/NAME@VERSION",
+                       empty="**The registry has no releases yet.** Build one with `commonforge build forge-tiny`, "
+                       "then come back.")
 
 try:
     detail = cache.release_detail(forge, fingerprint, ref)
