@@ -31,11 +31,9 @@ release (``commonforge build forge-tiny`` first).
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,6 +41,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from benchmarks import resultlog  # noqa: E402  (the repository is on sys.path from here)
 
 DEFAULT_CSV = REPO / "benchmarks" / "results" / "decode.csv"
 IMPLS = ("hf-fp16", "ours-fp16", "ours-int8", "ours-int4")
@@ -100,28 +100,16 @@ def environment(device) -> dict:
     import torch
     import transformers
 
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                                text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
         name = f"{platform.machine()} cpu, {torch.get_num_threads()} threads"
     return {"timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "git_commit": commit, "device": name, "torch": torch.__version__, "transformers": transformers.__version__}
+            "git_commit": resultlog.git_commit(), "device": name, "torch": torch.__version__, "transformers": transformers.__version__}
 
 
 def append_rows(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        if new:
-            w.writeheader()
-        for r in rows:
-            w.writerow({k: r.get(k, "") for k in CSV_FIELDS})
+    resultlog.append_rows(path, CSV_FIELDS, rows)
 
 
 def median(xs: list[float]) -> float:

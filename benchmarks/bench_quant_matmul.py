@@ -20,17 +20,16 @@ This is a script, not a test: it needs a CUDA GPU and exits with a message elsew
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import datetime
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from benchmarks import resultlog  # noqa: E402  (the repository is on sys.path from here)
 
 DEFAULT_CSV = REPO / "benchmarks" / "results" / "quant_matmul.csv"
 
@@ -91,28 +90,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def append_rows(path: Path, rows: list[dict]) -> None:
     """Append rows (dicts keyed by CSV_FIELDS) to `path`, writing the header for a new file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    new = not path.exists() or path.stat().st_size == 0
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        if new:
-            writer.writeheader()
-        for row in rows:
-            writer.writerow({k: row.get(k, "") for k in CSV_FIELDS})
-        f.flush()
-        os.fsync(f.fileno())
+    resultlog.append_rows(path, CSV_FIELDS, rows)
 
 
 def csv_record(row: Row, env: dict, copy_gbps: float, fp16_ms: float | None, tinygemm_ms: float | None) -> dict:
@@ -301,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device-to-device copy: {args.copy_gbps:.0f} GB/s", flush=True)
     rows = run(args)
     env = dict(timestamp=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               git_commit=git_commit(), device=device, torch=torch.__version__, triton=triton.__version__)
+               git_commit=resultlog.git_commit(), device=device, torch=torch.__version__, triton=triton.__version__)
     fp16 = {(r.n, r.k, r.m): r.ms for r in rows if r.impl == "fp16"}
     tiny = {(r.n, r.k, r.m): r.ms for r in rows if r.impl == "tinygemm"}
     records = [csv_record(r, env, args.copy_gbps, fp16.get((r.n, r.k, r.m)), tiny.get((r.n, r.k, r.m)))

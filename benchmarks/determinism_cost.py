@@ -24,7 +24,6 @@ the cost of MKL's strict mode and deterministic algorithms only.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -35,6 +34,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import resultlog  # noqa: E402  (the repository is on sys.path from here)
+
+CSV_FIELDS = ["date", "commit", "cpu", "recipe", "steps", "rounds", "mode", "isa", "median_step_s", "tokens_per_s",
+              "cost_vs_unpinned"]
 
 CHILD = r"""
 import json, os, sys, time
@@ -108,26 +114,19 @@ def main(argv: list[str] | None = None) -> None:
             results[mode].append(res)
             print(f"round {r + 1} {mode:>8}: {res['step_s'] * 1000:7.1f} ms/step (median), "
                   f"{res['tokens_per_s']:,.0f} tokens/s, ATen ISA {res['isa']}", flush=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
+    commit = resultlog.git_commit(ROOT)
     cpu = _cpu_name()
     step = {m: statistics.median(x["step_s"] for x in rs) for m, rs in results.items()}
     cost = step["pinned"] / step["unpinned"] - 1
     print(f"pinned {step['pinned'] * 1000:.1f} ms/step vs unpinned {step['unpinned'] * 1000:.1f} ms/step: "
           f"the pins cost {cost:+.1%} ({cpu}; ATen ISA unpinned: {results['unpinned'][0]['isa']})")
-    out = args.csv
-    out.parent.mkdir(parents=True, exist_ok=True)
-    new = not out.exists()
-    with open(out, "a", newline="") as f:
-        w = csv.writer(f)
-        if new:
-            w.writerow(["date", "commit", "cpu", "recipe", "steps", "rounds", "mode", "isa", "median_step_s",
-                        "tokens_per_s", "cost_vs_unpinned"])
-        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        for mode, rs in results.items():
-            w.writerow([now, commit, cpu, args.recipe, args.steps, args.rounds, mode, rs[0]["isa"],
-                        round(step[mode], 4), round(statistics.median(x["tokens_per_s"] for x in rs)),
-                        f"{cost:+.4f}" if mode == "pinned" else ""])
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    resultlog.append_rows(args.csv, CSV_FIELDS, [
+        {"date": now, "commit": commit, "cpu": cpu, "recipe": args.recipe, "steps": args.steps, "rounds": args.rounds,
+         "mode": mode, "isa": rs[0]["isa"], "median_step_s": round(step[mode], 4),
+         "tokens_per_s": round(statistics.median(x["tokens_per_s"] for x in rs)),
+         "cost_vs_unpinned": f"{cost:+.4f}" if mode == "pinned" else ""}
+        for mode, rs in results.items()])
 
 
 def _cpu_name() -> str:

@@ -15,12 +15,11 @@ benchmarks/results/forge_small_sweep.csv with the machine and git commit.
 from __future__ import annotations
 
 import argparse
-import csv
 import platform
-import subprocess
 import time
 from datetime import datetime, timezone
 
+from benchmarks import resultlog
 from commonforge import settings
 from pipelines import determinism
 
@@ -72,9 +71,8 @@ def main() -> None:
             data[vocab] = (tok, windows(train_stream, t.seq_len), windows(val_stream, t.seq_len), val_bytes,
                            len(val_stream))
         return data[vocab]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+    commit = resultlog.git_commit(root)
     out_path = root / "benchmarks" / "results" / "forge_small_sweep.csv"
-    new = not out_path.exists()
     rows = []
     for name, (vocab, arch) in CONFIGS.items():
         if args.only and name not in args.only:
@@ -107,12 +105,7 @@ def main() -> None:
         }
         rows.append(row)
         print(row, flush=True)
-        with open(out_path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(row))
-            if new:
-                w.writeheader()
-                new = False
-            w.writerow(row)
+        resultlog.append_rows(out_path, list(row), [row])
     print("\n| config | parameters | steps | train s | val loss | bits/byte |\n|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['config']} | {r['parameters']:,} | {r['steps']} | {r['train_seconds']} | {r['val_loss']} | {r['val_bits_per_byte']} |")

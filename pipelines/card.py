@@ -198,6 +198,14 @@ def render_build_card(root: Path, recipe: Recipe, commit: str) -> RenderedCard:
                    self_label=f"{release.ref} (this build, not released yet)")
 
 
+def _model_release(reg: Registry, ref: str) -> Release:
+    """The release a ref names (a bare name resolves like everywhere else); any other entry is refused."""
+    release = reg.resolve(ref, kind="model")
+    if not isinstance(release, Release):
+        raise InputError(f"{ref} is not a model release", hint="give a model ref, e.g. model/forge-small@1.0.0")
+    return release
+
+
 def render_registered_card(root: Path, ref: str, *, store_dir: Path | None = None,
                            image_name: str | None = None) -> RenderedCard:
     """The card of a registered release, from the registry and whatever of its build this checkout has.
@@ -208,9 +216,7 @@ def render_registered_card(root: Path, ref: str, *, store_dir: Path | None = Non
     With ``image_name``, the loss curve (when the build's logs are here) is drawn under that name.
     """
     reg = Registry(root)
-    release = reg.resolve(Ref.parse(ref, default_kind="model"))
-    if not isinstance(release, Release):
-        raise InputError(f"{ref} is not a model release", hint="give a model ref, e.g. model/forge-small@1.0.0")
+    release = _model_release(reg, ref)
     m = release.manifest
     notes: list[str] = []
     recipe = None
@@ -321,9 +327,7 @@ def republish_card(root: Path, ref: str) -> tuple[Release, CardRecord]:
     checkout holds the release's own build outputs.
     """
     reg = Registry(root)
-    release = reg.resolve(Ref.parse(ref, default_kind="model"))
-    if not isinstance(release, Release):
-        raise InputError(f"{ref} is not a model release", hint="give a model ref, e.g. model/forge-small@1.0.0")
+    release = _model_release(reg, ref)
     m = release.manifest
     if m.recipe is None:
         raise InputError(f"{release.ref} was not built by the forge, so it has no published card",
