@@ -11,6 +11,7 @@ from typing import IO
 
 from commonforge.errors import InputError
 
+
 def fsync_dir(directory: Path) -> None:
     """Make a rename in ``directory`` durable (a no-op where directories can't be opened)."""
     try:
@@ -23,6 +24,46 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+class TemporaryFile:
+    """A file being written under a temporary name (see :func:`temporary_file`)."""
+
+    def __init__(self, file: IO, path: Path) -> None:
+        self.file = file
+        self.path = path
+        self.moved = False
+
+    def move_into_place(self, target: Path, *, mode: int) -> None:
+        """Make the file durable (flush, fsync, close), give it ``mode`` and rename it onto ``target``."""
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        os.chmod(self.path, mode)
+        os.replace(self.path, target)
+        self.moved = True
+        fsync_dir(Path(target).parent)
+
+
+@contextmanager
+def temporary_file(directory: Path, prefix: str = ".tmp-", mode: str = "wb") -> Iterator[TemporaryFile]:
+    """A new file in ``directory``, open for writing, that the block moves into place or loses.
+
+    Whatever ends the block (success, an error, Ctrl-C), the temporary name is gone afterwards:
+    moved onto its target with :meth:`TemporaryFile.move_into_place`, or removed here. Only a
+    SIGKILL can leave a ``<prefix>*`` file, never a partial target. ``directory`` must be on the
+    target's filesystem, so that the rename is atomic.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=prefix, dir=directory)
+    staged = TemporaryFile(os.fdopen(fd, mode), Path(name))
+    try:
+        yield staged
+    finally:
+        staged.file.close()
+        if not staged.moved:
+            staged.path.unlink(missing_ok=True)
+
+
 @contextmanager
 def atomic_writer(path: Path, mode: str = "wb") -> Iterator[IO]:
     """Write to a temporary file beside ``path``; fsync and rename it into place on success.
@@ -31,22 +72,9 @@ def atomic_writer(path: Path, mode: str = "wb") -> Iterator[IO]:
     temporary file is removed (a SIGKILL leaves a ``.tmp-*`` file, never a partial target).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with temporary_file(path.parent, f".tmp-{path.name}.", mode) as staged:
+        yield staged.file
+        staged.move_into_place(path, mode=0o644)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -16,7 +16,6 @@ import hashlib
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import IO, BinaryIO
 
 from commonforge.errors import IntegrityError, InputError, NotFoundError
 from registry.digest import CHUNK, sha256_file
-from registry.fsutil import fsync_dir, resolve_inside
+from registry.fsutil import resolve_inside, temporary_file
 from registry.schema import Artifact, BuildManifest
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
@@ -67,37 +66,22 @@ class Store:
         """
         if expected is not None:
             _check_digest(expected)
-        staging = self.root / "sha256" / "incoming"
-        staging.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=staging)
         h, size = hashlib.sha256(), 0
-        try:
-            with os.fdopen(fd, "wb") as out:
-                while chunk := stream.read(CHUNK):
-                    h.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
-                out.flush()
-                os.fsync(out.fileno())
+        with temporary_file(self.root / "sha256" / "incoming") as staged:
+            while chunk := stream.read(CHUNK):
+                h.update(chunk)
+                staged.file.write(chunk)
+                size += len(chunk)
             digest = h.hexdigest()
             if expected is not None and digest != expected:
                 raise IntegrityError(getattr(stream, "name", "stream"), expected, digest)
             target = self.object_path(digest)
-            target.parent.mkdir(parents=True, exist_ok=True)
             if target.is_file() and sha256_file(target) == digest:
-                os.unlink(tmp)
-                return digest, size
-            os.chmod(tmp, 0o444)
+                return digest, size  # already stored: the temporary file goes
+            target.parent.mkdir(parents=True, exist_ok=True)
             # Same filesystem (staging is inside the store): the rename is atomic.
-            os.replace(tmp, target)
-            fsync_dir(target.parent)
-            return digest, size
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+            staged.move_into_place(target, mode=0o444)
+        return digest, size
 
     def put_file(self, path: Path, *, expected: str | None = None) -> tuple[str, int]:
         with open(path, "rb") as f:

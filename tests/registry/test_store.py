@@ -43,6 +43,27 @@ def test_expected_digest_mismatch_stores_nothing(tmp_path):
     assert not any(p.is_file() for p in (tmp_path / "sha256").rglob("*"))
 
 
+class Broken:
+    name = "broken stream"
+
+    def __init__(self):
+        self.n = 0
+
+    def read(self, size):
+        self.n += 1
+        if self.n == 3:
+            raise OSError("the connection dropped")
+        return b"y" * size
+
+
+def test_a_stream_that_fails_mid_copy_stores_nothing_and_leaves_no_temporary(tmp_path):
+    store = Store(tmp_path)
+    with pytest.raises(OSError, match="connection dropped"):
+        store.put_stream(Broken())
+    assert not any(p.is_file() for p in (tmp_path / "sha256").rglob("*"))
+    assert store.clean_temporaries() == 0
+
+
 def test_tampered_object_is_caught(tmp_path):
     store = Store(tmp_path)
     digest, _ = store.put_bytes(b"weights" * 1000)
