@@ -15,7 +15,6 @@ OFFSET; a document's text is read only when it is opened, and shown a slice at a
 from __future__ import annotations
 
 import json
-import os
 import re
 import sqlite3
 import tempfile
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from registry.digest import sha256_file
+from registry.fsutil import temporary_file
 
 INDEX_FORMAT = "fts-v1"
 _HIT_START, _HIT_END = "\x02", "\x03"
@@ -87,11 +87,9 @@ def index_path(cache_dir: Path, sha256: str) -> Path:
 
 def build_index(split_file: Path, target: Path) -> int:
     """Write the index of one split's JSON lines to ``target`` (atomically); returns the document count."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".sqlite", dir=target.parent)
-    os.close(fd)
-    try:
-        con = sqlite3.connect(tmp)
+    with temporary_file(target.parent) as staged:
+        staged.file.close()  # SQLite writes the file by name
+        con = sqlite3.connect(staged.path)
         try:
             con.executescript("""
                 PRAGMA journal_mode = OFF;
@@ -122,11 +120,8 @@ def build_index(split_file: Path, target: Path) -> int:
             con.commit()
         finally:
             con.close()
-        os.replace(tmp, target)
-        return n
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        staged.move_into_place(target, mode=0o644)
+    return n
 
 
 class DocumentIndex:

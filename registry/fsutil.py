@@ -33,10 +33,17 @@ class TemporaryFile:
         self.moved = False
 
     def move_into_place(self, target: Path, *, mode: int) -> None:
-        """Make the file durable (flush, fsync, close), give it ``mode`` and rename it onto ``target``."""
-        self.file.flush()
-        os.fsync(self.file.fileno())
+        """Make the file durable (close, fsync), give it ``mode`` and rename it onto ``target``.
+
+        The fsync goes through the path, so a file written by name (SQLite writes its own) is
+        synced too, whether or not :attr:`file` was closed before.
+        """
         self.file.close()
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.chmod(self.path, mode)
         os.replace(self.path, target)
         self.moved = True
