@@ -29,7 +29,9 @@ from explorer.outputs import (
     dataset_outputs,
     mlflow_run,
 )
+from model_cards.shape import ModelShape
 from registry import Registry
+from registry.architecture import transformers_config
 from registry.refs import Ref
 from registry.schema import (
     CardRecord,
@@ -210,18 +212,6 @@ def model_config(forge: Forge, release: Release) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def config_from_recipe(recipe: Recipe) -> dict:
-    """What config.json would say, from the recipe alone (vocabulary = the tokenizer's target size)."""
-    a = recipe.architecture
-    return {
-        "model_type": a.family, "vocab_size": recipe.tokenizer.vocab_size, "hidden_size": a.hidden_size,
-        "intermediate_size": a.intermediate_size, "num_hidden_layers": a.num_hidden_layers,
-        "num_attention_heads": a.num_attention_heads, "num_key_value_heads": a.num_key_value_heads,
-        "max_position_embeddings": a.max_position_embeddings, "rope_theta": a.rope_theta,
-        "rms_norm_eps": a.rms_norm_eps, "tie_word_embeddings": a.tie_word_embeddings,
-    }
-
-
 def release_config(forge: Forge, reg: Registry, release: Release) -> tuple[dict | None, str]:
     """(config, where it came from): the stored config.json, else the recipe's architecture."""
     try:
@@ -232,15 +222,13 @@ def release_config(forge: Forge, reg: Registry, release: Release) -> tuple[dict 
         return config, "config.json (verified against the manifest)"
     if release.manifest.recipe is not None:
         try:
-            return config_from_recipe(reg.recipe(release.manifest.recipe.ref)), "the recipe (config.json is not in the local store)"
+            return transformers_config(reg.recipe(release.manifest.recipe.ref)), "the recipe (config.json is not in the local store)"
         except ForgeError:
             pass
     return None, "neither config.json nor a recipe is available"
 
 
 def summarize(forge: Forge, reg: Registry, release: Release) -> ReleaseSummary:
-    from explorer.views import parameter_counts
-
     m = release.manifest
     problems: list[str] = []
     status = _safe(problems, "status", lambda: reg.status(release)) or "draft"
@@ -252,7 +240,7 @@ def summarize(forge: Forge, reg: Registry, release: Release) -> ReleaseSummary:
     if m.recipe is not None:
         recipe = _safe(problems, m.recipe.ref, lambda: reg.recipe(m.recipe.ref))
     config, _ = release_config(forge, reg, release)
-    parameters = parameter_counts(config)["total"] if config else None
+    parameters = ModelShape.from_config(config).total if config else None
     scores = scores_of(evals)
     return ReleaseSummary(
         ref=release.ref, name=release.name, version=release.version, digest=release.release_digest,

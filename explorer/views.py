@@ -9,22 +9,14 @@ from __future__ import annotations
 import html
 from collections.abc import Iterable, Sequence
 
+from commonforge.units import human_bytes
+from model_cards.shape import ModelShape
 from registry.lineage import Graph
 from registry.schema import Artifact, Dataset, EvaluationRecord, Recipe, Release
 
 from explorer.data import ReleaseSummary, Score
 
 # --- formatting ----------------------------------------------------------------------------
-
-
-def human_bytes(n: int | float | None) -> str:
-    if n is None:
-        return "–"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 def human_count(n: int | None) -> str:
@@ -103,35 +95,16 @@ def headline_columns(releases: Iterable[ReleaseSummary]) -> list[str]:
 
 
 def parameter_counts(config: dict) -> dict:
-    """Parameters of a Llama-family decoder by part, from its config (matches the trained model).
-
-    Per layer: attention q/o are hidden², k/v are hidden × (kv_heads × head_dim); the SwiGLU
-    MLP has three hidden × intermediate matrices; two RMSNorm weight vectors. Embeddings and
-    the LM head are vocab × hidden each (the head shares the embedding when tied).
-    """
-    v, h = int(config["vocab_size"]), int(config["hidden_size"])
-    i, n = int(config["intermediate_size"]), int(config["num_hidden_layers"])
-    heads = int(config["num_attention_heads"])
-    kv = int(config.get("num_key_value_heads") or heads)
-    head_dim = int(config.get("head_dim") or h // heads)
-    tied = bool(config.get("tie_word_embeddings", False))
-    attention = 2 * h * heads * head_dim + 2 * h * kv * head_dim
-    mlp = 3 * h * i
-    norms = 2 * h
-    parts = {
-        "embeddings": v * h,
-        "attention (all layers)": n * attention,
-        "MLP (all layers)": n * mlp,
-        "norms": n * norms + h,
-        "LM head": 0 if tied else v * h,
-    }
-    total = sum(parts.values())
+    """Parameters of a Llama-family decoder by part, from its config, as :mod:`model_cards.shape` counts them
+    (biases included where the config asks for them; the card shows the same numbers)."""
+    shape = ModelShape.from_config(config)
+    total = shape.total
     return {
-        "parts": [{"part": k, "parameters": val, "share": val / total if total else 0.0} for k, val in parts.items()],
-        "per_layer": attention + mlp + norms,
+        "parts": [{"part": k, "parameters": val, "share": val / total if total else 0.0} for k, val in shape.parts()],
+        "per_layer": shape.per_layer,
         "total": total,
-        "tied": tied,
-        "head_dim": head_dim,
+        "tied": shape.tie_word_embeddings,
+        "head_dim": shape.head_dim,
     }
 
 

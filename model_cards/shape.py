@@ -1,5 +1,7 @@
 """A Llama-family model's shape, and its parameter count by part, from ``config.json``.
 
+The one parameter count of the project: the model card and the explorer both read it.
+
 The counts follow transformers' ``LlamaForCausalLM`` exactly (no biases unless the config
 asks for them), so the total equals ``sum(p.numel() for p in model.parameters())``: with tied
 embeddings the lm_head shares the embedding matrix and adds nothing.
@@ -11,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from registry.architecture import transformers_config
 from registry.schema import Recipe
 
 
@@ -59,20 +62,7 @@ class ModelShape:
     @classmethod
     def from_recipe(cls, recipe: Recipe, vocab_size: int | None = None) -> ModelShape:
         """From a recipe alone: the vocabulary is the tokenizer's target size unless given."""
-        a = recipe.architecture
-        return cls(
-            vocab_size=vocab_size or recipe.tokenizer.vocab_size,
-            hidden_size=a.hidden_size,
-            intermediate_size=a.intermediate_size,
-            num_hidden_layers=a.num_hidden_layers,
-            num_attention_heads=a.num_attention_heads,
-            num_key_value_heads=a.num_key_value_heads,
-            head_dim=a.head_dim,
-            max_position_embeddings=a.max_position_embeddings,
-            tie_word_embeddings=a.tie_word_embeddings,
-            rope_theta=a.rope_theta,
-            rms_norm_eps=a.rms_norm_eps,
-        )
+        return cls.from_config(transformers_config(recipe, vocab_size))
 
     # --- parameters by part (each a count of scalars) ---------------------------------------
 
@@ -100,6 +90,11 @@ class ModelShape:
     def norms(self) -> int:
         # Two RMSNorm weight vectors per layer (before attention, before the MLP), one final.
         return (2 * self.num_hidden_layers + 1) * self.hidden_size
+
+    @property
+    def per_layer(self) -> int:
+        """One decoder layer: its attention, its MLP and its two norms."""
+        return (self.attention + self.mlp) // self.num_hidden_layers + 2 * self.hidden_size
 
     @property
     def lm_head(self) -> int:

@@ -34,6 +34,7 @@ from pipelines import determinism
 from pipelines.select import iter_documents
 from pipelines.stage import load_recipe, mlflow_experiment, model_dir, stage_cli
 from pipelines.tokenizer import tokenizer_dir
+from registry.architecture import transformers_config
 from registry.fsutil import atomic_write_bytes
 from registry.schema import Recipe
 
@@ -41,23 +42,9 @@ from registry.schema import Recipe
 def llama_config(recipe: Recipe, vocab_size: int):
     from transformers import LlamaConfig
 
-    a = recipe.architecture
-    return LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=a.hidden_size,
-        intermediate_size=a.intermediate_size,
-        num_hidden_layers=a.num_hidden_layers,
-        num_attention_heads=a.num_attention_heads,
-        num_key_value_heads=a.num_key_value_heads,
-        max_position_embeddings=a.max_position_embeddings,
-        rope_theta=a.rope_theta,
-        rms_norm_eps=a.rms_norm_eps,
-        tie_word_embeddings=a.tie_word_embeddings,
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=2,
-        architectures=["LlamaForCausalLM"],
-    )
+    fields = transformers_config(recipe, vocab_size)
+    del fields["model_type"]  # LlamaConfig's own
+    return LlamaConfig(**fields)
 
 
 def token_stream(tokenizer, docs, bos: int, eos: int):

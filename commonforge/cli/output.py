@@ -8,6 +8,8 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
+from commonforge.units import human_bytes as human_bytes  # the command modules import it from here
+
 
 def console(stderr: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
@@ -25,11 +27,3 @@ def table(title: str | None, *columns: str) -> Table:
 
 def short(digest: str | None, n: int = 12) -> str:
     return digest[:n] if digest else "-"
-
-
-def human_bytes(n: int | float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"

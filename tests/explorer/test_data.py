@@ -147,6 +147,21 @@ def test_parameter_counts_match_the_trained_model(forge, explorer_env):
     assert dot.startswith("digraph") and "decoder layer × 2" in dot and "4 query heads, 2 key/value heads" in dot
 
 
+def test_parameter_counts_include_biases_as_the_card_does():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from model_cards.shape import ModelShape
+
+    config = {"vocab_size": 96, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64,
+              "attention_bias": True, "mlp_bias": True}
+    model = LlamaForCausalLM(LlamaConfig(**config))
+    pc = views.parameter_counts(config)
+    assert pc["total"] == sum(p.numel() for p in model.parameters()) == ModelShape.from_config(config).total
+    assert pc["per_layer"] == sum(p.numel() for p in model.model.layers[0].parameters())
+    assert [p["part"] for p in pc["parts"]] == [name for name, _ in ModelShape.from_config(config).parts()]
+
+
 def test_filter_releases(forge):
     releases = data.release_summaries(forge).releases
     refs = lambda rs: {r.ref for r in rs}  # noqa: E731
@@ -253,11 +268,11 @@ def test_explore_command_parser_and_flags():
 
 
 def test_explore_refuses_a_folder_that_is_no_checkout(tmp_path, capsys):
-    from commonforge.cli import explore_cmds
+    from commonforge.cli import main
 
-    assert explore_cmds.main(["--root", str(tmp_path)]) == 2
+    assert main(["explore", "--root", str(tmp_path)]) == 2
     assert "not a commonforge checkout" in capsys.readouterr().err
-    assert explore_cmds.main(["--port", "0"]) == 2
+    assert main(["explore", "--port", "0"]) == 2
 
 
 def test_generation_as_markdown_is_escaped():
