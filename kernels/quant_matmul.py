@@ -28,8 +28,12 @@ ceiling is ~4x, and every instruction per weight counts:
   SPLIT_K programs that write fp32 partials [SPLIT_K, M, N]; a second kernel sums them in a fixed
   order and adds the bias (deterministic, no atomics, no zero-fill of the output).
 - Configs are tuned per (device, bits, group, zero, dtype, N, K, M bucket) and cached on disk
-  (`kernels.autotune_cache`); on CPU (interpreter) or during CUDA-graph capture a heuristic config
-  is used instead of timing.
+  (`kernels.autotune_cache`); CUDA-graph capture reads the same cache (and the configs this
+  process already launched, whose kernels are loaded), so a graph runs the tuned kernel; only a
+  cache miss during capture, counted and warned about, uses the heuristic config, as does the
+  CPU interpreter.
+- Offsets switch to int64 arithmetic (constexpr INT64) when some element offset of a launch
+  reaches 2^31, and FP fusion is set explicitly at every launch (`FP_FUSION`).
 fp16 and bf16 activations are the production dtypes; fp32 is accepted (exact "ieee" dots) so the
 CPU interpreter can check the kernels bit-for-bit-ish against the reference.
 """
@@ -38,6 +42,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
+from collections.abc import Callable
 
 import torch
 import triton
@@ -50,6 +56,11 @@ from kernels.layouts import TILE_K, KernelWeight, unpack_kernel_weight, words_pe
 ACT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 GEMV_MAX_M = 1  # M above this uses tensor-core dots
 SKINNY_MAX_M = 64  # decode batches up to here: BLOCK_M = 16..64, split-K allowed
+INT32_LIMIT = 2**31  # element offsets from here on need int64 index arithmetic
+# Triton's FP-fusion choice, fixed rather than inherited: Triton 3.9 turned its default off
+# (3.6 had it on). Fusion makes (u - zero) * x + acc one FMA per weight instead of a multiply
+# and an add, and its bits are what the reference tolerances were set against.
+FP_FUSION = True
 
 
 # ----------------------------------------------------------------------------- Triton kernels
@@ -84,10 +95,10 @@ def _quant_gemv_kernel(
     stride_xm, stride_qn, stride_om, stride_os,
     # meta-parameters
     BITS: tl.constexpr, GROUP_SIZE: tl.constexpr, HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr,
-    WRITE_PARTIAL: tl.constexpr, BLOCK_N: tl.constexpr, TILES: tl.constexpr,
+    WRITE_PARTIAL: tl.constexpr, INT64: tl.constexpr, BLOCK_N: tl.constexpr, TILES: tl.constexpr,
 ):
     # One program: BLOCK_N outputs of row pid_m, over the K tiles of split pid_k.
-    # GROUP_SIZE == 0 means one group per row (int8 per channel).
+    # GROUP_SIZE == 0 means one group per row (int8 per channel), with or without a zero point.
     LANES: tl.constexpr = 32 // BITS
     R: tl.constexpr = 128 // LANES
     MAGIC: tl.constexpr = 8388608.0  # 2^23
@@ -95,6 +106,9 @@ def _quant_gemv_kernel(
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     pid_m = tl.program_id(2)
+    if INT64:
+        # some offset (split * M * N partials, M * K, ...) reaches 2^31: index in int64
+        pid_n, pid_k, pid_m = pid_n.to(tl.int64), pid_k.to(tl.int64), pid_m.to(tl.int64)
 
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # [BN]
     offs_t = tl.arange(0, TILES)  # [T]
@@ -104,21 +118,32 @@ def _quant_gemv_kernel(
     tile_hi = tl.minimum(tile_lo + tiles_per_split, tl.cdiv(K, 128))
     x_row = x_ptr + pid_m * stride_xm
 
+    if GROUP_SIZE == 0:
+        # one zero point per row (per channel): loaded once, outside the K loop
+        if HAS_ZERO:
+            zc = MAGIC + tl.load(zero_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)
+        else:
+            zc = tl.full([BLOCK_N], SYM_ZERO, dtype=tl.float32)
+
     # acc[n, t, r]: sum over the K loop of scaled (u - zero) * x; reduced once at the end
     acc = tl.zeros([BLOCK_N, TILES, R], dtype=tl.float32)
     for tile0 in range(tile_lo, tile_hi, TILES):
-        # --- load TILES word tiles per row: [BN, T, R] int32, R*4 contiguous bytes per (n, t)
+        # --- load TILES word tiles per row: [BN, T, R] int32, R*4 contiguous bytes per (n, t).
+        # Weights are read once per call: evict them first; the activations are re-read by
+        # every program, keep them (evict last).
         tiles = tile0 + offs_t
         t_mask = tiles < tile_hi
         w_ptrs = qweight_ptr + offs_n[:, None, None] * stride_qn + (tiles * R)[None, :, None] + offs_r[None, None, :]
-        words = tl.load(w_ptrs, mask=n_mask[:, None, None] & t_mask[None, :, None], other=0)
+        words = tl.load(w_ptrs, mask=n_mask[:, None, None] & t_mask[None, :, None], other=0,
+                        eviction_policy="evict_first")
         for lane in tl.static_range(LANES):
             # --- the R consecutive features k = 128 t + lane R + r of each tile
             k = tiles[:, None] * 128 + lane * R + offs_r[None, :]  # [T, R]
-            xk = tl.load(x_row + k, mask=t_mask[:, None] & (k < K), other=0.0).to(tl.float32)
+            xk = tl.load(x_row + k, mask=t_mask[:, None] & (k < K), other=0.0,
+                         eviction_policy="evict_last").to(tl.float32)
             u = _lane_as_magic_float(words, lane, BITS)  # [BN, T, R] = 2^23 + u
             if GROUP_SIZE == 0:
-                acc += (u - SYM_ZERO) * xk[None, :, :]
+                acc += (u - zc[:, None, None]) * xk[None, :, :]
             else:
                 if (lane * R) % GROUP_SIZE == 0:
                     # first lane of a group: its scale/zero per (n, t), and a fresh partial sum
@@ -127,9 +152,11 @@ def _quant_gemv_kernel(
                     # groups past K (in the zero padding of the last tile) do not exist
                     sg_mask = n_mask[:, None] & (t_mask & (g_start < K))[None, :]
                     sz_off = g[None, :] * N + offs_n[:, None]  # [BN, T] into [groups, N]
-                    s = tl.load(scale_ptr + sz_off, mask=sg_mask, other=0.0).to(tl.float32)
+                    s = tl.load(scale_ptr + sz_off, mask=sg_mask, other=0.0,
+                                eviction_policy="evict_first").to(tl.float32)
                     if HAS_ZERO:
-                        zm = MAGIC + tl.load(zero_ptr + sz_off, mask=sg_mask, other=0.0).to(tl.float32)
+                        zm = MAGIC + tl.load(zero_ptr + sz_off, mask=sg_mask, other=0.0,
+                                             eviction_policy="evict_first").to(tl.float32)
                     else:
                         zm = tl.full([BLOCK_N, TILES], SYM_ZERO, dtype=tl.float32)
                     part = tl.zeros([BLOCK_N, TILES, R], dtype=tl.float32)
@@ -160,7 +187,7 @@ def _quant_dot_kernel(
     stride_xm, stride_qn, stride_om, stride_os,
     # meta-parameters
     BITS: tl.constexpr, GROUP_SIZE: tl.constexpr, HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr,
-    WRITE_PARTIAL: tl.constexpr, SCALE_ON_ACC: tl.constexpr,
+    WRITE_PARTIAL: tl.constexpr, INT64: tl.constexpr, SCALE_ON_ACC: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     # One program: a [BLOCK_M, BLOCK_N] output tile over the K tiles of split pid_k, one
@@ -180,6 +207,9 @@ def _quant_dot_kernel(
     group_rows = tl.minimum(num_pid_m - first_pid_m, GROUP_M)
     pid_m = first_pid_m + (pid % pids_in_group) % group_rows
     pid_n = (pid % pids_in_group) // group_rows
+    if INT64:
+        # some offset (split * M * N partials, M * K, ...) reaches 2^31: index in int64
+        pid_m, pid_n, pid_k = pid_m.to(tl.int64), pid_n.to(tl.int64), pid_k.to(tl.int64)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -189,27 +219,38 @@ def _quant_dot_kernel(
     tile_lo = pid_k * tiles_per_split
     tile_hi = tl.minimum(tile_lo + tiles_per_split, tl.cdiv(K, 128))
 
+    if GROUP_SIZE == 0:
+        # one zero point per row (per channel): loaded once, outside the K loop
+        if HAS_ZERO:
+            zc = MAGIC + tl.load(zero_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)
+        else:
+            zc = tl.full([BLOCK_N], SYM_ZERO, dtype=tl.float32)
+
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     for tile in range(tile_lo, tile_hi):
         # --- one K tile of weights: [BN, R] int32 words, LANES slices of R features each
+        # (weights streamed once: evict first; activations shared by all programs: evict last)
         w_ptrs = qweight_ptr + offs_n[:, None] * stride_qn + tile * R + offs_r[None, :]
-        words = tl.load(w_ptrs, mask=n_mask[:, None], other=0)
+        words = tl.load(w_ptrs, mask=n_mask[:, None], other=0, eviction_policy="evict_first")
         for lane in tl.static_range(LANES):
             k = tile * 128 + lane * R + offs_r  # [R] consecutive features
             x_ptrs = x_ptr + offs_m[:, None] * stride_xm + k[None, :]
-            xk = tl.load(x_ptrs, mask=m_mask[:, None] & (k < K)[None, :], other=0.0)  # [BM, R]
+            xk = tl.load(x_ptrs, mask=m_mask[:, None] & (k < K)[None, :], other=0.0,
+                         eviction_policy="evict_last")  # [BM, R]
             u = _lane_as_magic_float(words, lane, BITS)  # [BN, R] = 2^23 + u
             if GROUP_SIZE == 0:
-                acc = _dot_acc(xk, u - SYM_ZERO, acc)  # exact integers; scale after the loop
+                acc = _dot_acc(xk, u - zc[:, None], acc)  # exact integers; scale after the loop
             else:
                 if (lane * R) % GROUP_SIZE == 0:
                     g_start = tile * 128 + lane * R
                     g = g_start // GROUP_SIZE
                     # no group in the zero padding past K
                     sz_mask = n_mask & (tl.full([BLOCK_N], g_start, dtype=tl.int32) < K)
-                    s = tl.load(scale_ptr + g * N + offs_n, mask=sz_mask, other=0.0).to(tl.float32)
+                    s = tl.load(scale_ptr + g * N + offs_n, mask=sz_mask, other=0.0,
+                                eviction_policy="evict_first").to(tl.float32)
                     if HAS_ZERO:
-                        zm = MAGIC + tl.load(zero_ptr + g * N + offs_n, mask=sz_mask, other=0.0).to(tl.float32)
+                        zm = MAGIC + tl.load(zero_ptr + g * N + offs_n, mask=sz_mask, other=0.0,
+                                             eviction_policy="evict_first").to(tl.float32)
                     else:
                         zm = tl.full([BLOCK_N], SYM_ZERO, dtype=tl.float32)
                     if SCALE_ON_ACC:
@@ -240,18 +281,24 @@ def _quant_dot_kernel(
 def _splitk_reduce_kernel(
     # pointers
     partial_ptr, bias_ptr, out_ptr,
-    # sizes
-    M, N, SPLIT_K,
+    # sizes: total = M * N outputs, stride_s = M * N elements between splits (passed as ints so
+    # Triton types them int64 when they reach 2^31)
+    total, N, stride_s, SPLIT_K,
     # meta-parameters
-    HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr,
+    HAS_BIAS: tl.constexpr, INT64: tl.constexpr, BLOCK: tl.constexpr,
 ):
     # out[m, n] = sum_s partial[s, m, n] (+ bias[n]); partial [SPLIT_K, M, N] fp32 and out [M, N]
     # both contiguous; summed in split order, so results are deterministic
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < M * N
+    pid = tl.program_id(0)
+    if INT64:
+        pid = pid.to(tl.int64)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < total
     acc = tl.zeros([BLOCK], dtype=tl.float32)
+    ptrs = partial_ptr + offs
     for s in range(SPLIT_K):
-        acc += tl.load(partial_ptr + s * M * N + offs, mask=mask, other=0.0)
+        acc += tl.load(ptrs, mask=mask, other=0.0, eviction_policy="evict_first")
+        ptrs += stride_s  # pointer arithmetic is 64-bit: no s * M * N product to overflow
     if HAS_BIAS:
         acc += tl.load(bias_ptr + offs % N, mask=mask, other=0.0).to(tl.float32)
     tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
@@ -305,23 +352,29 @@ def _split_for(programs: int, num_tiles: int, sms: int, max_split: int = 16) -> 
 
 
 def candidate_configs(m: int, n: int, k: int, bits: int, sms: int) -> list[MatmulConfig]:
-    """Configs the tuner times for this shape (pruned so the grid neither underfills nor explodes)."""
+    """Configs the tuner times for this shape (pruned so the grid neither underfills nor explodes).
+
+    The GEMV space includes narrow row blocks (BLOCK_N 8-16) that fill the GPU without split-K at
+    N >= 2048 (one launch, no reduce kernel) and 8 warps for the wide blocks; which wins is
+    measured, not assumed."""
     num_tiles = -(-k // TILE_K)
     out: list[MatmulConfig] = []
     if m <= GEMV_MAX_M:
-        for bn in (16, 32, 64):
+        for bn in (8, 16, 32, 64):
             for tiles in (1, 2, 4):
                 if bn * tiles * words_per_tile(bits) > 4096:  # register budget of acc + part
                     continue
                 for split in _split_for(-(-n // bn), num_tiles, sms):
-                    for warps in (2, 4):
+                    for warps in (2, 4, 8) if bn * tiles >= 64 else (2, 4):
                         out.append(MatmulConfig("gemv", block_n=bn, tiles=tiles, split_k=split, num_warps=warps))
     elif m <= SKINNY_MAX_M:
         bm = max(16, triton.next_power_of_2(m))
         for bn in (32, 64, 128):
             for split in _split_for(-(-n // bn), num_tiles, sms):
                 for stages in (2, 3, 4):
-                    out.append(MatmulConfig("dot", block_n=bn, block_m=bm, split_k=split, num_stages=stages))
+                    for warps in (4, 8) if bn == 128 else (4,):
+                        out.append(MatmulConfig("dot", block_n=bn, block_m=bm, split_k=split, num_warps=warps,
+                                                num_stages=stages))
     else:
         for bm, bn, warps in ((64, 64, 4), (64, 128, 4), (128, 64, 4), (128, 128, 8), (128, 256, 8), (64, 256, 8)):
             if bm > 2 * triton.next_power_of_2(m):
@@ -334,9 +387,12 @@ def candidate_configs(m: int, n: int, k: int, bits: int, sms: int) -> list[Matmu
 
 
 def heuristic_config(m: int, n: int, k: int, bits: int, sms: int) -> MatmulConfig:
-    """A reasonable untimed config: used on CPU, during CUDA-graph capture, and as a fallback."""
+    """A reasonable untimed config: used on CPU, on a tuning-cache miss during CUDA-graph capture,
+    and as a fallback. At M = 1 and N >= 2048 it is one launch (narrow row blocks, no split-K)."""
     num_tiles = -(-k // TILE_K)
     if m <= GEMV_MAX_M:
+        if n >= 2048:
+            return MatmulConfig("gemv", block_n=16, tiles=4 if bits == 4 else 2, split_k=1)
         bn = 32
         split = _split_for(-(-n // bn), num_tiles, sms)[-1]
         return MatmulConfig("gemv", block_n=bn, tiles=2, split_k=split)
@@ -346,6 +402,19 @@ def heuristic_config(m: int, n: int, k: int, bits: int, sms: int) -> MatmulConfi
         return MatmulConfig("dot", block_n=bn, block_m=max(16, triton.next_power_of_2(m)), split_k=split, num_stages=3)
     bm = 64 if m <= 128 else 128
     return MatmulConfig("dot", block_n=128, block_m=bm, num_warps=4 if bm == 64 else 8, num_stages=3)
+
+
+def needs_int64_offsets(m: int, n: int, k: int, split_k: int, weight_words: int, num_groups: int) -> bool:
+    """Whether some element offset of a launch reaches 2^31 (int32 index arithmetic would wrap):
+    split-K partials S*M*N (the output M*N when S = 1), activations M*K, weight words, scales."""
+    return max(split_k * m * n, m * k, weight_words, num_groups * n) >= INT32_LIMIT
+
+
+def effective_split(k: int, split_k: int) -> tuple[int, int]:
+    """(splits, tiles per split) a launch uses: every split gets >= 1 K tile, so every partial is written."""
+    num_tiles = -(-k // TILE_K)
+    tiles_per_split = -(-num_tiles // min(split_k, num_tiles))
+    return -(-num_tiles // tiles_per_split), tiles_per_split
 
 
 # ----------------------------------------------------------------------------- launchers
@@ -385,8 +454,13 @@ def quant_matmul(
     if m == 0:
         return out
     if config is None:
-        config = _tuned_config(x, weight, bias, out, cache)
-    _launch(x, weight, bias, out, config)
+        config = select_config(x, weight, bias, out, cache=cache)
+        _launch(x, weight, bias, out, config)
+        if x.device.type == "cuda" and not torch.cuda.is_current_stream_capturing():
+            key = config_key(torch.cuda.get_device_name(x.device), weight, x.dtype, m)
+            mark_launched(key, config, _device_label(x.device))
+    else:
+        _launch(x, weight, bias, out, config)
     return out
 
 
@@ -439,20 +513,20 @@ def _alloc_partials(split_k: int, m: int, n: int, device) -> torch.Tensor:
 def _launch(x, weight: KernelWeight, bias, out, config: MatmulConfig) -> None:
     m, k = x.shape
     n = weight.out_features
-    num_tiles = -(-k // TILE_K)
-    # no empty splits: every split gets >= 1 tile, so every partial is written
-    tiles_per_split = -(-num_tiles // min(config.split_k, num_tiles))
-    split_k = -(-num_tiles // tiles_per_split)
+    split_k, tiles_per_split = effective_split(k, config.split_k)
     target = out if split_k == 1 else _alloc_partials(split_k, m, n, x.device)
+    int64 = needs_int64_offsets(m, n, k, split_k, weight.qweight.numel(), weight.num_groups)
     meta = dict(
         BITS=weight.bits,
         GROUP_SIZE=weight.group_size or 0,
         HAS_ZERO=weight.zero is not None,
         HAS_BIAS=bias is not None,
         WRITE_PARTIAL=split_k > 1,
+        INT64=int64,
         BLOCK_N=config.block_n,
         num_warps=config.num_warps,
         num_stages=config.num_stages,
+        enable_fp_fusion=FP_FUSION,
     )
     zero = weight.zero if weight.zero is not None else weight.scale  # unused when HAS_ZERO=False
     bias_arg = bias if bias is not None else weight.scale  # unused when HAS_BIAS=False
@@ -477,7 +551,8 @@ def _launch(x, weight: KernelWeight, bias, out, config: MatmulConfig) -> None:
     if split_k > 1:
         block = 1024
         _splitk_reduce_kernel[(triton.cdiv(m * n, block),)](
-            target, bias_arg, out, m, n, split_k, HAS_BIAS=bias is not None, BLOCK=block, num_warps=4,
+            target, bias_arg, out, m * n, n, m * n, split_k,
+            HAS_BIAS=bias is not None, INT64=int64, BLOCK=block, num_warps=4, enable_fp_fusion=FP_FUSION,
         )
 
 
@@ -487,28 +562,119 @@ def _sm_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def _tuned_config(x, weight: KernelWeight, bias, out, cache: TuningCache | None) -> MatmulConfig:
+# ----------------------------------------------------------------------------- config selection
+#
+# On CUDA a shape's config comes from, in order: the configs this process already launched
+# (their kernels are compiled *and loaded*), the tuning cache (memory, then disk), and only on a
+# miss from timing the candidates. CUDA-graph capture follows the same order, so a graph runs
+# the tuned config, and it runs the kernel the warm-up step loaded (loading a module while a
+# stream captures fails). A capture that has to use an untuned config, or one whose kernel this
+# process never launched, is counted and warned about: it is slower than it should be, or
+# about to fail capture.
+
+_launched: dict[str, MatmulConfig] = {}  # key (device index included) -> config launched here
+_capture_stats = {"untuned_in_capture": 0, "unloaded_in_capture": 0}
+
+
+def capture_stats() -> dict[str, int]:
+    """Counters of CUDA-graph captures that did not get a tuned, already-loaded kernel:
+    untuned_in_capture (tuning-cache miss: the heuristic config was captured) and
+    unloaded_in_capture (the config was never launched in this process before the capture)."""
+    return dict(_capture_stats)
+
+
+def reset_capture_stats() -> None:
+    for name in _capture_stats:
+        _capture_stats[name] = 0
+
+
+def config_key(device_name: str, weight: KernelWeight, dtype: torch.dtype, m: int) -> str:
+    """The tuning-cache key of a launch: device, triton, bits, group, zero, dtype, N, K, M bucket."""
+    return tuning_key(
+        device_name, triton.__version__, "quant_matmul",
+        f"b{weight.bits}", f"g{weight.group_size or 'chan'}", "asym" if weight.zero is not None else "sym",
+        dtype, f"N{weight.out_features}", f"K{weight.in_features}", f"M{m_bucket(m)}",
+    )
+
+
+def _cached_config(cache: TuningCache, key: str) -> MatmulConfig | None:
+    cached = cache.get(key)
+    if cached is None:
+        return None
+    try:
+        return MatmulConfig(**cached)
+    except (TypeError, ValueError):
+        return None  # written by an older version: re-tune
+
+
+def choose_config(
+    key: str,
+    m: int,
+    n: int,
+    k: int,
+    bits: int,
+    sms: int,
+    cache: TuningCache,
+    *,
+    capturing: bool,
+    tune: Callable[[list[MatmulConfig]], tuple[MatmulConfig, float]],
+    device: str = "cuda:0",
+) -> MatmulConfig:
+    """The config of one CUDA launch (see the comment above); `tune` times candidates (never
+    while capturing). Split out of `select_config` so the order is testable on CPU."""
+    launched = _launched.get(f"{device}|{key}")
+    if launched is not None:
+        return launched
+    config = _cached_config(cache, key)
+    if capturing:
+        if config is None:
+            _capture_stats["untuned_in_capture"] += 1
+            warnings.warn(
+                f"quant_matmul: no tuned config for M={m}, N={n}, K={k} ({bits}-bit) while a CUDA graph is "
+                "being captured; capturing the untuned default. Run the shape once eagerly before capture "
+                "(a warm-up step) so it is tuned and its kernel loaded",
+                RuntimeWarning, stacklevel=3,
+            )
+            return heuristic_config(m, n, k, bits, sms)
+        _capture_stats["unloaded_in_capture"] += 1
+        warnings.warn(
+            f"quant_matmul: the tuned kernel for M={m}, N={n}, K={k} ({bits}-bit) was never launched in this "
+            "process, so it would be loaded during CUDA-graph capture, which fails; run the shape once eagerly "
+            "before capture (a warm-up step)",
+            RuntimeWarning, stacklevel=3,
+        )
+        return config
+    if config is None:
+        config, ms = tune(candidate_configs(m, n, k, bits, sms))
+        cache.put(key, dataclasses.asdict(config), ms)
+    return config
+
+
+def mark_launched(key: str, config: MatmulConfig, device: str = "cuda:0") -> None:
+    """Record that `config`'s kernels ran (so are loaded) in this process for `key` on `device`."""
+    _launched.setdefault(f"{device}|{key}", config)
+
+
+def _device_label(device: torch.device) -> str:
+    return f"cuda:{device.index if device.index is not None else torch.cuda.current_device()}"
+
+
+def select_config(x, weight: KernelWeight, bias=None, out=None, *, cache: TuningCache | None = None) -> MatmulConfig:
+    """The config `quant_matmul(x, weight, bias)` launches with (tuning it first if needed)."""
     m, k = x.shape
     n = weight.out_features
     sms = _sm_count(x.device)
-    if x.device.type != "cuda" or torch.cuda.is_current_stream_capturing():
+    if x.device.type != "cuda":
         return heuristic_config(m, n, k, weight.bits, sms)
-    cache = cache or default_cache()
-    key = tuning_key(
-        torch.cuda.get_device_name(x.device), triton.__version__, "quant_matmul",
-        f"b{weight.bits}", f"g{weight.group_size or 'chan'}", "asym" if weight.zero is not None else "sym",
-        x.dtype, f"N{n}", f"K{k}", f"M{m_bucket(m)}",
+    if out is None:
+        out = torch.empty(m, n, dtype=x.dtype, device=x.device)
+    key = config_key(torch.cuda.get_device_name(x.device), weight, x.dtype, m)
+    return choose_config(
+        key, m, n, k, weight.bits, sms, cache or default_cache(),
+        capturing=torch.cuda.is_current_stream_capturing(),
+        tune=lambda cands: pick_fastest(lambda cfg: _launch(x, weight, bias, out, cfg), cands),
+        device=_device_label(x.device),
     )
-    cached = cache.get(key)
-    if cached is not None:
-        try:
-            return MatmulConfig(**cached)
-        except (TypeError, ValueError):
-            pass  # written by an older version: re-tune
-    candidates = candidate_configs(m, n, k, weight.bits, sms)
-    best, ms = pick_fastest(lambda cfg: _launch(x, weight, bias, out, cfg), candidates)
-    cache.put(key, dataclasses.asdict(best), ms)
-    return best
 
 
 # ----------------------------------------------------------------------------- reference

@@ -4,8 +4,9 @@ The interpreter is looser than the compiler (it accepts dots smaller than 16, sc
 generator rejects, ...), so every kernel variant is also compiled ahead of time to PTX and cubin
 with Triton's bundled ptxas. This catches compile errors in CI without a GPU and checks the code
 paths we designed for: tensor cores (wgmma on Hopper, mma on Ampere) in the dot kernel and none in
-the GEMV, bf16 included (which the interpreter cannot run), and no int->float conversion
-instructions in the dequantization (the 2^23 bit trick replaces them).
+the GEMV, bf16 included (which the interpreter cannot run), no int->float conversion
+instructions in the dequantization (the 2^23 bit trick replaces them), evict-first hints on the
+GEMV's weight loads, and FMAs in the GEMV under the explicit FP-fusion choice (`kernels.quant_matmul.FP_FUSION`).
 
 The compiles run in a fresh process: this one has TRITON_INTERPRET=1 (kernels are interpreter
 wrappers) and the interpreter patches triton.language while it runs.
@@ -36,6 +37,10 @@ CASES = {
                                   dict(SCALE_ON_ACC=False, BLOCK_M=128, BLOCK_N=128, GROUP_M=8), 8, 3),
     "dot-bf16-b8-gemm": ("dot", "bf16", 8, 0, False, False,
                          dict(SCALE_ON_ACC=False, BLOCK_M=64, BLOCK_N=128, GROUP_M=8), 4, 4),
+    # per-channel zero point (group size 0) and int64 offsets: compiled, not only interpreted
+    "gemv-fp16-b8-zero-int64": ("gemv", "fp16", 8, 0, True, True, dict(BLOCK_N=16, TILES=2, INT64=True), 4, 2),
+    "dot-fp16-b4-g128-int64": ("dot", "fp16", 4, 128, False, False,
+                               dict(SCALE_ON_ACC=True, BLOCK_M=16, BLOCK_N=64, GROUP_M=8, INT64=True), 4, 3),
 }
 CAPABILITIES = (90, 80)
 
@@ -49,7 +54,8 @@ import kernels.quant_matmul as qm
 cases, capabilities = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 results = {}
 for name, (kernel, act, bits, group, zero, partial, extra, warps, stages) in cases.items():
-    constexprs = dict(BITS=bits, GROUP_SIZE=group, HAS_ZERO=zero, HAS_BIAS=True, WRITE_PARTIAL=partial, **extra)
+    constexprs = dict(BITS=bits, GROUP_SIZE=group, HAS_ZERO=zero, HAS_BIAS=True, WRITE_PARTIAL=partial)
+    constexprs.update({"INT64": False, **extra})
     sig = {"x_ptr": "*" + act, "qweight_ptr": "*i32", "scale_ptr": "*fp16", "zero_ptr": "*fp16",
            "bias_ptr": "*" + act, "out_ptr": "*fp32" if partial else "*" + act}
     sizes = ["N", "K", "tiles_per_split"] if kernel == "gemv" else ["M", "N", "K", "tiles_per_split"]
@@ -61,11 +67,15 @@ for name, (kernel, act, bits, group, zero, partial, extra, warps, stages) in cas
         try:
             k = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=constexprs),
                                target=GPUTarget("cuda", cap, 32),
-                               options={"num_warps": warps, "num_stages": stages})
+                               options={"num_warps": warps, "num_stages": stages,
+                                        "enable_fp_fusion": qm.FP_FUSION})
             ptx = k.asm["ptx"]
             results[key] = {"ok": bool(k.asm["cubin"]), "wgmma": "wgmma.mma_async" in ptx,
                             "mma": "mma.sync" in ptx,
-                            "i2f": "cvt.rn.f32.s32" in ptx or "cvt.rn.f32.u32" in ptx}
+                            "i2f": "cvt.rn.f32.s32" in ptx or "cvt.rn.f32.u32" in ptx,
+                            "fma": ptx.count("fma.rn.f32"), "evict_first": "evict_first" in ptx,
+                            "v4_loads": ptx.count("ld.global.v4") + ptx.count(".v4.b32"),
+                            "s64_mul": ptx.count("mul.wide.s32") + ptx.count("mul.lo.s64")}
         except Exception as exc:
             results[key] = {"ok": False, "error": repr(exc)[:2000]}
 print(json.dumps(results))
@@ -104,3 +114,7 @@ def test_kernel_compiles_for_gpu(compiled, name, capability):
     else:
         assert not (result["wgmma"] or result["mma"]), "the GEMV must stay on FMAs"
     assert not result["i2f"], "dequantization must not use int->float conversion instructions"
+    if kernel == "gemv":
+        # (the dot kernel's pipelined loads become cp.async copies on Ampere, which drop the hint)
+        assert result["evict_first"], "weights are streamed once: their loads carry an evict-first hint"
+        assert result["fma"] > 0, "with FP fusion on, (u - zero) * x + acc compiles to FMAs"
