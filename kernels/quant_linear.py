@@ -4,7 +4,11 @@ QuantLinear is shaped like nn.Linear (in_features, out_features, bias, forward o
 dims). Its persistent state *is* the compressed-tensors format (weight_packed, weight_scale,
 weight_zero_point, weight_shape, bias), so `state_dict()` is what we publish and what transformers
 and vLLM load. What runs is derived from it on first use and cached on the module:
-- CUDA input: the weight repacked to the kernels' layout (`kernels.layouts`) and the Triton kernels;
+- CUDA input: the weight repacked to the kernels' layout (`kernels.layouts`) and the Triton kernels.
+  The repacked copy then *replaces* the checkpoint-format buffers (weights on the device once):
+  the buffers become kernel_qweight / kernel_scale / kernel_zero (not persistent), and
+  `state_dict()` rebuilds the compressed-tensors tensors from them, bit for bit (the repacking is
+  exact both ways). Loading a state dict or compressed tensors switches back first;
 - CPU input (or backend="torch"): the plain-torch reference, dequantize then F.linear, with the
   dequantized weight cached per dtype when `cache_dequantized` is set (the default: fast CPU
   decode at the cost of holding a float copy; turn it off to keep only the packed weights).
@@ -43,6 +47,7 @@ from kernels.packing import QuantizedWeight
 from kernels.scheme import QuantScheme
 
 COMPRESSED_KEYS = ("weight_packed", "weight_scale", "weight_zero_point", "weight_shape")
+_KERNEL_BUFFERS = ("kernel_qweight", "kernel_scale", "kernel_zero")  # the repacked form (kernels.layouts)
 
 
 class QuantLinear(nn.Module):
@@ -79,6 +84,7 @@ class QuantLinear(nn.Module):
         self.cache_dequantized = True
         self._dequant_cache: tuple[tuple, torch.Tensor] | None = None
         self._kernel_cache: tuple[tuple, object] | None = None
+        self._repacked = False  # True: the buffers hold the kernel layout (see the module docstring)
 
     # --- construction
 
@@ -96,6 +102,7 @@ class QuantLinear(nn.Module):
         qw = decompress_weight(tensors, self.scheme, where)  # raises on any inconsistency
         if qw.shape != (self.out_features, self.in_features):
             raise ShapeError(f"{where}: packed weight is {qw.shape}, module is {(self.out_features, self.in_features)}")
+        self.restore_checkpoint_format()
         device = self.weight_packed.device
         self.weight_packed = tensors["weight_packed"].to(device).contiguous()
         self.weight_scale = tensors["weight_scale"].to(device).contiguous()
@@ -111,14 +118,55 @@ class QuantLinear(nn.Module):
 
     def quantized_weight(self) -> QuantizedWeight:
         """The integers, scales and zero points, unpacked from the buffers."""
+        if self._repacked:
+            from kernels.layouts import unpack_kernel_weight
+
+            return unpack_kernel_weight(self.kernel_weight())
         return decompress_weight({k: v for k, v in self._buffers.items() if v is not None}, self.scheme)
+
+    # --- the two forms of the weight: checkpoint format, or repacked for the kernels
+
+    def _weight_buffers(self) -> list[torch.Tensor]:
+        names = _KERNEL_BUFFERS if self._repacked else COMPRESSED_KEYS[:3]
+        return [b for b in (self._buffers.get(name) for name in names) if b is not None]
+
+    def _set_weight_buffers(self, tensors: Mapping[str, torch.Tensor | None], persistent: bool) -> None:
+        for name in (*COMPRESSED_KEYS[:3], *_KERNEL_BUFFERS):
+            self._buffers.pop(name, None)
+            self._non_persistent_buffers_set.discard(name)
+        for name, t in tensors.items():
+            self.register_buffer(name, t, persistent=persistent)
+
+    def restore_checkpoint_format(self) -> None:
+        """Put the compressed-tensors buffers back in place of the kernel layout (no-op if present)."""
+        if not self._repacked:
+            return
+        tensors = compress_weight(self.quantized_weight())
+        device = self.kernel_qweight.device
+        tensors = {k: tensors[k].to(device) if k in tensors else None for k in COMPRESSED_KEYS[:3]}
+        self._set_weight_buffers(tensors, persistent=True)
+        self._repacked = False
+        self._kernel_cache = None
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if self._repacked:
+            # rebuild the checkpoint tensors (exact), in the order the buffers had before repacking
+            shape = destination.pop(prefix + "weight_shape")
+            for key, t in compress_weight(self.quantized_weight()).items():
+                if key != "weight_shape":
+                    destination[prefix + key] = t
+            destination[prefix + "weight_shape"] = shape
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        self.restore_checkpoint_format()  # the checkpoint's tensors are copied into these buffers
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # --- derived caches
 
     def _state_token(self) -> tuple:
         # identifies the buffers' current contents: storage and in-place version counters
-        bufs = [b for b in (self.weight_packed, self.weight_scale, self.weight_zero_point) if b is not None]
-        return tuple((b.device, b.data_ptr(), b._version) for b in bufs)
+        return tuple((b.device, b.data_ptr(), b._version) for b in self._weight_buffers())
 
     def dequantized_weight(self, dtype: torch.dtype) -> torch.Tensor:
         """W [N, K] = (q - zero) * scale in `dtype`, on the buffers' device (cached if enabled)."""
@@ -131,12 +179,21 @@ class QuantLinear(nn.Module):
         return w
 
     def kernel_weight(self):
-        """The weight in the Triton kernels' layout (repacked once per buffer state)."""
-        from kernels.layouts import repack_for_kernel
+        """The weight in the Triton kernels' layout. The first call repacks it and frees the
+        checkpoint-format buffers (see the module docstring); later calls reuse the buffers."""
+        from kernels.layouts import KernelWeight, repack_for_kernel
 
+        if not self._repacked:
+            kw = repack_for_kernel(self.quantized_weight(), self.weight_packed.device)
+            self._set_weight_buffers({"kernel_qweight": kw.qweight, "kernel_scale": kw.scale, "kernel_zero": kw.zero},
+                                     persistent=False)
+            self._repacked = True
+            self._dequant_cache = None
         token = self._state_token()
         if self._kernel_cache is None or self._kernel_cache[0] != token:
-            self._kernel_cache = (token, repack_for_kernel(self.quantized_weight(), self.weight_packed.device))
+            kw = KernelWeight(self.kernel_qweight, self.kernel_scale, self.kernel_zero, self.out_features,
+                              self.in_features, self.scheme.bits, self.scheme.group_size)
+            self._kernel_cache = (token, kw)
         return self._kernel_cache[1]
 
     def _apply(self, fn, recurse=True):

@@ -84,15 +84,57 @@ def test_caches_follow_the_buffers(seeded):
     torch.testing.assert_close(ql(x), 2 * y0)
     kw0 = ql.kernel_weight()
     assert ql.kernel_weight() is kw0  # repacked once per buffer state
+    torch.testing.assert_close(ql(x), 2 * y0)  # the torch path now reads the repacked buffers
     with torch.no_grad():
-        ql.weight_scale.mul_(0.5)
+        ql.kernel_scale.mul_(0.5)
     assert ql.kernel_weight() is not kw0
+    torch.testing.assert_close(ql(x), y0)
     ql.cache_dequantized = False
     ql._dequant_cache = None
     ql(x)
     assert ql._dequant_cache is None
-    ql.to(torch.float64)  # moving/casting drops every cache and keeps the integers
-    assert ql._kernel_cache is None and ql.weight_packed.dtype == torch.int32
+    ql.to(torch.float16)  # moving/casting drops every cache and keeps the integers
+    assert ql._kernel_cache is None and ql.kernel_qweight.dtype == torch.int32
+    ql.restore_checkpoint_format()
+    assert ql.weight_packed.dtype == torch.int32 and ql.weight_scale.dtype == torch.float16
+
+
+def _tensor_bytes(module) -> dict[str, int]:
+    return {name: t.numel() * t.element_size() for name, t in [*module.named_buffers(), *module.named_parameters()]}
+
+
+@pytest.mark.parametrize("name", ["int4-g32", "int4-g64-asym", "int8"])
+def test_repacking_frees_the_checkpoint_copy(name, seeded):
+    # issue 17: the module holds the weights once, in the kernels' layout, after the first
+    # Triton call; state_dict() still gives the compressed-tensors tensors, bit for bit
+    ql, _ = make_quant_linear(name, 48, 256, True, seeded)
+    ql = ql.to(DEVICE)
+    before = {k: v.clone() for k, v in ql.state_dict().items()}
+    packed_bytes = sum(v for k, v in _tensor_bytes(ql).items() if k != "bias" and k != "weight_shape")
+    x = torch.randn(2, 256, generator=seeded).to(DEVICE)
+    ql.backend = "torch"
+    expected = ql(x)
+    ql.cache_dequantized = False
+    ql.backend = "triton"
+    torch.testing.assert_close(ql(x), expected, atol=1e-4, rtol=1e-4)
+    held = _tensor_bytes(ql)
+    assert not {"weight_packed", "weight_scale", "weight_zero_point"} & set(held), held
+    assert {"kernel_qweight", "kernel_scale"} <= set(held)
+    weight_bytes = sum(v for k, v in held.items() if k.startswith("kernel_"))
+    # once, not twice (the kernel layout keeps zero points as floats beside the scales)
+    assert weight_bytes < 1.5 * packed_bytes
+    after = ql.state_dict()
+    assert list(after) == list(before)
+    for key in before:
+        assert after[key].dtype == before[key].dtype and torch.equal(after[key].cpu(), before[key].cpu()), key
+    ql.backend = "torch"  # the plain-torch path and a reload still work from the repacked form
+    torch.testing.assert_close(ql(x), expected, atol=1e-5, rtol=1e-5)
+    fresh, _ = make_quant_linear(name, 48, 256, True, torch.Generator().manual_seed(99))
+    fresh = fresh.to(DEVICE)
+    fresh.kernel_weight()  # repacked with other weights, then loaded over
+    fresh.load_state_dict(before)
+    assert "weight_packed" in dict(fresh.named_buffers())
+    torch.testing.assert_close(fresh(x), expected, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["int4-g32", "int4-g64-asym", "int8"])
