@@ -109,21 +109,67 @@ def _write_atomic(path: Path, data: dict[str, Any]) -> None:
         raise
 
 
+FLUSH_MIB = 256  # larger than the L2 of every current card (50 MB on H100, 60 MB on H200)
+
+
+def l2_read_flush(device, mib: int = FLUSH_MIB) -> Callable[[], None]:
+    """A no-argument cache flush for `device`: a read pass over `mib` MiB, summed into a scalar.
+
+    Reads leave clean lines, so the call timed after it pays no write-back for the flush. (A
+    write flush, `zero_()` as in triton.testing.do_bench, leaves dirty lines that the timed
+    kernel's reads then write back: every weight under the flush size pays about its own size
+    again.) The buffer itself is never written after setup."""
+    import torch
+
+    buf = torch.ones(mib * 2**20 // 2, dtype=torch.float16, device=device)
+    sink = torch.empty((), dtype=torch.float32, device=device)
+    flush = lambda: torch.sum(buf, dim=0, dtype=torch.float32, out=sink)  # noqa: E731 - keeps buf alive
+    flush.buffer = buf  # type: ignore[attr-defined]  (so callers and tests can check it stays unwritten)
+    return flush
+
+
+def median_ms(call: Callable[[], Any], flush: Callable[[], Any], *, reps: int, warmup: int,
+              device: str = "cuda") -> float:
+    """Median time of `call()` over `reps` runs after `warmup`, `flush()` before each, timed by CUDA
+    events around the call alone (wall clock for device="cpu", where only rehearsals run)."""
+    import time
+
+    import torch
+
+    times = []
+    for i in range(warmup + reps):
+        flush()
+        if device == "cpu":
+            t0 = time.perf_counter()
+            call()
+            elapsed = (time.perf_counter() - t0) * 1e3
+        else:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            call()
+            end.record()
+            end.synchronize()
+            elapsed = start.elapsed_time(end)
+        if i >= warmup:
+            times.append(elapsed)
+    return sorted(times)[len(times) // 2]
+
+
 def pick_fastest(run: Callable[[Any], None], candidates: Sequence[Any]) -> tuple[Any, float]:
-    """Time `run(candidate)` for each candidate with triton.testing.do_bench; return the best.
+    """Time `run(candidate)` for each candidate on the current CUDA device; return the best.
 
-    do_bench flushes the L2 cache (a large memset) before every timed call, so small weights are
-    timed as they run in a real model (streamed from HBM), and the memset keeps the GPU busy
-    while Python launches the next call, so launch overhead does not pollute the median.
-    A candidate that fails to compile or launch (e.g. too much shared memory on this GPU) is
-    skipped. Raises RuntimeError if every candidate fails.
+    Every timed call follows a read flush of the L2 cache (`l2_read_flush`), so small weights are
+    timed as they run in a real model (streamed from HBM). A candidate that fails to compile or
+    launch (e.g. too much shared memory on this GPU) is skipped. Raises RuntimeError if every
+    candidate fails.
     """
-    from triton.testing import do_bench  # lazy: only called on a CUDA device
+    import torch
 
+    flush = l2_read_flush(torch.device("cuda", torch.cuda.current_device()))
     best, best_ms, errors = None, float("inf"), []
     for cand in candidates:
         try:
-            ms = do_bench(lambda: run(cand), warmup=5, rep=25, quantiles=[0.5])[0]
+            ms = median_ms(lambda: run(cand), flush, reps=20, warmup=3)
         except Exception as exc:  # noqa: BLE001 - a config that cannot run is just not a candidate
             errors.append(f"{cand}: {exc}")
             continue
