@@ -202,7 +202,8 @@ def config_label(config) -> str:
     if config is None:
         return ""
     size = f"t{config.tiles}" if config.kernel == "gemv" else f"bm{config.block_m}/gm{config.group_m}"
-    return f"{config.kernel}/bn{config.block_n}/{size}/sk{config.split_k}/w{config.num_warps}/st{config.num_stages}"
+    label = f"{config.kernel}/bn{config.block_n}/{size}/sk{config.split_k}/w{config.num_warps}/st{config.num_stages}"
+    return label + ("/k128" if config.k128 else "")
 
 
 def max_rel_err(y, ref) -> float:

@@ -62,13 +62,17 @@ REHEARSAL_LAYERS = [("tiny", 64, 256)]
 REHEARSAL_MS = (1, 16, 128)  # GEMV, skinny dot, prefill GEMM regimes
 DECODE_RUNS = (("hf-fp16", "ours-int4"), ("ours-fp16", "ours-int8"))  # the int4 target needs hf in the same run
 
-# Tuning templates shared by every shape: (kernel, block_n, block_m, tiles, num_warps, num_stages),
-# block_m None = the M bucket's. Split-K is taken per shape from the kernel's own candidates.
+# Tuning templates shared by every shape: MatmulConfig fields other than split-K (taken per shape
+# from the kernel's own candidates, the largest it allows); block_m absent = the M bucket's. The
+# K=128-dot variant comes right after the heuristic, so the default --candidates 3 measures it.
 TEMPLATES = {
-    "gemv": [("gemv", 16, None, 4, 4, 2), ("gemv", 32, None, 2, 4, 2), ("gemv", 64, None, 1, 8, 2),
-             ("gemv", 8, None, 4, 2, 2)],
-    "skinny": [("dot", 64, None, 1, 4, 3), ("dot", 32, None, 1, 4, 4), ("dot", 128, None, 1, 8, 3)],
-    "gemm": [("dot", 128, 128, 1, 8, 3), ("dot", 256, 128, 1, 8, 3), ("dot", 64, 128, 1, 4, 4)],
+    "gemv": [dict(kernel="gemv", block_n=16, tiles=4, num_warps=4), dict(kernel="gemv", block_n=32, tiles=2, num_warps=4),
+             dict(kernel="gemv", block_n=64, tiles=1, num_warps=8), dict(kernel="gemv", block_n=8, tiles=4, num_warps=2)],
+    "skinny": [dict(kernel="dot", block_n=64, num_stages=3, k128=True), dict(kernel="dot", block_n=32, num_stages=4),
+               dict(kernel="dot", block_n=128, num_warps=8, num_stages=3)],
+    "gemm": [dict(kernel="dot", block_m=128, block_n=128, num_warps=8, num_stages=3, k128=True),
+             dict(kernel="dot", block_m=128, block_n=256, num_warps=8, num_stages=3),
+             dict(kernel="dot", block_m=128, block_n=64, num_warps=4, num_stages=4)],
 }
 
 
@@ -107,11 +111,10 @@ def shortlist(m: int, n: int, k: int, bits: int, sms: int, limit: int) -> list:
     regime = "gemv" if m <= qm.GEMV_MAX_M else "skinny" if m <= qm.SKINNY_MAX_M else "gemm"
     candidates = qm.candidate_configs(m, n, k, bits, sms)
     out = [qm.heuristic_config(m, n, k, bits, sms)]
-    for kernel, bn, bm, tiles, warps, stages in TEMPLATES[regime]:
+    for template in TEMPLATES[regime]:
         if len(out) >= limit:
             break
-        match = [c for c in candidates if (c.kernel, c.block_n, c.tiles, c.num_warps, c.num_stages) ==
-                 (kernel, bn, tiles, warps, stages) and (bm is None or c.block_m == bm)]
+        match = [c for c in candidates if all(getattr(c, f) == v for f, v in template.items())]
         if match:
             best = max(match, key=lambda c: c.split_k)
             if best not in out:

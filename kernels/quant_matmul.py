@@ -22,6 +22,10 @@ ceiling is ~4x, and every instruction per weight counts:
   group's lanes and multiplies by the scale at the group's end; the dot kernel runs the dot on
   exact small integers (representable in fp16 and bf16) and scales the [BLOCK_M, BLOCK_N] partial
   when that is cheaper (BLOCK_M <= G), else scales the [BLOCK_N, R] weight slice.
+- The dot kernel either runs one dot of depth R per lane (LANES dots per 128-wide K tile) or,
+  with `MatmulConfig.k128`, dequantizes the whole [BLOCK_N, 128] tile at once (a broadcast shift
+  by the lane offsets, reshaped in the layout's k order) and runs one K=128 dot per tile; which
+  is faster is a tuning choice, measured on the GPU.
 - The GEMV (M = 1) uses FMAs, not tensor cores: a dot would stage every dequantized weight through
   shared memory, which at HBM speed costs more shared-memory bandwidth than the SM has.
 - Split-K where the output tiles alone would underfill the GPU: the K tiles are divided among
@@ -188,10 +192,12 @@ def _quant_dot_kernel(
     # meta-parameters
     BITS: tl.constexpr, GROUP_SIZE: tl.constexpr, HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr,
     WRITE_PARTIAL: tl.constexpr, INT64: tl.constexpr, SCALE_ON_ACC: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr, K128: tl.constexpr,
 ):
-    # One program: a [BLOCK_M, BLOCK_N] output tile over the K tiles of split pid_k, one
-    # tensor-core dot of depth R per lane of each 128-wide K tile.
+    # One program: a [BLOCK_M, BLOCK_N] output tile over the K tiles of split pid_k: one
+    # tensor-core dot of depth R per lane of each 128-wide K tile, or (K128) one dot of depth 128
+    # per tile on the whole dequantized [BLOCK_N, 128] tile (fewer, larger dots and one
+    # activation load per tile instead of LANES store-barrier-dot rounds).
     LANES: tl.constexpr = 32 // BITS
     R: tl.constexpr = 128 // LANES
     MAGIC: tl.constexpr = 8388608.0
@@ -227,42 +233,82 @@ def _quant_dot_kernel(
             zc = tl.full([BLOCK_N], SYM_ZERO, dtype=tl.float32)
 
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    for tile in range(tile_lo, tile_hi):
-        # --- one K tile of weights: [BN, R] int32 words, LANES slices of R features each
-        # (weights streamed once: evict first; activations shared by all programs: evict last)
-        w_ptrs = qweight_ptr + offs_n[:, None] * stride_qn + tile * R + offs_r[None, :]
-        words = tl.load(w_ptrs, mask=n_mask[:, None], other=0, eviction_policy="evict_first")
-        for lane in tl.static_range(LANES):
-            k = tile * 128 + lane * R + offs_r  # [R] consecutive features
-            x_ptrs = x_ptr + offs_m[:, None] * stride_xm + k[None, :]
-            xk = tl.load(x_ptrs, mask=m_mask[:, None] & (k < K)[None, :], other=0.0,
-                         eviction_policy="evict_last")  # [BM, R]
-            u = _lane_as_magic_float(words, lane, BITS)  # [BN, R] = 2^23 + u
+    if K128:
+        offs_k = tl.arange(0, 128)
+        shifts = tl.arange(0, LANES) * BITS
+        for tile in range(tile_lo, tile_hi):
+            w_ptrs = qweight_ptr + offs_n[:, None] * stride_qn + tile * R + offs_r[None, :]
+            words = tl.load(w_ptrs, mask=n_mask[:, None], other=0, eviction_policy="evict_first")
+            k = tile * 128 + offs_k
+            xk = tl.load(x_ptr + offs_m[:, None] * stride_xm + k[None, :], mask=m_mask[:, None] & (k < K)[None, :],
+                         other=0.0, eviction_policy="evict_last")  # [BM, 128]
+            # every lane at once: [BN, LANES, R] fields -> [BN, 128] with k = lane * R + r (the layout)
+            fields = (words[:, None, :] >> shifts[None, :, None]) & ((1 << BITS) - 1)
+            u = tl.reshape((fields | 0x4B000000).to(tl.float32, bitcast=True), [BLOCK_N, 128])  # 2^23 + u
             if GROUP_SIZE == 0:
                 acc = _dot_acc(xk, u - zc[:, None], acc)  # exact integers; scale after the loop
-            else:
-                if (lane * R) % GROUP_SIZE == 0:
-                    g_start = tile * 128 + lane * R
-                    g = g_start // GROUP_SIZE
-                    # no group in the zero padding past K
-                    sz_mask = n_mask & (tl.full([BLOCK_N], g_start, dtype=tl.int32) < K)
-                    s = tl.load(scale_ptr + g * N + offs_n, mask=sz_mask, other=0.0,
-                                eviction_policy="evict_first").to(tl.float32)
-                    if HAS_ZERO:
-                        zm = MAGIC + tl.load(zero_ptr + g * N + offs_n, mask=sz_mask, other=0.0,
-                                             eviction_policy="evict_first").to(tl.float32)
-                    else:
-                        zm = tl.full([BLOCK_N], SYM_ZERO, dtype=tl.float32)
-                    if SCALE_ON_ACC:
-                        part = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-                if SCALE_ON_ACC:
-                    # dot on exact integers (u - zero); scale the [BM, BN] partial per group
-                    part = _dot_acc(xk, u - zm[:, None], part)
-                    if ((lane + 1) * R) % GROUP_SIZE == 0:
-                        acc += part * s[None, :]
+            elif GROUP_SIZE == 128:
+                # one group per tile: a dot on exact integers, its [BM, BN] partial scaled once
+                s = tl.load(scale_ptr + tile * N + offs_n, mask=n_mask, other=0.0,
+                            eviction_policy="evict_first").to(tl.float32)
+                if HAS_ZERO:
+                    zm = MAGIC + tl.load(zero_ptr + tile * N + offs_n, mask=n_mask, other=0.0,
+                                         eviction_policy="evict_first").to(tl.float32)
                 else:
-                    # scale the [BN, R] weight slice: cheaper than the partial when BM > G
-                    acc = _dot_acc(xk, (u - zm[:, None]) * s[:, None], acc)
+                    zm = tl.full([BLOCK_N], SYM_ZERO, dtype=tl.float32)
+                part = _dot_acc(xk, u - zm[:, None], tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32))
+                acc += part * s[None, :]
+            else:
+                # several groups per tile: scale the weight tile ([BN, groups, G] broadcast)
+                NG: tl.constexpr = 128 // GROUP_SIZE
+                g = tile * NG + tl.arange(0, NG)
+                sz_off = g[None, :] * N + offs_n[:, None]  # [BN, NG]
+                sg_mask = n_mask[:, None] & (g * GROUP_SIZE < K)[None, :]  # no group in the padding
+                s = tl.load(scale_ptr + sz_off, mask=sg_mask, other=0.0, eviction_policy="evict_first").to(tl.float32)
+                if HAS_ZERO:
+                    zm = MAGIC + tl.load(zero_ptr + sz_off, mask=sg_mask, other=0.0,
+                                         eviction_policy="evict_first").to(tl.float32)
+                else:
+                    zm = tl.full([BLOCK_N, NG], SYM_ZERO, dtype=tl.float32)
+                w = (tl.reshape(u, [BLOCK_N, NG, GROUP_SIZE]) - zm[:, :, None]) * s[:, :, None]
+                acc = _dot_acc(xk, tl.reshape(w, [BLOCK_N, 128]), acc)
+    else:
+        for tile in range(tile_lo, tile_hi):
+            # --- one K tile of weights: [BN, R] int32 words, LANES slices of R features each
+            # (weights streamed once: evict first; activations shared by all programs: evict last)
+            w_ptrs = qweight_ptr + offs_n[:, None] * stride_qn + tile * R + offs_r[None, :]
+            words = tl.load(w_ptrs, mask=n_mask[:, None], other=0, eviction_policy="evict_first")
+            for lane in tl.static_range(LANES):
+                k = tile * 128 + lane * R + offs_r  # [R] consecutive features
+                x_ptrs = x_ptr + offs_m[:, None] * stride_xm + k[None, :]
+                xk = tl.load(x_ptrs, mask=m_mask[:, None] & (k < K)[None, :], other=0.0,
+                             eviction_policy="evict_last")  # [BM, R]
+                u = _lane_as_magic_float(words, lane, BITS)  # [BN, R] = 2^23 + u
+                if GROUP_SIZE == 0:
+                    acc = _dot_acc(xk, u - zc[:, None], acc)  # exact integers; scale after the loop
+                else:
+                    if (lane * R) % GROUP_SIZE == 0:
+                        g_start = tile * 128 + lane * R
+                        g = g_start // GROUP_SIZE
+                        # no group in the zero padding past K
+                        sz_mask = n_mask & (tl.full([BLOCK_N], g_start, dtype=tl.int32) < K)
+                        s = tl.load(scale_ptr + g * N + offs_n, mask=sz_mask, other=0.0,
+                                    eviction_policy="evict_first").to(tl.float32)
+                        if HAS_ZERO:
+                            zm = MAGIC + tl.load(zero_ptr + g * N + offs_n, mask=sz_mask, other=0.0,
+                                                 eviction_policy="evict_first").to(tl.float32)
+                        else:
+                            zm = tl.full([BLOCK_N], SYM_ZERO, dtype=tl.float32)
+                        if SCALE_ON_ACC:
+                            part = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+                    if SCALE_ON_ACC:
+                        # dot on exact integers (u - zero); scale the [BM, BN] partial per group
+                        part = _dot_acc(xk, u - zm[:, None], part)
+                        if ((lane + 1) * R) % GROUP_SIZE == 0:
+                            acc += part * s[None, :]
+                    else:
+                        # scale the [BN, R] weight slice: cheaper than the partial when BM > G
+                        acc = _dot_acc(xk, (u - zm[:, None]) * s[:, None], acc)
 
     # --- epilogue: per-channel scale, bias, store
     if GROUP_SIZE == 0:
@@ -319,10 +365,13 @@ class MatmulConfig:
     group_m: int = 8  # dot only
     num_warps: int = 4
     num_stages: int = 2
+    k128: bool = False  # dot only: one K=128 dot per tile instead of one dot of depth R per lane
 
     def __post_init__(self) -> None:
         if self.kernel not in ("gemv", "dot"):
             raise ValueError(f"kernel must be 'gemv' or 'dot', got {self.kernel!r}")
+        if self.k128 and self.kernel != "dot":
+            raise ValueError("k128 applies to the dot kernel only")
         for name in ("block_n", "block_m", "tiles"):
             v = getattr(self, name)
             if v < 1 or v & (v - 1):
@@ -375,6 +424,8 @@ def candidate_configs(m: int, n: int, k: int, bits: int, sms: int) -> list[Matmu
                     for warps in (4, 8) if bn == 128 else (4,):
                         out.append(MatmulConfig("dot", block_n=bn, block_m=bm, split_k=split, num_warps=warps,
                                                 num_stages=stages))
+                if bn >= 64:  # the K=128 dot: a [BN, 128] weight tile in registers needs BN <= 128
+                    out.append(MatmulConfig("dot", block_n=bn, block_m=bm, split_k=split, num_stages=3, k128=True))
     else:
         for bm, bn, warps in ((64, 64, 4), (64, 128, 4), (128, 64, 4), (128, 128, 8), (128, 256, 8), (64, 256, 8)):
             if bm > 2 * triton.next_power_of_2(m):
@@ -383,6 +434,9 @@ def candidate_configs(m: int, n: int, k: int, bits: int, sms: int) -> list[Matmu
             for split in _split_for(programs, num_tiles, sms, max_split=4):
                 for stages in (3, 4):
                     out.append(MatmulConfig("dot", block_n=bn, block_m=bm, split_k=split, num_warps=warps, num_stages=stages))
+                if bn <= 128:
+                    out.append(MatmulConfig("dot", block_n=bn, block_m=bm, split_k=split, num_warps=warps,
+                                            num_stages=3, k128=True))
     return out
 
 
@@ -546,7 +600,7 @@ def _launch(x, weight: KernelWeight, bias, out, config: MatmulConfig) -> None:
             x, weight.qweight, weight.scale, zero, bias_arg, target,
             m, n, k, tiles_per_split,
             x.stride(0), weight.qweight.stride(0), n, stride_os,
-            SCALE_ON_ACC=scale_on_acc, BLOCK_M=config.block_m, GROUP_M=config.group_m, **meta,
+            SCALE_ON_ACC=scale_on_acc, BLOCK_M=config.block_m, GROUP_M=config.group_m, K128=config.k128, **meta,
         )
     if split_k > 1:
         block = 1024

@@ -66,8 +66,9 @@ def test_shortlist_is_small_starts_with_the_heuristic_and_shares_templates(scrip
             assert 1 <= len(configs) <= 3 and configs[0] == qm.heuristic_config(m, n, k, 4, 132)
             assert len(set(configs)) == len(configs)
         # beyond split-K, the templates are the same for every shape: compiled kernels are reused
-        shapes = [{(c.kernel, c.block_n, c.block_m, c.tiles, c.num_warps) for c in cs[1:]} for cs in lists]
+        shapes = [{(c.kernel, c.block_n, c.block_m, c.tiles, c.num_warps, c.k128) for c in cs[1:]} for cs in lists]
         assert len(shapes[0] & shapes[1] & shapes[2]) >= 1
+        assert m == 1 or any(c.k128 for c in lists[0]), "the K=128 dot is among what gets measured"
 
 
 def test_refuses_without_cuda_unless_rehearsing(script, capsys, tmp_path):

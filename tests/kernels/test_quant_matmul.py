@@ -52,6 +52,10 @@ PATHS = {
     "skinny": (5, MatmulConfig("dot", block_m=16, block_n=64)),
     "skinny-splitk": (33, MatmulConfig("dot", block_m=64, block_n=32, split_k=3)),
     "gemm": (67, MatmulConfig("dot", block_m=64, block_n=64, group_m=2)),
+    # one K=128 dot per tile: per-channel, one group per tile (g128), several groups (g32/g64)
+    "skinny-k128": (5, MatmulConfig("dot", block_m=16, block_n=64, k128=True)),
+    "skinny-k128-splitk": (33, MatmulConfig("dot", block_m=64, block_n=32, split_k=3, k128=True)),
+    "gemm-k128": (67, MatmulConfig("dot", block_m=64, block_n=64, group_m=2, k128=True)),
 }
 
 

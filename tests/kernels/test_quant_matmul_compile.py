@@ -41,6 +41,13 @@ CASES = {
     "gemv-fp16-b8-zero-int64": ("gemv", "fp16", 8, 0, True, True, dict(BLOCK_N=16, TILES=2, INT64=True), 4, 2),
     "dot-fp16-b4-g128-int64": ("dot", "fp16", 4, 128, False, False,
                                dict(SCALE_ON_ACC=True, BLOCK_M=16, BLOCK_N=64, GROUP_M=8, INT64=True), 4, 3),
+    # one K=128 dot per tile (issue 17, part 2 item 4): g128, several groups per tile, per channel
+    "dot-fp16-b4-g128-k128-skinny": ("dot", "fp16", 4, 128, False, True,
+                                     dict(SCALE_ON_ACC=True, BLOCK_M=16, BLOCK_N=64, GROUP_M=8, K128=True), 4, 3),
+    "dot-bf16-b4-g32-asym-k128-gemm": ("dot", "bf16", 4, 32, True, False,
+                                       dict(SCALE_ON_ACC=False, BLOCK_M=128, BLOCK_N=128, GROUP_M=8, K128=True), 8, 3),
+    "dot-fp16-b8-k128-gemm": ("dot", "fp16", 8, 0, False, False,
+                              dict(SCALE_ON_ACC=False, BLOCK_M=64, BLOCK_N=128, GROUP_M=8, K128=True), 4, 3),
 }
 CAPABILITIES = (90, 80)
 
@@ -55,7 +62,7 @@ cases, capabilities = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 results = {}
 for name, (kernel, act, bits, group, zero, partial, extra, warps, stages) in cases.items():
     constexprs = dict(BITS=bits, GROUP_SIZE=group, HAS_ZERO=zero, HAS_BIAS=True, WRITE_PARTIAL=partial)
-    constexprs.update({"INT64": False, **extra})
+    constexprs.update({"INT64": False, **({"K128": False} if kernel == "dot" else {}), **extra})
     sig = {"x_ptr": "*" + act, "qweight_ptr": "*i32", "scale_ptr": "*fp16", "zero_ptr": "*fp16",
            "bias_ptr": "*" + act, "out_ptr": "*fp32" if partial else "*" + act}
     sizes = ["N", "K", "tiles_per_split"] if kernel == "gemv" else ["M", "N", "K", "tiles_per_split"]
