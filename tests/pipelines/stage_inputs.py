@@ -10,6 +10,7 @@ process that already imported torch cannot do.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import shutil
@@ -23,6 +24,14 @@ from tests.helpers import REPO, forge_env, write_yaml
 
 RECIPE_REF = "recipe/forge-tiny@1"
 DATASET_REF = "dataset/tiny-local@1"
+# forge-tiny cut down for unit tests (seconds on a busy 2-core machine), still long enough for
+# the loss to fall well below ln(vocab); group size 32 still divides every linear layer. One
+# thread: on a loaded machine, two spinning OpenMP threads per process cost more than they give.
+SMALL_RECIPE = {
+    "training": {"steps": 12, "warmup_steps": 2, "eval_every": 6, "batch_size": 4, "seq_len": 32,
+                 "learning_rate": 0.01, "threads": 1},
+    "architecture": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1},
+}
 _RECIPE_FILE = Path("registry/entries/recipes/forge-tiny/1.yaml")
 
 
@@ -60,6 +69,36 @@ def load_recipe(root: Path):
     from pipelines.stage import load_recipe as load
 
     return load(root, RECIPE_REF)
+
+
+def tokenized(root: Path):
+    """(recipe, tokenizer, training windows, validation windows) as the train stage builds them,
+    once the tokenizer stage ran in ``root``."""
+    from tokenizers import Tokenizer
+
+    from pipelines import train
+    from pipelines.manifest import model_outputs
+    from pipelines.select import iter_documents
+
+    recipe = load_recipe(root)
+    tok = Tokenizer.from_file(str(model_outputs(root, recipe).tokenizer / "tokenizer.json"))
+    stream, _ = train.token_stream(tok, iter_documents(root, recipe, "train"), 0, 1)
+    val, _ = train.token_stream(tok, iter_documents(root, recipe, "validation"), 0, 1)
+    seq = recipe.training.seq_len
+    return recipe, tok, train.windows(stream, seq), train.windows(val, seq)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int):
+    """Train in this process with the recipe's thread count, as the stage would; restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def run_stage(root: Path, stage: str, *args: str, env: dict[str, str] | None = None,

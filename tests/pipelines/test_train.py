@@ -12,33 +12,33 @@ from commonforge.errors import BuildError
 from pipelines import train
 from pipelines.manifest import model_outputs
 from pipelines.select import iter_documents
-from tests.pipelines.stage_inputs import RECIPE_REF, check, load_recipe, run_stage, tiny_checkout
+from tests.pipelines.stage_inputs import (
+    RECIPE_REF,
+    SMALL_RECIPE,
+    check,
+    load_recipe,
+    run_stage,
+    tiny_checkout,
+    tokenized,
+    torch_threads,
+)
 
-# forge-tiny cut down for a unit test (a few seconds on a busy 2-core machine), still long
-# enough for the loss to fall well below ln(vocab).
-SHORT = {"steps": 12, "warmup_steps": 2, "eval_every": 6, "batch_size": 4, "seq_len": 32, "learning_rate": 0.01}
-SMALL = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1}
+SHORT = SMALL_RECIPE["training"]
 
 
 @pytest.fixture(scope="module")
 def checkout(tmp_path_factory):
-    """forge-tiny's verified splits and trained tokenizer, the recipe cut to a few steps."""
-    root = tiny_checkout(tmp_path_factory.mktemp("train") / "repo", {"training": {**SHORT, "threads": 2}, "architecture": SMALL})
+    """forge-tiny's verified splits and trained tokenizer, the recipe cut to a few small steps."""
+    root = tiny_checkout(tmp_path_factory.mktemp("train") / "repo", SMALL_RECIPE)
     check(run_stage(root, "tokenizer"))
     return root
 
 
 @pytest.fixture(scope="module")
 def data(checkout):
-    """(recipe, tokenizer, training windows, validation windows) as the stage builds them."""
-    from tokenizers import Tokenizer
-
-    recipe = load_recipe(checkout)
-    tok = Tokenizer.from_file(str(model_outputs(checkout, recipe).tokenizer / "tokenizer.json"))
-    stream, _ = train.token_stream(tok, iter_documents(checkout, recipe, "train"), 0, 1)
-    val, _ = train.token_stream(tok, iter_documents(checkout, recipe, "validation"), 0, 1)
-    seq = recipe.training.seq_len
-    return recipe, tok, train.windows(stream, seq), train.windows(val, seq)[:16]
+    """(recipe, tokenizer, training windows, 16 validation windows)."""
+    recipe, tok, train_w, val_w = tokenized(checkout)
+    return recipe, tok, train_w, val_w[:16]
 
 
 def test_each_document_is_framed_by_bos_and_eos_in_split_order(checkout, data):
@@ -90,7 +90,8 @@ def test_the_model_config_follows_the_recipe(data):
 
 def _train(recipe, data, tmp_path, name: str):
     _, tok, train_w, val_w = data
-    run = train.train_model(recipe, train.llama_config(recipe, tok.get_vocab_size()), train_w, val_w)
+    with torch_threads(recipe.training.threads):
+        run = train.train_model(recipe, train.llama_config(recipe, tok.get_vocab_size()), train_w, val_w)
     path = tmp_path / name / "model.safetensors"
     train.save_safetensors(train.state_dict_for_save(run.model), path)
     return run, path.read_bytes()
@@ -105,7 +106,7 @@ def test_training_lowers_the_loss_and_the_same_seed_gives_the_same_bytes(data, t
     assert losses[0] > uniform - 0.3  # starts near uniform
     assert sum(losses[-3:]) / 3 < losses[0] - 0.4
     (step_a, val_a), (step_b, val_b) = first.val_losses
-    assert (step_a, step_b) == (6, 12) and float(val_b) < float(val_a) < uniform - 0.3
+    assert (step_a, step_b) == (SHORT["eval_every"], SHORT["steps"]) and float(val_b) < float(val_a) < uniform - 0.3
     print(f"train loss {losses[0]:.3f} -> {losses[-1]:.3f}; validation {val_a} -> {val_b}")
 
     again, same = _train(recipe, data, tmp_path, "b")
@@ -156,7 +157,7 @@ print(json.dumps({"threads": torch.get_num_threads(), "interop": torch.get_num_i
 
 @pytest.mark.slow
 def test_the_stage_pins_the_recipes_threads_and_writes_the_model(checkout):
-    parent = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "RAYON_NUM_THREADS": "5", "ATEN_CPU_CAPABILITY": "default"}
+    parent = {"OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "3", "RAYON_NUM_THREADS": "5", "ATEN_CPU_CAPABILITY": "default"}
     result = check(run_stage(checkout, "train", env=parent, code=_PROBE.replace("sys.argv[1]", repr(RECIPE_REF))))
     seen = json.loads(result.stdout.strip().splitlines()[-1])
     threads = load_recipe(checkout).training.threads
