@@ -61,7 +61,9 @@ from serving.protocol import (
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY = 4 << 20  # bytes
-DEFAULT_TIMEOUT = 300.0  # seconds per request, queueing included
+# Seconds a request may take, queueing included: the request_timeout `commonforge serve` gives
+# its Engine (which enforces it) unless --timeout says otherwise.
+DEFAULT_TIMEOUT = 300.0
 POLL_S = 0.1  # how often a waiting non-streaming request checks that its client is still there
 
 

@@ -1,23 +1,60 @@
-"""``build``, ``release``, ``reproduce``: the pipeline from the terminal."""
+"""``build``, ``release``, ``reproduce``, ``demo``: the pipeline from the terminal."""
 
 from __future__ import annotations
 
 import argparse
 
-from commonforge.cli.output import console, table
-from commonforge.errors import VerificationError
-from commonforge.settings import apply
+from commonforge.cli.command import add_command
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = add_command(sub, "build", cmd_build, "build a recipe with `dvc repro`, then release it",
+                    "Run the DVC pipeline for one recipe (only the data stages it uses), then release it: the "
+                    "build manifest and provenance go into registry/entries/models, the artifacts into the store "
+                    "and the DVC remote. If the release already exists, this is a rebuild: the digests are "
+                    "compared and the store filled; a different result is never written under the same version.")
+    p.add_argument("recipe", nargs="?", default="forge-small", help="recipe name in params.yaml (default: forge-small)")
+    p.add_argument("--no-release", action="store_true", help="only run the pipeline")
+    p.add_argument("--replace-draft", action="store_true",
+                   help="replace an existing draft release of this version with this build's")
+
+    p = add_command(sub, "release", cmd_release, "release a recipe that `dvc repro` has built",
+                    "Write the release of a built recipe (see `build`). Refused when the tree differs from HEAD "
+                    "other than dvc.lock and the release's own records.")
+    p.add_argument("recipe", help="recipe name in params.yaml, e.g. forge-small")
+    p.add_argument("--replace-draft", action="store_true", help="replace an existing draft of this version")
+    p.add_argument("--no-push", action="store_true", help="don't push DVC outputs to the default remote")
+
+    p = add_command(sub, "reproduce", cmd_reproduce,
+                    "rebuild a release from its source commit and compare bit for bit",
+                    "Rebuild a release in a clean temporary worktree at its source commit (data from the DVC "
+                    "remote or the pinned sources), compare the build manifest field by field and write a rebuild "
+                    "record. Exit 0 only when the rebuild is identical; 1 when it differs (the first differing "
+                    "stage and any difference in the pinned environment are shown).")
+    p.add_argument("ref", metavar="MODEL_REF", help="e.g. model/forge-small@1.0.0 or forge-small")
+    p.add_argument("--keep", action="store_true", help="keep the temporary worktree for inspection")
+
+    p = add_command(sub, "demo", cmd_demo, "build and release forge-small end to end, then say what to try next",
+                    "The quickstart's main job (`make demo`): fetch the pinned public-domain sources, prepare them, "
+                    "train the tokenizer and forge-small on the CPU, quantize, evaluate, render its card and "
+                    "release it (or, where the release is committed, rebuild it and confirm the digests). Prints "
+                    "the time of every stage and the commands to try next.")
+    p.add_argument("recipe", nargs="?", default="forge-small", help="recipe to build (default: forge-small)")
 
 
 def _print_release(result) -> None:
+    from commonforge.cli.output import console
+
     out = console()
-    out.print(("[green]✓[/green] " if result.confirmed else "[green]✓[/green] ") + result.note)
+    out.print("[green]✓[/green] " + result.note)
     if result.path is not None:
         out.print(f"  wrote {result.path}")
         out.print("  commit it (with dvc.lock) to publish the draft for review")
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    from commonforge.cli.output import console
+    from commonforge.settings import apply
     from pipelines.reproduce import build
 
     settings = apply()
@@ -30,6 +67,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_release(args: argparse.Namespace) -> int:
+    from commonforge.settings import apply
     from pipelines.release import release
 
     settings = apply()
@@ -38,15 +76,17 @@ def cmd_release(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    from commonforge.cli.output import console, table
+    from commonforge.errors import VerificationError
+    from commonforge.settings import apply
     from pipelines.reproduce import reproduce
+    from registry import Registry
 
     settings = apply()
     out = console()
     rep = reproduce(settings, args.ref, keep=args.keep, announce=out.print)
     rec, diff = rep.record, rep.diff
     expected = {a.path: a for a in rep.rebuilt.artifacts}
-    from registry import Registry
-
     release = Registry(settings.root).release(rec.release)
     t = table(f"{rec.release}: release vs rebuild", "artifact", "result", "release sha256", "rebuild sha256")
     for a in release.manifest.artifacts:
@@ -63,8 +103,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             f"the rebuild of {rec.release} differs (release sha256:{rec.release_digest}, rebuild "
             f"sha256:{rec.rebuilt_digest}); first differing stage: {rec.first_differing_stage or 'none (inputs)'}"
             + ("".join(f"\n  {d}" for d in rec.differences[:10])),
-            hint="a different pinned environment explains everything downstream of it"
-            if diff.environment else "compare the stage's inputs; a difference there is a determinism bug worth reporting",
+            hint="a different pinned environment explains everything downstream of it" if diff.environment
+            else "compare the stage's inputs; a difference there is a determinism bug worth reporting",
         )
     out.print(f"[green]✓[/green] {rec.release} rebuilt bit for bit (sha256:{rec.rebuilt_digest}) "
               f"in {rec.wall_seconds:.0f} s")
@@ -89,6 +129,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import os
     import time
 
+    from commonforge.cli.output import console, table
+    from commonforge.settings import apply
     from pipelines.reproduce import build
     from pipelines.stage import read_timings
     from pipelines.workspace import Params
@@ -102,9 +144,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     recipe = args.recipe
     timings = read_timings(settings.root, recipe)
     params = Params.load(settings.root)
-    for key, item in params.training_data.items():
+    for item in params.training_data.values():
         if item["recipe"] == recipe:
-            timings.update({f"{k}@{item['dataset']}": v for k, v in read_timings(settings.root, item["dataset"]).items()})
+            data_timings = read_timings(settings.root, item["dataset"])
+            timings.update({f"{stage}@{item['dataset']}": v for stage, v in data_timings.items()})
     t = table(f"stage times of the last run of each stage (wall, {os.cpu_count()} cores)", "stage", "seconds")
     for stage, seconds in timings.items():
         t.add_row(stage, f"{seconds:.1f}")

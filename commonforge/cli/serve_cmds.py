@@ -1,8 +1,8 @@
 """``serve``, ``chat``, ``generate``, ``import``: using a release from the terminal.
 
-Wiring only (the logic is in :mod:`serving`). ``add_parsers(sub)`` registers the commands;
-each names its function through ``_target``. ``python -m commonforge.cli.serve_cmds ...``
-runs them without the rest of the CLI (the tests use it).
+Wiring only (the logic is in :mod:`serving`). The server's limits default to
+:mod:`serving.api`'s, looked up when ``serve`` runs: importing the server (FastAPI) to build
+the parser would slow every ``commonforge`` run, ``--help`` included.
 """
 
 from __future__ import annotations
@@ -13,15 +13,9 @@ import signal
 import sys
 import time
 
-_MODULE = "commonforge.cli.serve_cmds"
+from commonforge.cli.command import add_command
+
 API_KEY_ENV = "COMMONFORGE_API_KEY"
-
-
-def _cmd(sub, name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
-    p = sub.add_parser(name, help=help, description=description or help,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.set_defaults(_target=(_MODULE, f"cmd_{name}"))
-    return p
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -36,24 +30,24 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = _cmd(sub, "serve", "serve a release with an OpenAI-compatible API (127.0.0.1 by default)",
-             "Serve a verified release over HTTP: /v1/models, /v1/completions, /v1/chat/completions "
-             "(streaming with server-sent events) and /health. Binds 127.0.0.1 unless --host says "
-             "otherwise, and then only with an API key (--api-key or $" + API_KEY_ENV + "). Prints the "
-             "address once it accepts connections; Ctrl-C stops it.")
+    p = add_command(sub, "serve", cmd_serve, "serve a release with an OpenAI-compatible API (127.0.0.1 by default)",
+                    "Serve a verified release over HTTP: /v1/models, /v1/completions, /v1/chat/completions "
+                    "(streaming with server-sent events) and /health. Binds 127.0.0.1 unless --host says otherwise, "
+                    "and then only with an API key (--api-key or $" + API_KEY_ENV + "). Prints the address once it "
+                    "accepts connections; Ctrl-C stops it.")
     _model_args(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--api-key", default=None, help=f"require 'Authorization: Bearer KEY' (default ${API_KEY_ENV})")
     p.add_argument("--max-batch", type=int, default=8, help="requests decoded together (KV cache slots; default 8)")
     p.add_argument("--max-queue", type=int, default=32, help="requests waiting for a slot before 429 (default 32)")
-    p.add_argument("--timeout", type=float, default=300.0, help="seconds a request may take, queueing included")
-    p.add_argument("--max-body", type=int, default=4 << 20, help="largest request body in bytes (default 4 MiB)")
+    p.add_argument("--timeout", type=float, default=None, help="seconds a request may take, queueing included")
+    p.add_argument("--max-body", type=int, default=None, help="largest request body in bytes (default 4 MiB)")
     p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
 
-    p = _cmd(sub, "chat", "chat with a release in the terminal (streaming; /reset, /quit)",
-             "A terminal chat through the release's chat template, streamed as it is generated. "
-             "/reset starts a new conversation, /quit (or Ctrl-D) leaves.")
+    p = add_command(sub, "chat", cmd_chat, "chat with a release in the terminal (streaming; /reset, /quit)",
+                    "A terminal chat through the release's chat template, streamed as it is generated. /reset starts "
+                    "a new conversation, /quit (or Ctrl-D) leaves.")
     _model_args(p)
     p.add_argument("--system", default=None, help="a system message to start every conversation with")
     p.add_argument("--max-tokens", type=int, default=256, help="longest reply in tokens (default 256)")
@@ -61,7 +55,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--seed", type=int, default=None)
 
-    p = _cmd(sub, "generate", "complete one prompt (streamed to stdout)")
+    p = add_command(sub, "generate", cmd_generate, "complete one prompt (streamed to stdout)")
     _model_args(p)
     p.add_argument("prompt", help="the text to continue")
     p.add_argument("--max-tokens", type=int, default=64, help="tokens to generate (default 64)")
@@ -70,12 +64,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--seed", type=int, default=None, help="makes sampling repeatable")
 
-    p = _cmd(sub, "import", "register an existing Hugging Face model directory as a release",
-             "Import a model the forge did not build: a directory with config.json, *.safetensors, "
-             "tokenizer.json (tokenizer_config.json, generation_config.json ...). The files go into the "
-             "store unchanged; the release (provenance 'imported', no recipe) and its provenance record "
-             "into registry/entries/models/NAME/. Pickle weights, custom code, symlinks out of the "
-             "directory, inconsistent shards and missing tokenizers are refused, changing nothing.")
+    p = add_command(sub, "import", cmd_import, "register an existing Hugging Face model directory as a release",
+                    "Import a model the forge did not build: a directory with config.json, *.safetensors, "
+                    "tokenizer.json (tokenizer_config.json, generation_config.json ...). The files go into the store "
+                    "unchanged; the release (provenance 'imported', no recipe) and its provenance record into "
+                    "registry/entries/models/NAME/. Pickle weights, custom code, symlinks out of the directory, "
+                    "inconsistent shards and missing tokenizers are refused, changing nothing.")
     p.add_argument("path", metavar="PATH", help="the model directory")
     p.add_argument("--name", required=True, help="release name, e.g. my-llama")
     p.add_argument("--license", required=True, help="SPDX expression of the model's licence, e.g. Apache-2.0")
@@ -104,13 +98,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from commonforge.settings import apply
 
     settings = apply()
-    from serving.api import Served, check_binding, serve
+    from serving.api import DEFAULT_MAX_BODY, DEFAULT_TIMEOUT, Served, check_binding, serve
     from serving.engine import Engine
 
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     check_binding(args.host, api_key)  # before the (slow) load
     loaded = _load(args, settings)
-    engine = Engine(loaded, max_batch=args.max_batch, max_queue=args.max_queue, request_timeout=args.timeout)
+    timeout = DEFAULT_TIMEOUT if args.timeout is None else args.timeout
+    engine = Engine(loaded, max_batch=args.max_batch, max_queue=args.max_queue, request_timeout=timeout)
     model_id = Served.of(engine).id
 
     def started(host: str, port: int) -> None:
@@ -120,7 +115,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again: end with status 0 then
     # (so exit handlers run) instead of dying by the default action.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    serve(engine, host=args.host, port=args.port, api_key=api_key, max_body_bytes=args.max_body,
+    max_body = DEFAULT_MAX_BODY if args.max_body is None else args.max_body
+    serve(engine, host=args.host, port=args.port, api_key=api_key, max_body_bytes=max_body,
           on_started=started, log_level=args.log_level)
     return 0
 
@@ -129,6 +125,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from commonforge.settings import apply
 
     settings = apply()
+    from commonforge.errors import ForgeError
     from serving.engine import Engine
 
     loaded = _load(args, settings)
@@ -146,8 +143,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
         seconds = time.perf_counter() - started
         sys.stdout.write("\n")
         if last is not None and last.error:
-            print(f"error: {last.error}", file=sys.stderr)
-            return 3
+            raise ForgeError(f"generating from {loaded.ref} failed: {last.error}",
+                             hint=f"`commonforge verify {args.ref}` re-hashes the release's files; "
+                             "`commonforge -v generate ...` logs more")
         n = last.completion_tokens if last else 0
         print(f"[{n} tokens in {seconds:.2f} s, {n / max(seconds, 1e-9):.1f} tokens/s; "
               f"finish: {last.finish_reason if last else '-'}]", file=sys.stderr)
@@ -252,32 +250,3 @@ def cmd_import(args: argparse.Namespace) -> int:
         out.print(f"  wrote {result.provenance}")
         out.print("  commit them to share the release")
     return 0
-
-
-# --- standalone entry point -----------------------------------------------------------------
-
-
-def main(argv: list[str] | None = None) -> int:
-    import importlib
-    import logging
-
-    from commonforge.errors import ForgeError
-    from commonforge.settings import apply_privacy
-
-    apply_privacy()
-    parser = argparse.ArgumentParser(prog="python -m commonforge.cli.serve_cmds")
-    add_parsers(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    module, func = args._target
-    try:
-        return int(getattr(importlib.import_module(module), func)(args) or 0)
-    except ForgeError as err:
-        print(f"commonforge {args.command}: error: {err}", file=sys.stderr)
-        return err.exit_code
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

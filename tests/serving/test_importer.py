@@ -196,7 +196,7 @@ def test_a_consistent_sharded_checkpoint_passes_the_checks(checkout, model_dir):
 
 def test_the_import_command(checkout, model_dir, tiny_forge, tmp_path):
     env = dict(tiny_forge.env, COMMONFORGE_STORE=str(checkout.store_dir))
-    cmd = [sys.executable, "-m", "commonforge.cli.serve_cmds", "import"]
+    cmd = [sys.executable, "-m", "commonforge", "import"]
     ok = subprocess.run([*cmd, str(model_dir), "--name", "cli-import", "--license", "Apache-2.0"],
                         cwd=checkout.root, env=env, capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
