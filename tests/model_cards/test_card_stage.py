@@ -137,23 +137,11 @@ def test_an_imported_release_renders_from_the_registry(fake_forge):
     assert front_matter(card.markdown)["license"] == "mit"
 
 
-# `commonforge card` through the real CLI (its error handling and exit codes); the subcommand is
-# added here only if commands.py does not wire card_cmds.add_parsers yet.
-CLI = ("import sys\n"
-       "from commonforge.cli import card_cmds, commands, main\n"
-       "add_all = commands.add_all\n"
-       "def wired(sub):\n"
-       "    add_all(sub)\n"
-       "    if 'card' not in sub.choices:\n"
-       "        card_cmds.add_parsers(sub)\n"
-       "commands.add_all = wired\n"
-       "sys.exit(main(sys.argv[1:]))\n")
-
-
+# `commonforge card` through the real CLI (its error handling and exit codes).
 def _card_cli(root, *args, env_extra=None):
     env = dict(os.environ, COMMONFORGE_ROOT=str(root), COMMONFORGE_STORE=str(root.parent / "store"),
                **(env_extra or {}))
-    return subprocess.run([sys.executable, "-c", CLI, "card", *args], cwd=root, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "commonforge", "card", *args], cwd=root, env=env, capture_output=True,
                           text=True, timeout=120)
 
 
