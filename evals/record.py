@@ -51,4 +51,4 @@ def load_results(path: Path) -> dict:
 def to_record(doc: dict, release_digest: str, evaluated_at: str) -> EvaluationRecord:
     """The EvaluationRecord of a results document, filed under ``release_digest``."""
     return EvaluationRecord.model_validate(
-        {**doc, "schema_version": 1, "release_digest": release_digest, "evaluated_at": evaluated_at})
+        {**doc, "release_digest": release_digest, "evaluated_at": evaluated_at})

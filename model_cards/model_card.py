@@ -21,7 +21,10 @@ from model_cards import text as fmt
 from model_cards.plots import TrainingLog
 from model_cards.shape import ModelShape
 from model_cards.text import Table
+from registry.refs import Ref
 from registry.schema import (
+    NO_COMMIT,
+    BuildManifest,
     Dataset,
     DatasetBuild,
     EvaluationRecord,
@@ -107,7 +110,7 @@ class ModelCardContext:
     from_git: bool
     artifacts: Table
     environment: Table | None
-    lock_sha256: str | None
+    environment_pin: str  # what pins the packages: the whole lock (schema 1) or the imported set (2)
     # training data
     datasets: list[DatasetSection]
     # architecture
@@ -374,7 +377,7 @@ def _evaluation(inputs: ModelCardInputs) -> tuple[Table | None, Table | None, li
 
 def _dataset_section(d: DatasetInputs, build: DatasetBuild | None) -> DatasetSection:
     ds = d.dataset
-    name = d.ref.split("/", 1)[1]
+    ref = Ref.parse(d.ref)
     splits = None
     if build is not None:
         splits = Table.of(("split", "documents", "text", "sha256 of the split"), [
@@ -392,12 +395,12 @@ def _dataset_section(d: DatasetInputs, build: DatasetBuild | None) -> DatasetSec
                                  fmt.size(c["bytes"])))
         sources = Table.of(("source", "split", "documents", "words", "text"), rows) if rows else None
     else:
-        note = (f"Statistics per source are a build output (build/datasets/{name.split('@')[0]}/stats.json) that was "
+        note = (f"Statistics per source are a build output (build/datasets/{ref.name}/stats.json) that was "
                 "not available when this card was rendered; the split sizes above come from the release's manifest.")
     attributions = [(s.title, fmt.paragraph(s.attribution)) for s in (ds.sources if ds else []) if s.attribution]
     return DatasetSection(
         ref=d.ref,
-        title=ds.title if ds else name,
+        title=ds.title if ds else f"{ref.name}@{ref.version}",
         link=d.card_link,
         license=ds.license if ds else fmt.UNKNOWN,
         description=fmt.paragraph(ds.description) if ds else
@@ -414,7 +417,7 @@ def _front_matter(inputs: ModelCardInputs, shape: ModelShape | None) -> str:
     m, recipe = inputs.release.manifest, inputs.recipe
     data: dict[str, Any] = hub.license_fields(m.license)
     if inputs.datasets:
-        data["datasets"] = [d.ref.split("/", 1)[1].split("@")[0] for d in inputs.datasets]
+        data["datasets"] = [Ref.parse(d.ref).name for d in inputs.datasets]
     languages = sorted({lang for d in inputs.datasets if d.dataset for lang in d.dataset.language})
     if languages:
         data["language"] = languages
@@ -461,6 +464,17 @@ def _compute(inputs: ModelCardInputs, shape: ModelShape | None) -> tuple[Table |
     return (Table.of(("what", "wall time"), rows) if rows else None), notes
 
 
+def environment_pin(m: BuildManifest) -> str:
+    """One line on what pins a built release's packages (manifest schema 1: the lock; 2: the imports)."""
+    env = m.environment
+    if m.lock_sha256:
+        return f"requirements.lock, sha256 `{m.lock_sha256}`"
+    if env is None or env.packages_sha256 is None:
+        return fmt.UNKNOWN
+    return (f"the {len(env.packages)} packages its stages imported, each pinned by version and by the sha256 "
+            f"requirements.lock allows (their digest: `{env.packages_sha256}`)")
+
+
 def _provenance(inputs: ModelCardInputs) -> tuple[Table, str]:
     m, prov = inputs.release.manifest, inputs.provenance
     rows: list[tuple[str, str]] = []
@@ -470,7 +484,7 @@ def _provenance(inputs: ModelCardInputs) -> tuple[Table, str]:
                 "describe this particular build and may differ between rebuilds without changing the release.")
         rows += [("recipe", f"`{m.recipe.ref}` (sha256 `{m.recipe.sha256}`)"),
                  ("source commit", f"`{m.source_commit}`"),
-                 ("dependency lock", f"requirements.lock, sha256 `{m.lock_sha256}`")]
+                 ("build environment", environment_pin(m))]
     else:
         origin = f" from {prov.imported_from}" if prov and prov.imported_from else ""
         text = (f"**Imported, not built by the forge.** These files were imported{origin} as they are. The forge "
@@ -570,7 +584,7 @@ def model_card_context(inputs: ModelCardInputs) -> ModelCardContext:
     env = m.environment
     environment = None
     if env is not None:
-        rows = [("Python", env.python)] + [(f"package {k}", v) for k, v in env.packages.items()]
+        rows = [("Python", env.python)] + [(f"package {k}", v) for k, v in sorted(env.package_versions().items())]
         rows += [(f"pin {k}", v) for k, v in env.determinism.items()]
         environment = Table.of(("setting", "value"), rows)
     artifacts = Table.of(("file", "variant", "made by stage", "size", "sha256"), [
@@ -594,12 +608,12 @@ def model_card_context(inputs: ModelCardInputs) -> ModelCardContext:
         summary=summary,
         facts=Table.of(("about", "value"), facts),
         notes=list(inputs.notes),
-        recipe_name=m.recipe.ref.split("/", 1)[1].split("@")[0] if m.recipe else None,
+        recipe_name=m.recipe.name if m.recipe else None,
         commit=m.source_commit,
-        from_git=bool(m.source_commit and m.source_commit != "0" * 40),
+        from_git=bool(m.source_commit and m.source_commit != NO_COMMIT),
         artifacts=artifacts,
         environment=environment,
-        lock_sha256=m.lock_sha256,
+        environment_pin=environment_pin(m),
         datasets=datasets,
         architecture=architecture,
         parameters=parameters,

@@ -43,18 +43,25 @@ from model_cards import (
     render_dataset_card,
     render_model_card,
 )
-from pipelines.stage import load_recipe, model_dir, stage_cli, utc_now
+from pipelines.manifest import (
+    build_manifest,
+    dataset_outputs,
+    evaluation_record,
+    model_outputs,
+    read_json,
+    source_commit,
+)
+from pipelines.stage import load_recipe, stage_cli
 from registry import Ref, Registry, Store
 from registry.digest import sha256_bytes, sha256_file
 from registry.fsutil import atomic_write_bytes, fsync_dir
-from registry.schema import CardRecord, EvaluationRecord, ProvenanceRecord, Recipe, Release
+from registry.schema import CardRecord, EvaluationRecord, ProvenanceRecord, Recipe, Release, utc_now
 
 log = logging.getLogger(__name__)
 
 PUBLISHED = Path("model_cards") / "published"
 README = "README.md"
 LOSS_IMAGE = "loss.png"
-NO_COMMIT = "0" * 40
 
 
 @dataclass
@@ -74,19 +81,6 @@ class RenderedCard:
 # --- reading the build ----------------------------------------------------------------------
 
 
-def card_dir(root: Path, recipe: Recipe) -> Path:
-    return model_dir(root, recipe) / "card"
-
-
-def _json(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
-        raise InputError(f"{path} is not valid JSON: {err}", hint="re-run the stage that writes it") from None
-
-
 def _csv_rows(path: Path) -> list[tuple[str, str]]:
     if not path.is_file():
         return []
@@ -97,21 +91,20 @@ def _csv_rows(path: Path) -> list[tuple[str, str]]:
 
 def read_build_outputs(root: Path, recipe: Recipe) -> BuildOutputs:
     """Config, training metrics, wall time, quantization scores and losses of the recipe's build."""
-    out = model_dir(root, recipe)
-    train = out / "train"
-    rows, val_rows = _csv_rows(train / "loss.csv"), _csv_rows(train / "val_loss.csv")
+    out = model_outputs(root, recipe)
+    rows, val_rows = _csv_rows(out.loss_csv), _csv_rows(out.val_loss_csv)
     return BuildOutputs(
-        config=_json(out / "model" / "config.json"),
-        metrics=_json(train / "metrics.json"),
-        run=_json(train / "run.json"),
-        quantize=_json(out / "quantize.json"),
+        config=read_json(out.config),
+        metrics=read_json(out.train_metrics),
+        run=read_json(out.run_info),
+        quantize=read_json(out.quantize_summary),
         log=TrainingLog.from_rows(rows, val_rows) if rows else None,
     )
 
 
 def build_matches(root: Path, recipe: Recipe, release: Release) -> bool:
     """Whether build/models/<recipe>/ holds this release's weights (so its logs describe it)."""
-    weights = model_dir(root, recipe) / "model" / "model.safetensors"
+    weights = model_outputs(root, recipe).weights
     try:
         expected = release.manifest.artifact("model.safetensors").sha256
     except KeyError:
@@ -119,18 +112,9 @@ def build_matches(root: Path, recipe: Recipe, release: Release) -> bool:
     return weights.is_file() and sha256_file(weights) == expected
 
 
-def evaluation_from_build(root: Path, recipe: Recipe, release: Release) -> EvaluationRecord | None:
-    """The evaluate stage's results.json as an EvaluationRecord of ``release`` (None if absent)."""
-    from pipelines.evaluate import evaluation_record, results_path
-
-    if not results_path(root, recipe).is_file():
-        return None
-    return evaluation_record(root, recipe, release.release_digest)
-
-
 def read_stats(root: Path, dataset_name: str, splits: Mapping[str, object] | None = None) -> dict | None:
     """build/datasets/<name>/stats.json, only if its split digests are ``splits``' (when given)."""
-    stats = _json(root / "build" / "datasets" / dataset_name / "stats.json")
+    stats = read_json(dataset_outputs(root, dataset_name).stats)
     if stats is None or splits is None:
         return stats
     recorded = {k: v.get("sha256") for k, v in (stats.get("splits") or {}).items()}
@@ -139,11 +123,6 @@ def read_stats(root: Path, dataset_name: str, splits: Mapping[str, object] | Non
 
 
 # --- gathering the inputs -------------------------------------------------------------------
-
-
-def _name_version(ref: str) -> tuple[str, str]:
-    name, version = ref.split("/", 1)[1].split("@")
-    return name, version
 
 
 def _models_on(reg: Registry, dataset_ref: str, extra: Mapping[str, str]) -> list[str]:
@@ -167,7 +146,8 @@ def _gather(root: Path, reg: Registry, release: Release, recipe: Recipe | None, 
             self_label: str, notes: tuple[str, ...] = ()) -> RenderedCard:
     datasets, dataset_cards = [], {}
     for d in release.manifest.datasets:
-        name, version = _name_version(d.ref)
+        ref = Ref.parse(d.ref)
+        name, version = ref.name, str(ref.version)
         try:
             entry = reg.dataset(d.ref)
         except ForgeError:
@@ -189,11 +169,10 @@ def _gather(root: Path, reg: Registry, release: Release, recipe: Recipe | None, 
 
 def render_build_card(root: Path, recipe: Recipe, commit: str) -> RenderedCard:
     """The card of the build in ``root/build`` as the release it would become at ``commit``."""
-    from pipelines.release import build_manifest
-
     release = Release.from_manifest(build_manifest(root, recipe, commit))
     return _gather(root, Registry(root), release, recipe, build=read_build_outputs(root, recipe),
-                   status="prospective", provenance=None, evaluation=evaluation_from_build(root, recipe, release),
+                   status="prospective", provenance=None,
+                   evaluation=evaluation_record(root, recipe, release.release_digest),
                    dataset_link=lambda n, v: f"datasets/{n}/{v}/{README}", image_name=LOSS_IMAGE,
                    self_label=f"{release.ref} (this build, not released yet)")
 
@@ -314,7 +293,7 @@ def publish_cards(root: Path, recipe: Recipe, release: Release, provenance: Prov
         atomic_write_bytes(dest / rel, data)
     for key, text in card.datasets.items():
         atomic_write_bytes(root / PUBLISHED / "datasets" / key / README, text.encode("utf-8"))
-    return CardRecord(schema_version=1, release_digest=release.release_digest,
+    return CardRecord(release_digest=release.release_digest,
                       path=(PUBLISHED / m.name / m.version / README).as_posix(),
                       sha256=sha256_bytes(readme), rendered_at=utc_now())
 
@@ -344,20 +323,10 @@ def republish_card(root: Path, ref: str) -> tuple[Release, CardRecord]:
 # --- the stage ------------------------------------------------------------------------------
 
 
-def source_commit(root: Path) -> str:
-    """git HEAD, or 40 zeros outside git (the card then says no commit describes the build)."""
-    from pipelines.workspace import head_commit
-
-    try:
-        return head_commit(root)
-    except ForgeError:
-        return NO_COMMIT
-
-
 def main(ref: str, root: Path) -> Path:
     recipe = load_recipe(root, ref)
     card = render_build_card(root, recipe, source_commit(root))
-    dest = card_dir(root, recipe)
+    dest = model_outputs(root, recipe).card
     write_card_dir(dest, card)
     return dest / README
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from registry.schema import BuildManifest
+from registry.schema import BuildEnvironment, BuildManifest, PackagePin
 
 STAGE_ORDER = ("prepare", "tokenizer", "train", "quantize")
 
@@ -45,15 +45,38 @@ def _dict_diff(prefix: str, a: dict, b: dict) -> list[str]:
     return out
 
 
+def _package_diff(expected: BuildEnvironment, actual: BuildEnvironment) -> list[str]:
+    """Package by package: which distribution the two builds imported differently, and how."""
+    out = []
+    for name in sorted(set(expected.packages) | set(actual.packages)):
+        e, a = expected.packages.get(name), actual.packages.get(name)
+        ev = e if isinstance(e, str) or e is None else e.version
+        av = a if isinstance(a, str) or a is None else a.version
+        if e is None:
+            out.append(f"package {name} {av}: imported by the rebuild only")
+        elif a is None:
+            out.append(f"package {name} {ev}: imported by the release's build only")
+        elif ev != av:
+            out.append(f"package {name} {ev} -> {av}")
+        elif isinstance(e, PackagePin) and isinstance(a, PackagePin) and e.sha256 != a.sha256:
+            out.append(f"package {name} {ev}: requirements.lock allows other files "
+                       f"(sha256 {', '.join(h[:12] for h in e.sha256)} -> {', '.join(h[:12] for h in a.sha256)})")
+    return out
+
+
 def compare_manifests(expected: BuildManifest, actual: BuildManifest, *, ignore_commit: bool = False) -> ManifestDiff:
     diff = ManifestDiff()
+    if expected.schema_version != actual.schema_version:
+        diff.environment.append(
+            f"manifest schema {expected.schema_version} -> {actual.schema_version} (schema 1 pins the whole "
+            "requirements.lock and a fixed package list, schema 2 the packages the stages imported)")
     ea, aa = expected.environment, actual.environment
     if ea and aa:
         if ea.python != aa.python:
             diff.environment.append(f"python {ea.python} -> {aa.python}")
-        diff.environment += _dict_diff("package ", ea.packages, aa.packages)
+        diff.environment += _package_diff(ea, aa)
         diff.environment += _dict_diff("pin ", ea.determinism, aa.determinism)
-    if expected.lock_sha256 != actual.lock_sha256:
+    if expected.lock_sha256 and actual.lock_sha256 and expected.lock_sha256 != actual.lock_sha256:
         diff.environment.append(f"requirements.lock sha256 {expected.lock_sha256} -> {actual.lock_sha256}")
     if expected.recipe != actual.recipe:
         e = expected.recipe.ref + "@" + expected.recipe.sha256[:12] if expected.recipe else None
@@ -83,11 +106,13 @@ def compare_manifests(expected: BuildManifest, actual: BuildManifest, *, ignore_
     a_art = {a.path: a for a in actual.artifacts}
     for path in sorted(set(e_art) | set(a_art)):
         ea_, aa_ = e_art.get(path), a_art.get(path)
-        stage = (ea_ or aa_).stage
         if ea_ is None or aa_ is None:
-            stages.setdefault(stage, []).append(f"{path} only in {'rebuild' if aa_ else 'release'}")
-        elif (ea_.sha256, ea_.size) != (aa_.sha256, aa_.size):
-            stages.setdefault(stage, []).append(
+            only = ea_ or aa_
+            stages.setdefault(only.stage if only else "", []).append(
+                f"{path} only in {'rebuild' if aa_ else 'release'}")
+            continue
+        if (ea_.sha256, ea_.size) != (aa_.sha256, aa_.size):
+            stages.setdefault(ea_.stage, []).append(
                 f"{path}: sha256 {ea_.sha256[:12]} ({ea_.size} B) -> {aa_.sha256[:12]} ({aa_.size} B)"
             )
     order = {s: i for i, s in enumerate(STAGE_ORDER)}

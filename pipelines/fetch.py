@@ -25,6 +25,7 @@ from pathlib import Path
 from commonforge import settings
 from commonforge.errors import BuildError
 from pipelines.extract import Document, extract_documents
+from pipelines.manifest import dataset_outputs
 from pipelines.sources import artifact_name, fetch_source
 from pipelines.stage import stage_cli
 from registry.catalog import Registry
@@ -32,11 +33,6 @@ from registry.digest import canonical_json
 from registry.fsutil import atomic_write_bytes, atomic_writer
 
 log = logging.getLogger(__name__)
-
-
-def dataset_dir(root: Path, dataset_name: str) -> Path:
-    """``build/datasets/<name>/``: every output of the data stages of one dataset."""
-    return root / "build" / "datasets" / dataset_name
 
 
 def document_line(doc: dict) -> bytes:
@@ -49,7 +45,7 @@ def main(ref: str, root: Path) -> Path:
     """Fetch, verify and extract every source of ``ref``; returns the ``raw.jsonl`` written."""
     s = settings.apply(root)
     dataset = Registry(root).dataset(ref)
-    out = dataset_dir(root, dataset.name)
+    out = dataset_outputs(root, dataset.name).dir
     docs: list[Document] = []
     sources = {}
     for source in dataset.sources:

@@ -43,7 +43,8 @@ from pathlib import Path
 from commonforge import settings
 from commonforge.errors import BuildError, IntegrityError, NotFoundError
 from pipelines.dedup import find_duplicates
-from pipelines.fetch import dataset_dir, document_line
+from pipelines.fetch import document_line
+from pipelines.manifest import SPLITS, dataset_outputs, split_path
 from pipelines.stage import stage_cli
 from pipelines.textclean import clean_text, is_short
 from registry.catalog import Registry
@@ -53,7 +54,6 @@ from registry.schema import SplitDigest, SplitSpec
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "validation", "test")
 
 
 def split_of(doc_id: str, spec: SplitSpec) -> str:
@@ -124,7 +124,7 @@ def main(ref: str, root: Path) -> dict:
     settings.apply(root)
     dataset = Registry(root).dataset(ref)
     proc = dataset.processing
-    out = dataset_dir(root, dataset.name)
+    out = dataset_outputs(root, dataset.name).dir
     fetched = out / "fetch.json"
     if not fetched.is_file() or json.loads(fetched.read_text(encoding="utf-8")).get("dataset") != dataset.ref:
         raise BuildError(f"{out} holds no fetch of {dataset.ref}", hint=f"run python -m pipelines.fetch {dataset.ref} first")
@@ -195,15 +195,9 @@ def main(ref: str, root: Path) -> dict:
 # --- for later stages -------------------------------------------------------------------
 
 
-def split_path(root: Path, dataset_name: str, split: str) -> Path:
-    if split not in SPLITS:
-        raise NotFoundError(f"split {split}", candidates=SPLITS)
-    return dataset_dir(root, dataset_name) / "splits" / f"{split}.jsonl"
-
-
 def split_digests(root: Path, dataset_name: str) -> dict[str, SplitDigest]:
     """The split digests recorded in ``stats.json``, each checked against its .jsonl file now."""
-    stats_path = dataset_dir(root, dataset_name) / "stats.json"
+    stats_path = dataset_outputs(root, dataset_name).stats
     if not stats_path.is_file():
         raise NotFoundError(
             str(stats_path), hint=f"prepare the dataset first: dvc repro prepare@{dataset_name}"

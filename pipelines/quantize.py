@@ -25,8 +25,8 @@ from pathlib import Path
 from commonforge.errors import BuildError
 from pipelines import determinism
 from pipelines.select import iter_documents
-from pipelines.stage import load_recipe, model_dir, stage_cli
-from pipelines.tokenizer import tokenizer_dir
+from pipelines.manifest import model_outputs
+from pipelines.stage import load_recipe, stage_cli
 from registry.schema import QuantVariant, Recipe
 
 
@@ -42,7 +42,7 @@ def load_trained(root: Path, recipe: Recipe):
     from safetensors.torch import load_file
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    folder = model_dir(root, recipe) / "model"
+    folder = model_outputs(root, recipe).model
     config = LlamaConfig.from_dict(json.loads((folder / "config.json").read_text(encoding="utf-8")))
     model = LlamaForCausalLM(config)
     state = load_file(str(folder / "model.safetensors"))
@@ -78,15 +78,15 @@ def main(ref: str, root: Path) -> Path:
     from pipelines.train import bits_per_byte, token_stream, windows, write_json
 
     determinism.configure_torch(t.seed, t.threads)
-    tokenizer = Tokenizer.from_file(str(tokenizer_dir(root, recipe) / "tokenizer.json"))
+    out = model_outputs(root, recipe)
+    tokenizer = Tokenizer.from_file(str(out.tokenizer / "tokenizer.json"))
     train_stream, _ = token_stream(tokenizer, iter_documents(root, recipe, "train"), 0, 1)
     val_stream, val_bytes = token_stream(tokenizer, iter_documents(root, recipe, "validation"), 0, 1)
     train_w = windows(train_stream, t.seq_len)
     val_w = windows(val_stream, t.seq_len)
 
     full = load_trained(root, recipe)
-    out = model_dir(root, recipe)
-    (out / "variants").mkdir(parents=True, exist_ok=True)  # a DVC output even without variants
+    out.variants.mkdir(parents=True, exist_ok=True)  # a DVC output even without variants
     results: dict[str, dict] = {}
 
     def score(model) -> dict:
@@ -100,7 +100,7 @@ def main(ref: str, root: Path) -> Path:
         model = copy.deepcopy(full)
         calib = calibration_batches(train_w, variant, t.seed) if variant.method == "gptq" else None
         quantize_model(model, scheme_for(variant), calib)
-        save_compressed_tensors(model, out / "variants" / variant.name)
+        save_compressed_tensors(model, out.variant(variant.name))
         results[variant.name] = score(model) | {"method": variant.method, "bits": variant.bits,
                                                 "group_size": variant.group_size}
         print(f"{variant.name}: {results[variant.name]}")
@@ -113,8 +113,8 @@ def main(ref: str, root: Path) -> Path:
                 gap = results[w.name]["perplexity"] - results["full"]["perplexity"]
                 got = results[w.name]["perplexity"] - results[v.name]["perplexity"]
                 summary.setdefault("gap_recovered", {})[v.name] = round(got / gap, 4) if gap > 0 else None
-    write_json(out / "quantize.json", summary)
-    return out / "variants"
+    write_json(out.quantize_summary, summary)
+    return out.variants
 
 
 def cli(argv: list[str] | None = None) -> None:

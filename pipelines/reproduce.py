@@ -19,27 +19,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from commonforge.errors import BuildError, ForgeError, InputError
+from commonforge.machine import machine_info
 from commonforge.settings import Settings
 from pipelines.compare import ManifestDiff, compare_manifests
-from pipelines.release import (
-    MANIFEST_STAGES,
-    ReleaseResult,
-    build_manifest,
-    builder_name,
-    machine_info,
-    release,
-)
-from pipelines.stage import load_recipe, utc_now
+from pipelines.manifest import MANIFEST_STAGES, build_manifest, dataset_names
+from pipelines.release import ReleaseResult, builder_name, release
+from pipelines.stage import load_recipe
 from pipelines.workspace import Params, ensure_dvc_remote, git_repo, recipe_stages, run_dvc
 from registry import Registry
 from registry.refs import Ref
-from registry.schema import BuildManifest, RebuildRecord, Release
+from registry.schema import BuildManifest, RebuildRecord, Release, utc_now
 
 log = logging.getLogger(__name__)
-
-
-def _dataset_names(manifest: BuildManifest) -> list[str]:
-    return [d.ref.split("/", 1)[1].split("@")[0] for d in manifest.datasets]
 
 
 def build(settings: Settings, recipe_name: str, *, replace_draft: bool = False, do_release: bool = True,
@@ -112,7 +103,7 @@ def reproduce(settings: Settings, model_ref: str, *, keep: bool = False, announc
     try:
         recipe = load_recipe(work, m.recipe.ref)
         ensure_dvc_remote(work, settings.dvc_remote)
-        for name in _dataset_names(m):
+        for name in dataset_names(m):
             try:
                 run_dvc(work, "pull", "--quiet", f"fetch@{name}", capture=True)
                 announce(f"dataset {name}: raw text pulled from the DVC remote")
@@ -134,7 +125,6 @@ def reproduce(settings: Settings, model_ref: str, *, keep: bool = False, announc
     if not identical and diff.identical:
         diff.inputs.append("the manifests differ in a field the comparison does not explain (schema?)")
     record = RebuildRecord(
-        schema_version=1,
         release_digest=rel.release_digest,
         release=rel.ref,
         result="identical" if identical else "different",

@@ -16,21 +16,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from commonforge import settings
-from commonforge.errors import BuildError, IntegrityError, InputError
-from pipelines.stage import model_dir, run_stage
+from commonforge.errors import BuildError, IntegrityError
+from pipelines.manifest import dataset_outputs, model_outputs, split_path, training_splits
+from pipelines.stage import run_stage
 from registry.digest import canonical_json, sha256_file
 from registry.fsutil import atomic_write_bytes
 from registry.schema import Recipe
 
-SPLITS = ("train", "validation", "test")
-
-
-def dataset_build_dir(root: Path, dataset_name: str) -> Path:
-    return root / "build" / "datasets" / dataset_name
-
-
 def main(recipe_name: str, dataset_name: str, root: Path) -> Path:
-    stats_path = dataset_build_dir(root, dataset_name) / "stats.json"
+    stats_path = dataset_outputs(root, dataset_name).stats
     if not stats_path.is_file():
         raise BuildError(
             f"{stats_path} is missing: dataset {dataset_name} is not prepared",
@@ -38,34 +32,9 @@ def main(recipe_name: str, dataset_name: str, root: Path) -> Path:
         )
     stats = json.loads(stats_path.read_text(encoding="utf-8"))
     pointer = {"dataset": stats["dataset"], "splits": stats["splits"]}
-    out = root / "build" / "models" / recipe_name / "data" / f"{dataset_name}.json"
+    out = model_outputs(root, recipe_name).data / f"{dataset_name}.json"
     atomic_write_bytes(out, canonical_json(pointer) + b"\n")
     return out
-
-
-def training_splits(root: Path, recipe: Recipe) -> dict[str, dict]:
-    """The recipe's datasets -> their recorded split digests, checked against the recipe.
-
-    Returns ``{dataset ref: {"name": ..., "splits": {split: {"sha256", "documents", "bytes"}}}}``.
-    """
-    folder = model_dir(root, recipe) / "data"
-    found: dict[str, dict] = {}
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        pointer = json.loads(path.read_text(encoding="utf-8"))
-        found[pointer["dataset"]] = {"name": path.stem, "splits": pointer["splits"]}
-    missing = [d for d in recipe.datasets if d not in found]
-    extra = [d for d in found if d not in recipe.datasets]
-    if missing or extra:
-        raise InputError(
-            f"{recipe.ref} trains on {', '.join(recipe.datasets)}, but params.yaml's training_data gives "
-            f"{', '.join(sorted(found)) or 'nothing'}",
-            hint="list each of the recipe's datasets under training_data (and datasets) in params.yaml",
-        )
-    return {d: found[d] for d in recipe.datasets}
-
-
-def split_path(root: Path, dataset_name: str, split: str) -> Path:
-    return dataset_build_dir(root, dataset_name) / "splits" / f"{split}.jsonl"
 
 
 def dataset_documents(root: Path, recipe: Recipe, dataset_ref: str, split: str) -> Iterator[dict]:

@@ -3,10 +3,12 @@
     python -m pipelines.train recipe/forge-small@1
 
 A stage's ``cli()`` builds its argparse parser and calls :func:`run_stage`, which applies the
-privacy settings, runs the stage's typed ``main``, appends its wall time to
-``build/timings.jsonl`` (read by ``release`` for the provenance record, never by a stage), and
-turns a :class:`~commonforge.errors.ForgeError` into a message and exit code instead of a
-traceback in DVC's log.
+privacy settings, runs the stage's typed ``main``, records which distributions the process
+imported (``env/<stage>.json``, for the stages whose outputs the build manifest pins; see
+:mod:`pipelines.manifest`), appends its wall time to ``build/timings.jsonl`` (read by
+``release`` for the provenance record, never by a stage), and turns a
+:class:`~commonforge.errors.ForgeError` into a message and exit code instead of a traceback in
+DVC's log: a stage process is DVC's child, not the CLI's, so this is its one error boundary.
 """
 
 from __future__ import annotations
@@ -17,19 +19,17 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 
 from commonforge import settings
 from commonforge.errors import ForgeError, InputError
-from registry import Registry
-from registry.schema import Recipe
+from pipelines.manifest import ENV_STAGES, dataset_outputs, model_outputs
+from registry import Ref, Registry
+from registry.digest import canonical_json
+from registry.fsutil import atomic_write_bytes
+from registry.schema import Recipe, utc_now
 
 TIMINGS = Path("build") / "timings.jsonl"
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def load_recipe(root: Path, ref: str) -> Recipe:
@@ -37,11 +37,6 @@ def load_recipe(root: Path, ref: str) -> Recipe:
     if not isinstance(entry, Recipe):
         raise InputError(f"{ref} is not a recipe", hint="model stages take recipe/<name>@<version>")
     return entry
-
-
-def model_dir(root: Path, recipe: Recipe) -> Path:
-    """Where a recipe's build outputs live (keyed by name: params.yaml names one version)."""
-    return root / "build" / "models" / recipe.name
 
 
 def record_timing(root: Path, stage: str, key: str, seconds: float) -> None:
@@ -67,11 +62,24 @@ def read_timings(root: Path, key: str) -> dict[str, float]:
     return out
 
 
-def run_stage(stage: str, key: str, main: Callable[[], object]) -> None:
-    """Run a stage's ``main`` with timing and error handling; exits the process."""
+def record_imports(path: Path, stage: str) -> None:
+    """Write the distributions this process imported (after the stage's work) as ``path``."""
+    from pipelines.determinism import imported_distributions
+
+    record = {"stage": stage, "packages": imported_distributions()}
+    atomic_write_bytes(path, canonical_json(record) + b"\n")
+
+
+def run_stage(stage: str, key: str, main: Callable[[], object], *, env_path: Path | None = None) -> None:
+    """Run a stage's ``main`` with timing and error handling; exits the process.
+
+    With ``env_path``, what the process imported is recorded there once ``main`` succeeded.
+    """
     started = time.perf_counter()
     try:
         main()
+        if env_path is not None:
+            record_imports(env_path, stage)
     except ForgeError as err:
         print(f"stage {stage}@{key} failed: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
@@ -85,11 +93,6 @@ def run_stage(stage: str, key: str, main: Callable[[], object]) -> None:
     sys.exit(0)
 
 
-def ref_name(ref: str) -> str:
-    """``recipe/forge-small@1`` -> ``forge-small`` (the key of a stage's outputs and timings)."""
-    return ref.split("/", 1)[-1].split("@", 1)[0]
-
-
 def stage_cli(stage: str, doc: str | None, main: Callable[[str, Path], object], argv: list[str] | None = None,
               *, kind: str = "recipe") -> None:
     """The command line of a stage that takes one pinned ref: ``python -m pipelines.<stage> <ref>``."""
@@ -99,7 +102,15 @@ def stage_cli(stage: str, doc: str | None, main: Callable[[str, Path], object], 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     root = settings.apply().root
-    run_stage(stage, ref_name(args.ref), lambda: main(args.ref, root))
+    try:
+        name = Ref.parse(args.ref, default_kind=kind).name  # type: ignore[arg-type]
+    except InputError as err:
+        parser.error(str(err))
+    env_path = None
+    if stage in ENV_STAGES:
+        outputs = dataset_outputs(root, name) if kind == "dataset" else model_outputs(root, name)
+        env_path = outputs.stage_env(stage)
+    run_stage(stage, name, lambda: main(args.ref, root), env_path=env_path)
 
 
 def mlflow_experiment(forge_settings: settings.Settings, recipe: Recipe) -> str:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from pipelines import determinism
 from pipelines.select import iter_documents
-from pipelines.stage import load_recipe, model_dir, stage_cli
+from pipelines.manifest import model_outputs
+from pipelines.stage import load_recipe, stage_cli
 from registry.digest import canonical_json
 from registry.fsutil import atomic_write_bytes
 from registry.schema import Recipe
@@ -36,10 +37,6 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
 )
-
-
-def tokenizer_dir(root: Path, recipe: Recipe) -> Path:
-    return model_dir(root, recipe) / "tokenizer"
 
 
 def train_tokenizer(texts, recipe: Recipe):
@@ -86,7 +83,7 @@ def main(ref: str, root: Path) -> Path:
     # Reserved tokens must have the ids the docstring promises.
     for i, t in enumerate(recipe.tokenizer.special_tokens.all()):
         assert tok.token_to_id(t) == i, (t, tok.token_to_id(t))
-    out = tokenizer_dir(root, recipe)
+    out = model_outputs(root, recipe).tokenizer
     # tokenizer.json is re-serialized canonically: same merges -> same bytes.
     data = json.loads(tok.to_str())
     atomic_write_bytes(out / "tokenizer.json", json.dumps(data, ensure_ascii=False, sort_keys=True, indent=1).encode())

@@ -32,8 +32,8 @@ from commonforge import settings as forge_settings
 from commonforge.errors import BuildError
 from pipelines import determinism
 from pipelines.select import iter_documents
-from pipelines.stage import load_recipe, mlflow_experiment, model_dir, stage_cli
-from pipelines.tokenizer import tokenizer_dir
+from pipelines.manifest import model_outputs
+from pipelines.stage import load_recipe, mlflow_experiment, stage_cli
 from registry.architecture import transformers_config
 from registry.fsutil import atomic_write_bytes
 from registry.schema import Recipe
@@ -232,29 +232,42 @@ def bits_per_byte(model, val_w, batch_size: int, val_bytes: int, val_tokens_tota
 
 
 class _Tracker:
-    """MLflow logging for one run (params, losses, tokens/s, environment)."""
+    """MLflow logging for one run (params, losses, tokens/s, environment).
+
+    What MLflow imports depends on the tracking backend, not on the bits, so every call into it
+    runs under ``determinism.untracked_imports`` and stays out of the stage's record.
+    """
 
     def __init__(self, recipe: Recipe, settings, env: dict) -> None:
-        import mlflow
+        with determinism.untracked_imports():
+            import mlflow
 
-        self.mlflow = mlflow
-        self.run = mlflow.start_run(experiment_id=mlflow_experiment(settings, recipe), run_name=recipe.ref)
+            self.mlflow = mlflow
+            self.run = mlflow.start_run(experiment_id=mlflow_experiment(settings, recipe), run_name=recipe.ref)
+            self._start(recipe, env)
+
+    def _start(self, recipe: Recipe, env: dict) -> None:
+        mlflow = self.mlflow
         flat = {f"architecture.{k}": v for k, v in recipe.architecture.model_dump().items()}
         flat.update({f"training.{k}": v for k, v in recipe.training.model_dump().items()})
         flat.update({"recipe": recipe.ref, "recipe_sha256": recipe.digest, "tokenizer.vocab_size": recipe.tokenizer.vocab_size})
         mlflow.log_params(flat)
-        tags = {f"env.{k}": v for k, v in env["packages"].items()}
+        # The libraries loaded so far (the manifest pins all the stage imports, from env/train.json).
+        tags = {f"env.{k}": v for k, v in determinism.imported_distributions().items()}
+        tags["env.python"] = env["python"]
         tags.update({f"determinism.{k}": v for k, v in env["determinism"].items()})
         tags.update({"host": socket.gethostname(), "cpu": platform.processor() or platform.machine()})
         mlflow.set_tags(tags)
 
     def log(self, metrics: dict, step: int) -> None:
-        self.mlflow.log_metrics(metrics, step=step)
+        with determinism.untracked_imports():
+            self.mlflow.log_metrics(metrics, step=step)
 
     def finish(self, artifacts: list[Path]) -> str:
-        for p in artifacts:
-            self.mlflow.log_artifact(str(p))
-        self.mlflow.end_run()
+        with determinism.untracked_imports():
+            for p in artifacts:
+                self.mlflow.log_artifact(str(p))
+            self.mlflow.end_run()
         return self.run.info.run_id
 
 
@@ -271,7 +284,8 @@ def main(ref: str, root: Path) -> Path:
     determinism.configure_torch(t.seed, t.threads)
     env = determinism.environment(t.threads)
 
-    tok_path = tokenizer_dir(root, recipe) / "tokenizer.json"
+    out = model_outputs(root, recipe)
+    tok_path = out.tokenizer / "tokenizer.json"
     tokenizer = Tokenizer.from_file(str(tok_path))
     bos, eos = 0, 1
     train_stream, _ = token_stream(tokenizer, iter_documents(root, recipe, "train"), bos, eos)
@@ -292,9 +306,8 @@ def main(ref: str, root: Path) -> Path:
     # --- final validation over the whole split: loss per token and bits per byte
     val_loss, val_bpb, count = bits_per_byte(model, val_w, t.batch_size, val_bytes, val_tokens_total)
 
-    out = model_dir(root, recipe)
-    model_out, train_out = out / "model", out / "train"
-    save_safetensors(state_dict_for_save(model), model_out / "model.safetensors")
+    model_out, train_out = out.model, out.train
+    save_safetensors(state_dict_for_save(model), out.weights)
     cfg = config.to_dict()
     cfg["dtype"] = "float32"
     write_json(model_out / "config.json", cfg)
@@ -314,10 +327,10 @@ def main(ref: str, root: Path) -> Path:
         "val_tokens": count,
     }
     write_json(train_out / "metrics.json", metrics)
-    write_json(train_out / "environment.json", env)
+    write_json(out.environment, env)
     tracker.log({"final_val_loss": val_loss, "val_bits_per_byte": val_bpb}, t.steps)
     run_id = tracker.finish([train_out / "loss.csv", train_out / "metrics.json"])
-    write_json(train_out / "run.json", {
+    write_json(out.run_info, {
         "mlflow_run_id": run_id,
         "train_seconds": round(train_seconds, 2),
         "tokens_per_second": round(t.steps * tokens_per_step / train_seconds, 1),

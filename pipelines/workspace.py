@@ -15,6 +15,7 @@ import yaml
 
 from commonforge.errors import BuildError, InputError
 from registry.digest import sha256_file
+from registry.refs import Ref
 
 # Paths a build or release may change without making the tree differ from its commit:
 # DVC's build record and the records the release itself writes.
@@ -62,7 +63,8 @@ class Params:
                 out.append(f"params.yaml: recipe {name}@{version}: {err}")
                 continue
             for ref in recipe.datasets:
-                dname, dversion = ref.split("/", 1)[1].split("@")
+                dataset = Ref.parse(ref)
+                dname, dversion = dataset.name, dataset.version
                 if self.datasets.get(dname) != dversion:
                     out.append(f"params.yaml: {recipe.ref} uses {ref}, which is not under datasets")
                 key = f"{name}.{dname}"

@@ -38,7 +38,6 @@ from registry.yamlio import load_model, save_model
 log = logging.getLogger(__name__)
 
 Status = Literal["draft", "published", "revoked"]
-_RECORD_RE = re.compile(r"^(?P<version>[0-9.]+?)\.(?P<suffix>[a-z]+)\.yaml$")
 
 
 class Registry:

@@ -1,4 +1,4 @@
-"""Typed registry entries (schema version 1).
+"""Typed registry entries (schema version 1; build manifests: schema version 1 or 2).
 
 Frozen pydantic models; unknown fields are errors; required fields come first. The YAML
 files under ``registry/entries/`` are these models dumped in field order:
@@ -22,15 +22,14 @@ these; a release's status is derived from which records exist, never edited in p
 from __future__ import annotations
 
 import re
-from typing import Annotated, ClassVar, Literal
+from datetime import datetime, timezone
+from typing import Annotated, ClassVar, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from registry.digest import SHA256_RE, canonical_digest
 from registry.fsutil import check_relative_path
-from registry.refs import check_name, check_ref, check_version
-
-SCHEMA_VERSION = 1
+from registry.refs import Ref, check_name, check_ref, check_version
 
 # --- field types ------------------------------------------------------------------------
 
@@ -45,6 +44,12 @@ DatasetRef = Annotated[str, AfterValidator(lambda v: check_ref(v, "dataset"))]
 RecipeRef = Annotated[str, AfterValidator(lambda v: check_ref(v, "recipe"))]
 ModelRef = Annotated[str, AfterValidator(lambda v: check_ref(v, "model"))]
 Timestamp = Annotated[str, StringConstraints(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")]
+
+
+def utc_now() -> str:
+    """Now as a :data:`Timestamp` (UTC, whole seconds), e.g. ``2026-11-24T23:00:00Z``."""
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
 
 _SPDX_TOKEN = re.compile(r"\(|\)|[A-Za-z0-9.+:-]+")
 _SPDX_OPERATORS = {"AND", "OR", "WITH"}
@@ -77,7 +82,7 @@ class Entry(Model):
     """A versioned registry entry (dataset, recipe or release)."""
 
     kind: ClassVar[str]
-    schema_version: Literal[1] = Field(description="schema of this file; digests are defined per version")
+    schema_version: Literal[1] = Field(1, description="schema of this file; digests are defined per version")
     name: Name
     version: Version
 
@@ -378,11 +383,14 @@ class Recipe(Entry):
 STAGES: tuple[str, ...] = ("fetch", "prepare", "tokenizer", "train", "quantize")
 
 
+ArtifactStage = Literal["tokenizer", "train", "quantize", "import"]
+
+
 class Artifact(Model):
     path: RelPath  # inside the release, e.g. "model.safetensors" or "variants/int8/model.safetensors"
     sha256: Sha256
     size: int = Field(ge=0)  # bytes
-    stage: Literal["tokenizer", "train", "quantize", "import"]  # which build stage made it
+    stage: ArtifactStage  # which build stage made it
     variant: Name | None = None  # quantized variant name; None = full precision
 
 
@@ -396,24 +404,60 @@ class DatasetBuild(Model):
     ref: DatasetRef
     splits: dict[Literal["train", "validation", "test"], SplitDigest]
 
+    @property
+    def name(self) -> str:  # the dataset's name: the key of its outputs under build/datasets/
+        return Ref.parse(self.ref).name
+
+
+class PackagePin(Model):
+    """One distribution a build's stage processes imported (manifest schema 2)."""
+
+    version: str  # as installed, e.g. "2.13.0+cpu"
+    sha256: list[Sha256] = Field(min_length=1)  # the files requirements.lock allows for it, sorted
+
+
+def packages_digest(packages: dict[str, PackagePin]) -> str:
+    """``packages_sha256`` of a schema-2 environment: the canonical digest of its package pins."""
+    return canonical_digest({k: v.model_dump(mode="json") for k, v in packages.items()})
+
 
 class BuildEnvironment(Model):
-    """What a rebuild must match to expect the same bits (never the machine)."""
+    """What a rebuild must match to expect the same bits (never the machine).
+
+    Schema 1: ``packages`` maps a fixed list of distributions to versions, and the manifest
+    holds the digest of the whole requirements.lock. Schema 2: ``packages`` holds every
+    distribution the build's stage processes imported (computed from their ``sys.modules``,
+    see :mod:`pipelines.manifest`) with its version and the lock's sha256 of its files, and
+    ``packages_sha256`` is the digest of that set: adding a package no stage imports to the
+    lock changes nothing.
+    """
 
     python: str  # major.minor, e.g. "3.11"
-    packages: dict[str, str]  # distribution -> version, e.g. {"torch": "2.13.0+cpu"}
+    packages: dict[str, str] | dict[str, PackagePin]  # distribution -> version (1) or pin (2)
     determinism: dict[str, str]  # the pins of pipelines.determinism, e.g. {"ATEN_CPU_CAPABILITY": "avx2"}
+    packages_sha256: Sha256 | None = None  # schema 2: canonical digest of `packages`
+
+    def package_versions(self) -> dict[str, str]:
+        return {k: v if isinstance(v, str) else v.version for k, v in self.packages.items()}
 
 
 class RecipePin(Model):
     ref: RecipeRef
     sha256: Sha256  # the recipe's canonical digest
 
+    @property
+    def name(self) -> str:  # the recipe's name: the key of its outputs under build/models/
+        return Ref.parse(self.ref).name
+
+
+MANIFEST_SCHEMA: Final = 2  # the build-manifest schema this commonforge writes (it reads 1 and 2)
+NO_COMMIT = "0" * 40  # the source commit of a prospective build outside git: rendered, never released
+
 
 class BuildManifest(Model):
     """Only what must come out identical on every rebuild. Its digest is the release digest."""
 
-    schema_version: Literal[1]
+    schema_version: Literal[1, 2]
     name: Name
     version: Version
     provenance: Literal["built", "imported"]
@@ -421,19 +465,21 @@ class BuildManifest(Model):
     artifacts: list[Artifact] = Field(min_length=1)
     recipe: RecipePin | None = None
     source_commit: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{40}$")] | None = None
-    lock_sha256: Sha256 | None = None  # of requirements.lock
+    lock_sha256: Sha256 | None = None  # schema 1 only: of the whole requirements.lock
     environment: BuildEnvironment | None = None
     datasets: list[DatasetBuild] = []
     base_model: ModelRef | None = None  # the release this one derives from (fine-tunes, imports of derivatives)
 
     @model_validator(mode="after")
     def _check(self) -> BuildManifest:
+        self._check_environment()
         built_fields = {
             "recipe": self.recipe,
             "source_commit": self.source_commit,
-            "lock_sha256": self.lock_sha256,
             "environment": self.environment,
         }
+        if self.schema_version == 1:
+            built_fields["lock_sha256"] = self.lock_sha256
         if self.provenance == "built":
             missing = [k for k, v in built_fields.items() if v is None]
             if missing:
@@ -451,6 +497,22 @@ class BuildManifest(Model):
         if len(set(paths)) != len(paths):
             raise ValueError("an artifact path is listed twice")
         return self
+
+    def _check_environment(self) -> None:
+        env = self.environment
+        if self.schema_version == 2 and self.lock_sha256 is not None:
+            raise ValueError("a schema-2 manifest pins the imported packages, not the whole lock (no lock_sha256)")
+        if env is None:
+            return
+        pinned = all(isinstance(v, PackagePin) for v in env.packages.values())
+        if self.schema_version == 1 and (env.packages_sha256 is not None or (env.packages and pinned)):
+            raise ValueError("a schema-1 environment maps packages to versions and has no packages_sha256")
+        if self.schema_version == 2:
+            if not pinned or env.packages_sha256 is None:
+                raise ValueError("a schema-2 environment pins each package's version and sha256, and their digest")
+            actual = packages_digest({k: v for k, v in env.packages.items() if isinstance(v, PackagePin)})
+            if actual != env.packages_sha256:
+                raise ValueError(f"packages_sha256 {env.packages_sha256} is not the digest of the packages ({actual})")
 
     @property
     def digest(self) -> str:
@@ -490,7 +552,6 @@ class Release(Entry):
     @classmethod
     def from_manifest(cls, manifest: BuildManifest) -> Release:
         return cls(
-            schema_version=1,
             name=manifest.name,
             version=manifest.version,
             release_digest=manifest.digest,
@@ -504,7 +565,7 @@ class Release(Entry):
 class Record(Model):
     """A record about one release, naming its digest."""
 
-    schema_version: Literal[1]
+    schema_version: Literal[1] = 1
     release_digest: Sha256
 
 

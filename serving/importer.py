@@ -36,20 +36,18 @@ from __future__ import annotations
 import getpass
 import json
 import os
-import platform
-import socket
 import struct
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 from commonforge import __version__
 from commonforge.errors import ForgeError, InputError, NotFoundError
+from commonforge.machine import machine_info
 from commonforge.settings import Settings
 from registry import Registry, Store
 from registry.digest import sha256_file
 from registry.refs import Ref
-from registry.schema import Artifact, BuildManifest, ProvenanceRecord, Release
+from registry.schema import MANIFEST_SCHEMA, Artifact, BuildManifest, ProvenanceRecord, Release, utc_now
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 DATA_SUFFIXES = (".json", ".safetensors", ".txt", ".md", ".jinja")
@@ -280,11 +278,6 @@ def check_architecture(config: dict, tensors: dict[str, tuple[str, list[int]]]) 
 # --- registering ----------------------------------------------------------------------------
 
 
-def _machine() -> dict[str, str]:
-    return {"hostname": socket.gethostname(), "platform": platform.platform(), "machine": platform.machine(),
-            "cores": str(os.cpu_count() or 0)}
-
-
 def plan_import(settings: Settings, path: Path, *, name: str, license: str, version: str = "1.0.0",
                 base_model: str | None = None) -> tuple[Release, dict[str, Path]]:
     """Check everything and build the release; writes nothing."""
@@ -303,7 +296,7 @@ def plan_import(settings: Settings, path: Path, *, name: str, license: str, vers
     artifacts = [Artifact(path=n, sha256=sha256_file(p), size=p.stat().st_size, stage="import")
                  for n, p in sorted(files.items())]
     try:
-        manifest = BuildManifest(schema_version=1, name=name, version=version, provenance="imported",
+        manifest = BuildManifest(schema_version=MANIFEST_SCHEMA, name=name, version=version, provenance="imported",
                                  license=license, artifacts=artifacts, base_model=base)
     except ValueError as err:  # pydantic: bad name, version or licence expression
         raise _refuse(f"cannot describe this import: {err}", "check --name, --version and --license") from None
@@ -330,10 +323,10 @@ def import_model(settings: Settings, path: Path, *, name: str, license: str, ver
         return ImportResult(release, None, None, list(files.values()))
     entry = reg.save_release(release)
     record = ProvenanceRecord(
-        schema_version=1, release_digest=release.release_digest,
+        release_digest=release.release_digest,
         built_by=imported_by or getpass.getuser(),
-        created_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        machine=_machine(), forge_version=__version__, imported_from=str(Path(path).expanduser().resolve()),
+        created_at=utc_now(),
+        machine=machine_info(), forge_version=__version__, imported_from=str(Path(path).expanduser().resolve()),
     )
     prov = reg.save_record(release, "provenance", record)
     return ImportResult(release, entry, prov, list(files.values()))

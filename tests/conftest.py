@@ -61,3 +61,15 @@ def tiny_forge(tmp_path_factory) -> TinyForge:
     git(root, "commit", "-q", "-m", "release forge-tiny")
     print(f"\n[tiny_forge] built forge-tiny in {seconds:.1f} s")
     return TinyForge(root, base / "state", audit, env, seconds, result.stdout + result.stderr)
+
+
+# Fixtures whose setup builds, trains or serves a model: a test that uses one (directly or through
+# another fixture) is `slow`, so `pytest -m "not slow"` is the fast lane. Computed from each test's
+# fixture closure, so a new test on the tiny forge is marked without anyone remembering to.
+SLOW_FIXTURES = frozenset({"tiny_forge"})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -12,19 +12,20 @@ import time
 import pytest
 
 from evals.record import FIELDS
+from pipelines.manifest import model_outputs
 from registry.schema import EvaluationRecord
 from tests.helpers import VENV_BIN, git
 
 
 @pytest.fixture(scope="module")
 def results(tiny_forge):
-    path = tiny_forge.root / "build" / "models" / "forge-tiny" / "eval" / "results.json"
+    path = model_outputs(tiny_forge.root, "forge-tiny").results
     assert path.is_file(), "the build's evaluate stage wrote no results.json"
     return json.loads(path.read_text(encoding="utf-8"))
 
 
 def test_results_validate_as_an_evaluation_record(tiny_forge, tiny_release, results):
-    from pipelines.evaluate import evaluation_record
+    from pipelines.manifest import evaluation_record
     from pipelines.stage import load_recipe
 
     assert sorted(results) == sorted(FIELDS) == ["contamination", "harness", "limits", "results"]
@@ -55,7 +56,7 @@ def test_results_validate_as_an_evaluation_record(tiny_forge, tiny_release, resu
 def test_metrics_and_mlflow_run(tiny_forge, results):
     import mlflow
 
-    metrics = json.loads((tiny_forge.root / "build" / "models" / "forge-tiny" / "eval" / "metrics.json").read_text())
+    metrics = json.loads(model_outputs(tiny_forge.root, "forge-tiny").eval_metrics.read_text())
     print(f"forge-tiny evaluation: {metrics['seconds']}")
     assert metrics["seconds"]["total"] < 60
     assert set(metrics["scores"]) == {"full", "int4-g32", "int8"}
@@ -70,16 +71,16 @@ def test_rerunning_the_stage_gives_identical_results(tiny_forge, results, tmp_pa
     clone = tmp_path / "clone"
     git(tiny_forge.root, "clone", "-q", str(tiny_forge.root), str(clone))
     shutil.copytree(tiny_forge.root / "build", clone / "build")
-    (clone / "build" / "models" / "forge-tiny" / "eval" / "results.json").unlink()
+    model_outputs(clone, "forge-tiny").results.unlink()
     started = time.perf_counter()
     proc = subprocess.run([str(VENV_BIN / "python"), "-m", "pipelines.evaluate", "recipe/forge-tiny@1"],
                           cwd=clone, env=tiny_forge.env, capture_output=True, text=True, timeout=600)
     seconds = time.perf_counter() - started
     assert proc.returncode == 0, proc.stderr[-3000:]
     print(f"python -m pipelines.evaluate recipe/forge-tiny@1: {seconds:.1f} s")
-    again = (clone / "build" / "models" / "forge-tiny" / "eval" / "results.json").read_bytes()
+    again = model_outputs(clone, "forge-tiny").results.read_bytes()
     assert json.loads(again) == results
-    original = tiny_forge.root / "build" / "models" / "forge-tiny" / "eval" / "results.json"
+    original = model_outputs(tiny_forge.root, "forge-tiny").results
     assert again == original.read_bytes()
 
 

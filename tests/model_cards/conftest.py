@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 import yaml
 
 from model_cards import hub
+from pipelines.manifest import DATA_ENV_STAGES, MANIFEST_STAGES, dataset_outputs, model_outputs
 from registry.schema import EvaluationRecord, Release
 from tests.helpers import REPO
 
@@ -45,35 +47,40 @@ def _write(path: Path, data: bytes | str | dict) -> None:
 
 def fake_build(root: Path, recipe: str = "forge-tiny", dataset: str = "tiny-local") -> Path:
     """build/ for ``recipe`` as the pipeline leaves it (weights and tokenizer are stand-in bytes)."""
-    out = root / "build" / "models" / recipe
+    m, d = model_outputs(root, recipe), dataset_outputs(root, dataset)
     s = stats(dataset)
-    _write(root / "build" / "datasets" / dataset / "stats.json", s)
-    _write(out / "data" / f"{dataset}.json", {"dataset": s["dataset"], "splits": s["splits"]})
-    _write(out / "tokenizer" / "tokenizer.json", '{"fake": "tokenizer"}\n')
-    _write(out / "tokenizer" / "tokenizer_config.json", '{"fake": "tokenizer config"}\n')
-    _write(out / "model" / "config.json", TINY_CONFIG)
-    _write(out / "model" / "generation_config.json", {"bos_token_id": 0, "eos_token_id": 1})
-    _write(out / "model" / "model.safetensors", b"fake weights " * 1000)
+    _write(d.stats, s)
+    _write(m.data / f"{dataset}.json", {"dataset": s["dataset"], "splits": s["splits"]})
+    _write(m.tokenizer / "tokenizer.json", '{"fake": "tokenizer"}\n')
+    _write(m.tokenizer / "tokenizer_config.json", '{"fake": "tokenizer config"}\n')
+    _write(m.config, TINY_CONFIG)
+    _write(m.model / "generation_config.json", {"bos_token_id": 0, "eos_token_id": 1})
+    _write(m.weights, b"fake weights " * 1000)
     for v in ("int4-g32", "int8"):
-        _write(out / "variants" / v / "config.json", {"quantization_config": {"format": "pack-quantized"}})
-        _write(out / "variants" / v / "model.safetensors", f"fake {v} weights ".encode() * 300)
-    train = out / "train"
-    _write(train / "environment.json", {"python": "3.11", "packages": {"torch": "2.13.0+cpu", "transformers": "5.24.0"},
-                                        "determinism": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT"}})
-    _write(train / "loss.csv", "step,train_loss\n" + "".join(f"{i},{7 - 0.025 * i:.6f}\n" for i in range(1, 121)))
-    _write(train / "val_loss.csv", "step,val_loss\n40,5.812000\n80,5.244000\n120,5.103000\n")
-    _write(train / "metrics.json", {"parameters": TINY_PARAMETERS, "steps": 120, "tokens_trained": 122880,
+        _write(m.variant(v) / "config.json", {"quantization_config": {"format": "pack-quantized"}})
+        _write(m.variant(v) / "model.safetensors", f"fake {v} weights ".encode() * 300)
+    _write(m.environment, {"python": "3.11", "determinism": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT"}})
+    # What the stage processes imported: real distributions of this environment (the manifest
+    # takes their sha256 from requirements.lock, and refuses a version the lock does not pin).
+    imported = {dist: metadata.version(dist) for dist in ("pyyaml", "pydantic")}
+    for stage in DATA_ENV_STAGES:
+        _write(d.stage_env(stage), {"stage": stage, "packages": imported})
+    for stage in MANIFEST_STAGES:
+        _write(m.stage_env(stage), {"stage": stage, "packages": imported})
+    _write(m.loss_csv, "step,train_loss\n" + "".join(f"{i},{7 - 0.025 * i:.6f}\n" for i in range(1, 121)))
+    _write(m.val_loss_csv, "step,val_loss\n40,5.812000\n80,5.244000\n120,5.103000\n")
+    _write(m.train_metrics, {"parameters": TINY_PARAMETERS, "steps": 120, "tokens_trained": 122880,
                                     "epochs": 3.7647, "final_train_loss": 4.0, "val_loss": 5.103,
                                     "val_bits_per_byte": 1.9876, "val_tokens": 9000})
-    _write(train / "run.json", {"mlflow_run_id": "0123abcd", "train_seconds": 31.5, "tokens_per_second": 3900.7,
+    _write(m.run_info, {"mlflow_run_id": "0123abcd", "train_seconds": 31.5, "tokens_per_second": 3900.7,
                                 "cpu_capability": "avx2"})
-    _write(out / "quantize.json", {"variants": {
+    _write(m.quantize_summary, {"variants": {
         "full": {"val_loss": 5.103, "perplexity": 164.5243, "bits_per_byte": 1.9876, "tokens": 9000},
         "int4-g32": {"val_loss": 5.2, "perplexity": 181.2722, "bits_per_byte": 2.0254, "tokens": 9000,
                      "method": "gptq", "bits": 4, "group_size": 32},
         "int8": {"val_loss": 5.104, "perplexity": 164.6889, "bits_per_byte": 1.988, "tokens": 9000,
                  "method": "rtn", "bits": 8, "group_size": None}}})
-    return out
+    return m.dir
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ import pytest
 
 from commonforge.errors import ForgeError
 from pipelines import card as card_stage
-from pipelines.release import build_manifest
+from pipelines.manifest import build_manifest, evaluation_record, model_outputs
 from registry import Registry, Store
 from registry.digest import sha256_file
-from registry.schema import BuildManifest, PublicationRecord, ProvenanceRecord, Release
+from registry.schema import NO_COMMIT, BuildManifest, ProvenanceRecord, PublicationRecord, Release
 from tests.model_cards.conftest import assert_complete, assert_hub_card, evaluation, front_matter
 
 REF = "recipe/forge-tiny@1"
@@ -29,7 +29,7 @@ def _release(root, reg: Registry) -> tuple[Release, ProvenanceRecord]:
     recipe = reg.recipe(REF)
     rel = Release.from_manifest(build_manifest(root, recipe, COMMIT))
     reg.save_release(rel)
-    prov = ProvenanceRecord(schema_version=1, release_digest=rel.release_digest, built_by="Forge Test",
+    prov = ProvenanceRecord(release_digest=rel.release_digest, built_by="Forge Test",
                             created_at="2026-11-24T12:00:00Z", machine={"cpu": "Test CPU", "cores": "2"},
                             stage_seconds={"train": 31.5, "card": 1.0})
     reg.save_record(rel, "provenance", prov)
@@ -39,7 +39,7 @@ def _release(root, reg: Registry) -> tuple[Release, ProvenanceRecord]:
 def test_the_stage_renders_the_build_card_and_dataset_cards_deterministically(fake_forge):
     readme = card_stage.main(REF, fake_forge)
     folder = readme.parent
-    assert folder == fake_forge / "build" / "models" / "forge-tiny" / "card"
+    assert folder == model_outputs(fake_forge, "forge-tiny").card
     first = _card_files(folder)
     assert set(first) == {"README.md", "loss.png", "datasets/tiny-local/1/README.md"}
     text = first["README.md"].decode()
@@ -58,10 +58,10 @@ def test_the_stage_renders_the_build_card_and_dataset_cards_deterministically(fa
 
 def test_the_stage_shows_the_evaluate_stages_results(fake_forge):
     recipe = Registry(fake_forge).recipe(REF)
-    prospective = Release.from_manifest(build_manifest(fake_forge, recipe, card_stage.NO_COMMIT))
+    prospective = Release.from_manifest(build_manifest(fake_forge, recipe, NO_COMMIT))
     record = evaluation(prospective)
     doc = record.model_dump(mode="json", exclude={"schema_version", "release_digest", "evaluated_at"})
-    results = fake_forge / "build" / "models" / "forge-tiny" / "eval" / "results.json"
+    results = model_outputs(fake_forge, "forge-tiny").results
     results.parent.mkdir(parents=True)
     results.write_text(json.dumps(doc, indent=2, sort_keys=True))
     text = card_stage.main(REF, fake_forge).read_text()
@@ -109,10 +109,10 @@ def test_a_registered_release_renders_from_the_registry_alone(fake_forge, tmp_pa
     assert "| counted by the training run | 656,000 (0.66 M) | matches |" in with_build.markdown
     # Another build in build/ (different weights): its logs are not this release's, so they are left out;
     # the architecture then comes from the release's config.json in the store.
-    weights = fake_forge / "build" / "models" / "forge-tiny" / "model" / "model.safetensors"
+    weights = model_outputs(fake_forge, "forge-tiny").weights
     weights.write_bytes(b"other weights")
     store = Store(tmp_path / "store")
-    store.put_file(fake_forge / "build" / "models" / "forge-tiny" / "model" / "config.json")
+    store.put_file(model_outputs(fake_forge, "forge-tiny").config)
     without = card_stage.render_registered_card(fake_forge, "model/forge-tiny@1.0.0", store_dir=store.root,
                                                 image_name="loss.png")
     assert without.images == {}
@@ -198,14 +198,15 @@ def test_the_real_build_has_a_card_for_its_release(tiny_forge, tmp_path):
 
     reg = Registry(tiny_forge.root)
     rel = reg.release("model/forge-tiny@1.0.0")
-    folder = tiny_forge.root / "build" / "models" / "forge-tiny" / "card"
+    out = model_outputs(tiny_forge.root, "forge-tiny")
+    folder = out.card
     text = (folder / "README.md").read_text()
     assert_complete(text)
     # The card stage ran at the commit the release was made from: the prospective digest is the release's.
     assert f"sha256:{rel.release_digest}" in text and f"git checkout {rel.manifest.source_commit}" in text
-    results = tiny_forge.root / "build" / "models" / "forge-tiny" / "eval" / "results.json"
+    results = out.results
     recipe = reg.recipe("recipe/forge-tiny@1")
-    record = card_stage.evaluation_from_build(tiny_forge.root, recipe, rel)
+    record = evaluation_record(tiny_forge.root, recipe, rel.release_digest)
     assert_hub_card(text, record)
     assert ("Not evaluated yet" in text) == (not results.is_file())
     # Parameter counts from config.json equal what torch counted during training.
