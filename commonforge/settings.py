@@ -1,5 +1,8 @@
 """Paths and privacy defaults, resolved once and applied by every entry point.
 
+The one module that reads the forge's configuration from environment variables; everything
+else asks it (``Settings`` for a checkout's paths, the functions below for what needs none).
+
 Every process the forge starts (the CLI, each DVC stage, the server, the explorer) calls
 :func:`apply` before importing anything heavy. It
 
@@ -20,6 +23,9 @@ MLflow tracking        ``sqlite:///<root>/.forge/mlflow.db``       ``MLFLOW_TRAC
 Hugging Face home      ``<root>/.forge/hf``                        ``HF_HOME``
 DVC remote (default)   ``$XDG_DATA_HOME/commonforge/dvc-remote``   ``COMMONFORGE_DVC_REMOTE``
 source download cache  ``$XDG_CACHE_HOME/commonforge/sources``     ``COMMONFORGE_CACHE``
+explorer's search idx  ``<root>/.forge/explorer``                  ``COMMONFORGE_EXPLORER_CACHE``
+kernel tuning cache    ``$XDG_CACHE_HOME/commonforge/kernel_tuning.json``  ``COMMONFORGE_KERNEL_TUNING_CACHE``
+server API key         none (no key asked)                         ``COMMONFORGE_API_KEY``
 =====================  ==========================================  =========================
 
 The DVC remote and the download cache live outside the clone on purpose: a second clone,
@@ -102,6 +108,7 @@ class Settings:
     hf_home: Path
     dvc_remote: Path
     source_cache: Path
+    explorer_cache: Path  # the explorer's search index and other derived tables
 
     @property
     def entries_dir(self) -> Path:
@@ -138,6 +145,7 @@ class Settings:
                 env.get("COMMONFORGE_CACHE")
                 or _xdg("XDG_CACHE_HOME", ".cache") / "commonforge" / "sources"
             ).resolve(),
+            explorer_cache=Path(env.get("COMMONFORGE_EXPLORER_CACHE") or state / "explorer").resolve(),
         )
 
     def environ(self) -> dict[str, str]:
@@ -155,6 +163,36 @@ class Settings:
             "COMMONFORGE_DVC_REMOTE": str(self.dvc_remote),
             "COMMONFORGE_CACHE": str(self.source_cache),
         }
+
+
+# --- what needs no checkout ---------------------------------------------------------------
+
+API_KEY_ENV = "COMMONFORGE_API_KEY"
+KERNEL_TUNING_ENV = "COMMONFORGE_KERNEL_TUNING_CACHE"
+
+
+def kernel_tuning_cache() -> Path:
+    """The Triton kernels' tuning cache (per user and machine: a tuned config belongs to a GPU)."""
+    value = os.environ.get(KERNEL_TUNING_ENV)
+    return Path(value) if value else _xdg("XDG_CACHE_HOME", ".cache") / "commonforge" / "kernel_tuning.json"
+
+
+def api_key() -> str | None:
+    """The key ``commonforge serve`` asks of clients when ``--api-key`` is not given (None: no key)."""
+    return os.environ.get(API_KEY_ENV) or None
+
+
+def triton_interpreter() -> bool:
+    """Whether Triton runs kernels in its CPU interpreter (``TRITON_INTERPRET=1``, the tests' setting)."""
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def output_columns(default: int = 200) -> int:
+    """Width of text written to a pipe or file (``COLUMNS``); a terminal reports its own."""
+    try:
+        return int(os.environ.get("COLUMNS") or default)
+    except ValueError:
+        return default
 
 
 def apply_privacy() -> None:

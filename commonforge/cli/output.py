@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 from rich.console import Console
 from rich.table import Table
 
+from commonforge.settings import output_columns
 from commonforge.units import human_bytes as human_bytes  # the command modules import it from here
 
 
 def console(stderr: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
     # Pipes and CI logs get wide lines so digests are never wrapped mid-hash.
-    width = None if stream.isatty() else int(os.environ.get("COLUMNS", "200"))
+    width = None if stream.isatty() else output_columns()
     return Console(file=stream, width=width, highlight=False, soft_wrap=False)
 
 

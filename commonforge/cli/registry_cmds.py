@@ -116,16 +116,18 @@ def _show_release(out, reg: Registry, rel: Release) -> None:
         out.print("provenance: IMPORTED (not built by the forge: no recipe, no source commit, never reproducible)")
     else:
         out.print(f"recipe: {m.recipe.ref} (sha256:{m.recipe.sha256})")
-        out.print(f"source commit: {m.source_commit}    lock: sha256:{m.lock_sha256}")
+        lock = f"    lock: sha256:{m.lock_sha256}" if m.lock_sha256 else ""  # manifest schema 1
+        out.print(f"source commit: {m.source_commit}{lock}")
         for d in m.datasets:
             splits = ", ".join(f"{k} {v.documents} docs sha256:{short(v.sha256)}" for k, v in d.splits.items())
             out.print(f"dataset {d.ref}: {splits}")
         env = m.environment
-        out.print(
-            f"environment: python {env.python}, "
-            + ", ".join(f"{k} {v}" for k, v in sorted(env.packages.items()))
-        )
-        out.print("determinism: " + ", ".join(f"{k}={v}" for k, v in sorted(env.determinism.items())))
+        if env is not None:
+            versions = env.package_versions()
+            digest = f" (sha256:{short(env.packages_sha256)})" if env.packages_sha256 else ""
+            out.print(f"environment: python {env.python}, {len(versions)} packages{digest}: "
+                      + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())))
+            out.print("determinism: " + ", ".join(f"{k}={v}" for k, v in sorted(env.determinism.items())))
     if m.base_model:
         out.print(f"derived from: {m.base_model}")
     t = table("artifacts", "path", "variant", "size", "sha256")

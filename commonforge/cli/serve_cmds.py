@@ -8,14 +8,12 @@ the parser would slow every ``commonforge`` run, ``--help`` included.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import time
 
 from commonforge.cli.command import add_command
-
-API_KEY_ENV = "COMMONFORGE_API_KEY"
+from commonforge.settings import API_KEY_ENV
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -95,13 +93,14 @@ def _load(args, settings):
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from commonforge.settings import api_key as configured_api_key
     from commonforge.settings import apply
 
     settings = apply()
     from serving.api import DEFAULT_MAX_BODY, DEFAULT_TIMEOUT, Served, check_binding, serve
     from serving.engine import Engine
 
-    api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    api_key = args.api_key or configured_api_key()
     check_binding(args.host, api_key)  # before the (slow) load
     loaded = _load(args, settings)
     timeout = DEFAULT_TIMEOUT if args.timeout is None else args.timeout
