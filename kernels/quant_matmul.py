@@ -90,6 +90,18 @@ def _dot_acc(x, w, acc):
 
 
 @triton.jit
+def _scale_and_zero(scale_ptr, zero_ptr, offs, mask, HAS_ZERO: tl.constexpr, SYM_ZERO: tl.constexpr):
+    # the fp32 scale and the magic-biased zero point (2^23 + zero) at `offs` of [groups, N];
+    # streamed once per call: evict first. Symmetric schemes have the constant zero SYM_ZERO.
+    s = tl.load(scale_ptr + offs, mask=mask, other=0.0, eviction_policy="evict_first").to(tl.float32)
+    if HAS_ZERO:
+        zm = 8388608.0 + tl.load(zero_ptr + offs, mask=mask, other=0.0, eviction_policy="evict_first").to(tl.float32)
+    else:
+        zm = tl.zeros_like(s) + SYM_ZERO
+    return s, zm
+
+
+@triton.jit
 def _quant_gemv_kernel(
     # pointers
     x_ptr, qweight_ptr, scale_ptr, zero_ptr, bias_ptr, out_ptr,
@@ -105,8 +117,7 @@ def _quant_gemv_kernel(
     # GROUP_SIZE == 0 means one group per row (int8 per channel), with or without a zero point.
     LANES: tl.constexpr = 32 // BITS
     R: tl.constexpr = 128 // LANES
-    MAGIC: tl.constexpr = 8388608.0  # 2^23
-    SYM_ZERO: tl.constexpr = 8388608.0 + (1 << (BITS - 1))
+    SYM_ZERO: tl.constexpr = 8388608.0 + (1 << (BITS - 1))  # 2^23 + the symmetric zero 2^(b-1)
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     pid_m = tl.program_id(2)
@@ -123,11 +134,8 @@ def _quant_gemv_kernel(
     x_row = x_ptr + pid_m * stride_xm
 
     if GROUP_SIZE == 0:
-        # one zero point per row (per channel): loaded once, outside the K loop
-        if HAS_ZERO:
-            zc = MAGIC + tl.load(zero_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)
-        else:
-            zc = tl.full([BLOCK_N], SYM_ZERO, dtype=tl.float32)
+        # per channel: one scale and zero point per row, loaded once, outside the K loop
+        sc, zc = _scale_and_zero(scale_ptr, zero_ptr, offs_n, n_mask, HAS_ZERO, SYM_ZERO)
 
     # acc[n, t, r]: sum over the K loop of scaled (u - zero) * x; reduced once at the end
     acc = tl.zeros([BLOCK_N, TILES, R], dtype=tl.float32)
@@ -156,13 +164,7 @@ def _quant_gemv_kernel(
                     # groups past K (in the zero padding of the last tile) do not exist
                     sg_mask = n_mask[:, None] & (t_mask & (g_start < K))[None, :]
                     sz_off = g[None, :] * N + offs_n[:, None]  # [BN, T] into [groups, N]
-                    s = tl.load(scale_ptr + sz_off, mask=sg_mask, other=0.0,
-                                eviction_policy="evict_first").to(tl.float32)
-                    if HAS_ZERO:
-                        zm = MAGIC + tl.load(zero_ptr + sz_off, mask=sg_mask, other=0.0,
-                                             eviction_policy="evict_first").to(tl.float32)
-                    else:
-                        zm = tl.full([BLOCK_N, TILES], SYM_ZERO, dtype=tl.float32)
+                    s, zm = _scale_and_zero(scale_ptr, zero_ptr, sz_off, sg_mask, HAS_ZERO, SYM_ZERO)
                     part = tl.zeros([BLOCK_N, TILES, R], dtype=tl.float32)
                 # sum_k (u - zero) x over the group's lanes, exact integers times x
                 part += (u - zm[:, :, None]) * xk[None, :, :]
@@ -172,7 +174,7 @@ def _quant_gemv_kernel(
     # --- epilogue: reduce, per-channel scale, bias, store
     y = tl.sum(tl.sum(acc, axis=2), axis=1)  # [BN]
     if GROUP_SIZE == 0:
-        y = y * tl.load(scale_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)
+        y = y * sc
     if WRITE_PARTIAL:
         tl.store(out_ptr + pid_k * stride_os + pid_m * stride_om + offs_n, y, mask=n_mask)
     else:
@@ -200,8 +202,7 @@ def _quant_dot_kernel(
     # activation load per tile instead of LANES store-barrier-dot rounds).
     LANES: tl.constexpr = 32 // BITS
     R: tl.constexpr = 128 // LANES
-    MAGIC: tl.constexpr = 8388608.0
-    SYM_ZERO: tl.constexpr = 8388608.0 + (1 << (BITS - 1))
+    SYM_ZERO: tl.constexpr = 8388608.0 + (1 << (BITS - 1))  # 2^23 + the symmetric zero 2^(b-1)
     pid = tl.program_id(0)
     pid_k = tl.program_id(1)
 
@@ -226,11 +227,8 @@ def _quant_dot_kernel(
     tile_hi = tl.minimum(tile_lo + tiles_per_split, tl.cdiv(K, 128))
 
     if GROUP_SIZE == 0:
-        # one zero point per row (per channel): loaded once, outside the K loop
-        if HAS_ZERO:
-            zc = MAGIC + tl.load(zero_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)
-        else:
-            zc = tl.full([BLOCK_N], SYM_ZERO, dtype=tl.float32)
+        # per channel: one scale and zero point per row, loaded once, outside the K loop
+        sc, zc = _scale_and_zero(scale_ptr, zero_ptr, offs_n, n_mask, HAS_ZERO, SYM_ZERO)
 
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     if K128:
@@ -249,13 +247,7 @@ def _quant_dot_kernel(
                 acc = _dot_acc(xk, u - zc[:, None], acc)  # exact integers; scale after the loop
             elif GROUP_SIZE == 128:
                 # one group per tile: a dot on exact integers, its [BM, BN] partial scaled once
-                s = tl.load(scale_ptr + tile * N + offs_n, mask=n_mask, other=0.0,
-                            eviction_policy="evict_first").to(tl.float32)
-                if HAS_ZERO:
-                    zm = MAGIC + tl.load(zero_ptr + tile * N + offs_n, mask=n_mask, other=0.0,
-                                         eviction_policy="evict_first").to(tl.float32)
-                else:
-                    zm = tl.full([BLOCK_N], SYM_ZERO, dtype=tl.float32)
+                s, zm = _scale_and_zero(scale_ptr, zero_ptr, tile * N + offs_n, n_mask, HAS_ZERO, SYM_ZERO)
                 part = _dot_acc(xk, u - zm[:, None], tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32))
                 acc += part * s[None, :]
             else:
@@ -264,12 +256,7 @@ def _quant_dot_kernel(
                 g = tile * NG + tl.arange(0, NG)
                 sz_off = g[None, :] * N + offs_n[:, None]  # [BN, NG]
                 sg_mask = n_mask[:, None] & (g * GROUP_SIZE < K)[None, :]  # no group in the padding
-                s = tl.load(scale_ptr + sz_off, mask=sg_mask, other=0.0, eviction_policy="evict_first").to(tl.float32)
-                if HAS_ZERO:
-                    zm = MAGIC + tl.load(zero_ptr + sz_off, mask=sg_mask, other=0.0,
-                                         eviction_policy="evict_first").to(tl.float32)
-                else:
-                    zm = tl.full([BLOCK_N, NG], SYM_ZERO, dtype=tl.float32)
+                s, zm = _scale_and_zero(scale_ptr, zero_ptr, sz_off, sg_mask, HAS_ZERO, SYM_ZERO)
                 w = (tl.reshape(u, [BLOCK_N, NG, GROUP_SIZE]) - zm[:, :, None]) * s[:, :, None]
                 acc = _dot_acc(xk, tl.reshape(w, [BLOCK_N, 128]), acc)
     else:
@@ -292,13 +279,7 @@ def _quant_dot_kernel(
                         g = g_start // GROUP_SIZE
                         # no group in the zero padding past K
                         sz_mask = n_mask & (tl.full([BLOCK_N], g_start, dtype=tl.int32) < K)
-                        s = tl.load(scale_ptr + g * N + offs_n, mask=sz_mask, other=0.0,
-                                    eviction_policy="evict_first").to(tl.float32)
-                        if HAS_ZERO:
-                            zm = MAGIC + tl.load(zero_ptr + g * N + offs_n, mask=sz_mask, other=0.0,
-                                                 eviction_policy="evict_first").to(tl.float32)
-                        else:
-                            zm = tl.full([BLOCK_N], SYM_ZERO, dtype=tl.float32)
+                        s, zm = _scale_and_zero(scale_ptr, zero_ptr, g * N + offs_n, sz_mask, HAS_ZERO, SYM_ZERO)
                         if SCALE_ON_ACC:
                             part = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
                     if SCALE_ON_ACC:
@@ -312,7 +293,7 @@ def _quant_dot_kernel(
 
     # --- epilogue: per-channel scale, bias, store
     if GROUP_SIZE == 0:
-        acc = acc * tl.load(scale_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
+        acc = acc * sc[None, :]
     mn_mask = m_mask[:, None] & n_mask[None, :]
     if WRITE_PARTIAL:
         tl.store(out_ptr + pid_k * stride_os + offs_m[:, None] * stride_om + offs_n[None, :], acc, mask=mn_mask)
