@@ -104,8 +104,9 @@ def environment(device) -> dict:
         name = torch.cuda.get_device_name(device)
     else:
         name = f"{platform.machine()} cpu, {torch.get_num_threads()} threads"
-    return {"timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "git_commit": resultlog.git_commit(), "device": name, "torch": torch.__version__, "transformers": transformers.__version__}
+    return {"timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "git_commit": resultlog.git_commit(), "device": name, "torch": torch.__version__,
+            "transformers": transformers.__version__}
 
 
 def append_rows(path: Path, rows: list[dict]) -> None:

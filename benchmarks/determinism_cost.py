@@ -30,7 +30,7 @@ import platform
 import statistics
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     cost = step["pinned"] / step["unpinned"] - 1
     print(f"pinned {step['pinned'] * 1000:.1f} ms/step vs unpinned {step['unpinned'] * 1000:.1f} ms/step: "
           f"the pins cost {cost:+.1%} ({cpu}; ATen ISA unpinned: {results['unpinned'][0]['isa']})")
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    now = datetime.now(UTC).isoformat(timespec="seconds")
     resultlog.append_rows(args.csv, CSV_FIELDS, [
         {"date": now, "commit": commit, "cpu": cpu, "recipe": args.recipe, "steps": args.steps, "rounds": args.rounds,
          "mode": mode, "isa": rs[0]["isa"], "median_step_s": round(step[mode], 4),

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import platform
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from benchmarks import resultlog
 from commonforge import settings
@@ -96,11 +96,12 @@ def main() -> None:
         loss, bpb, _ = bits_per_byte(run.model, val_w, t.batch_size, val_bytes, val_tokens)
         params = sum(p.numel() for p in run.model.parameters())
         row = {
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": commit,
+            "date": datetime.now(UTC).isoformat(timespec="seconds"), "commit": commit,
             "cpu": platform.processor() or platform.machine(), "threads": t.threads, "config": name,
             "budget_s": args.budget,
             "parameters": params, "steps": steps, "tokens": steps * t.batch_size * t.seq_len,
-            "train_seconds": round(run.seconds, 1), "cpu_seconds_per_thread": round(cpu_seconds / t.threads, 1), "final_train_loss": run.losses[-1][1],
+            "train_seconds": round(run.seconds, 1), "cpu_seconds_per_thread": round(cpu_seconds / t.threads, 1),
+            "final_train_loss": run.losses[-1][1],
             "val_loss": round(loss, 4), "val_bits_per_byte": round(bpb, 4),
         }
         rows.append(row)
@@ -108,7 +109,8 @@ def main() -> None:
         resultlog.append_rows(out_path, list(row), [row])
     print("\n| config | parameters | steps | train s | val loss | bits/byte |\n|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['config']} | {r['parameters']:,} | {r['steps']} | {r['train_seconds']} | {r['val_loss']} | {r['val_bits_per_byte']} |")
+        print(f"| {r['config']} | {r['parameters']:,} | {r['steps']} | {r['train_seconds']} | {r['val_loss']} "
+              f"| {r['val_bits_per_byte']} |")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from model_cards.plots import TrainingLog
 from model_cards.text import Table
 from registry.schema import Dataset, DatasetBuild
 
+
 @functools.cache
 def environment():
     """The jinja2 environment over the packaged templates (strict: an unknown slot is an error)."""

@@ -186,8 +186,9 @@ def main(ref: str, root: Path, *, device: str = "cpu") -> Path:
     release = Release.from_manifest(manifest)
     paths = {rel: src for rel, src, _, _ in release_files(root, recipe)}
 
-    from serving.loader import load_from_files
     from transformers.utils import logging as hf_logging
+
+    from serving.loader import load_from_files
 
     hf_logging.set_verbosity_error()
     determinism.configure_torch(t.seed, t.threads)

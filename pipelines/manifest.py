@@ -25,13 +25,13 @@ from commonforge.errors import BuildError, ForgeError, InputError, NotFoundError
 from pipelines.determinism import normalize_dist
 from registry.digest import sha256_file
 from registry.schema import (
+    MANIFEST_SCHEMA,
+    NO_COMMIT,
     Artifact,
+    ArtifactStage,
     BuildEnvironment,
     BuildManifest,
     DatasetBuild,
-    MANIFEST_SCHEMA,
-    NO_COMMIT,
-    ArtifactStage,
     EvaluationRecord,
     PackagePin,
     Recipe,

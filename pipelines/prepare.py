@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 
 def split_of(doc_id: str, spec: SplitSpec) -> str:
     """The split of one document: a seeded hash of its id mapped to [0, 1) (see the module docstring)."""
-    u = int.from_bytes(hashlib.sha256(f"{spec.seed}:{doc_id}".encode("utf-8")).digest()[:8], "big") / 2**64
+    u = int.from_bytes(hashlib.sha256(f"{spec.seed}:{doc_id}".encode()).digest()[:8], "big") / 2**64
     if u < spec.validation:
         return "validation"
     if u < spec.validation + spec.test:

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from commonforge.errors import BuildError
 from pipelines import determinism
-from pipelines.select import iter_documents
 from pipelines.manifest import model_outputs
+from pipelines.select import iter_documents
 from pipelines.stage import load_recipe, stage_cli
 from registry.schema import QuantVariant, Recipe
 

@@ -23,6 +23,7 @@ from registry.digest import canonical_json, sha256_file
 from registry.fsutil import atomic_write_bytes
 from registry.schema import Recipe
 
+
 def main(recipe_name: str, dataset_name: str, root: Path) -> Path:
     stats_path = dataset_outputs(root, dataset_name).stats
     if not stats_path.is_file():

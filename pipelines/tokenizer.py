@@ -18,8 +18,8 @@ import json
 from pathlib import Path
 
 from pipelines import determinism
-from pipelines.select import iter_documents
 from pipelines.manifest import model_outputs
+from pipelines.select import iter_documents
 from pipelines.stage import load_recipe, stage_cli
 from registry.digest import canonical_json
 from registry.fsutil import atomic_write_bytes

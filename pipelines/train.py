@@ -31,8 +31,8 @@ from pathlib import Path
 from commonforge import settings as forge_settings
 from commonforge.errors import BuildError
 from pipelines import determinism
-from pipelines.select import iter_documents
 from pipelines.manifest import model_outputs
+from pipelines.select import iter_documents
 from pipelines.stage import load_recipe, mlflow_experiment, stage_cli
 from registry.architecture import transformers_config
 from registry.fsutil import atomic_write_bytes

@@ -22,7 +22,7 @@ these; a release's status is derived from which records exist, never edited in p
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, ClassVar, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
@@ -48,7 +48,7 @@ Timestamp = Annotated[str, StringConstraints(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:
 
 def utc_now() -> str:
     """Now as a :data:`Timestamp` (UTC, whole seconds), e.g. ``2026-11-24T23:00:00Z``."""
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 _SPDX_TOKEN = re.compile(r"\(|\)|[A-Za-z0-9.+:-]+")
@@ -302,7 +302,8 @@ class Training(Model):
     threads: int = Field(2, ge=1, le=256)  # torch intra-op threads: part of the bits, so pinned
     eval_every: int = Field(50, gt=0)  # steps between validation-loss measurements
     eval_batches: int = Field(4, gt=0)
-    time_budget_s: int = Field(600, gt=0)  # the stage warns loudly past this (a budget, not a stop rule: bits never depend on time)
+    # The stage warns loudly past this (a budget, not a stop rule: bits never depend on time).
+    time_budget_s: int = Field(600, gt=0)
 
 
 class QuantVariant(Model):

@@ -6,8 +6,7 @@ import re
 
 import pytest
 
-from model_cards import BuildOutputs, DatasetInputs, ModelCardInputs, TrainingLog, loss_curve_png, render_model_card
-from model_cards import hub
+from model_cards import BuildOutputs, DatasetInputs, ModelCardInputs, TrainingLog, hub, loss_curve_png, render_model_card
 from model_cards.shape import ModelShape
 from registry import Registry
 from registry.schema import BuildManifest, ProvenanceRecord, Release

@@ -18,7 +18,8 @@ from tests.privacy.audit import audited_env, processes, unprotected_processes, v
 
 def test_the_audit_hook_catches_a_connection(tmp_path):
     env = audited_env(forge_env(tmp_path), tmp_path / "audit")
-    code = "import socket\ntry:\n    socket.create_connection(('192.0.2.1', 80), timeout=1)\nexcept Exception as e:\n    print(type(e).__name__)"
+    code = ("import socket\ntry:\n    socket.create_connection(('192.0.2.1', 80), timeout=1)\n"
+            "except Exception as e:\n    print(type(e).__name__)")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert "PermissionError" in out.stdout
     assert violations(tmp_path / "audit")[0]["host"] == "192.0.2.1"

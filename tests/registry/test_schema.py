@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from pydantic import ValidationError
 
 from commonforge.errors import InputError
 from registry.digest import canonical_json
@@ -65,7 +68,7 @@ def test_provenance_changes_leave_the_release_digest_unchanged():
 
 def test_entry_is_frozen():
     recipe = Recipe.model_validate(sample("recipe"))
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         recipe.name = "other"  # type: ignore[misc]
 
 
@@ -97,7 +100,7 @@ def test_unknown_field_names_its_path_and_line(tmp_path):
     data["training"]["stepz"] = 5
     msg = _load_error(tmp_path, Recipe, data)
     assert "training.stepz: unknown field" in msg
-    line = next(i for i, l in enumerate((tmp_path / "entry.yaml").read_text().splitlines(), 1) if "stepz" in l)
+    line = next(i for i, text in enumerate((tmp_path / "entry.yaml").read_text().splitlines(), 1) if "stepz" in text)
     assert f"entry.yaml:{line}: training.stepz" in msg
 
 
@@ -183,6 +186,28 @@ def test_sha256_fields_are_checked(tmp_path):
 
 
 def test_rebuild_result_must_agree_with_digests():
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="identical"):
         RebuildRecord(schema_version=1, release_digest=SHA_A, release="model/x@1.0.0", result="identical",
                       rebuilt_digest=SHA_B, rebuilt_by="c", rebuilt_at="2026-11-24T11:00:00Z")
+
+
+V1_RELEASE = Path(__file__).resolve().parent / "data" / "forge-tiny-1.0.0-manifest-v1.yaml"
+
+
+def test_a_schema_1_release_stays_readable_with_its_digest():
+    """The committed forge-tiny release as it was under manifest schema 1 (whole-lock digest)."""
+    rel = load_model(Release, V1_RELEASE)
+    assert rel.manifest.schema_version == 1 and rel.manifest.lock_sha256
+    assert rel.release_digest == rel.manifest.digest
+    assert rel.manifest.environment.package_versions()["torch"].startswith("2.13.0")
+
+
+def test_schema_1_and_2_environments_are_not_mixed():
+    data = load_model(Release, V1_RELEASE).manifest.model_dump(mode="json", exclude_none=True)
+    with pytest.raises(ValidationError, match="schema-2 manifest pins the imported packages"):
+        BuildManifest.model_validate({**data, "schema_version": 2})
+    data.pop("lock_sha256")
+    with pytest.raises(ValidationError, match="pins each package's version and sha256"):
+        BuildManifest.model_validate({**data, "schema_version": 2})
+    with pytest.raises(ValidationError, match="a built release needs lock_sha256"):
+        BuildManifest.model_validate(data)
