@@ -20,7 +20,7 @@ generates exactly ``--new-tokens`` (EOS ignored); a warm-up run before each meas
 captures the CUDA graphs and tunes the kernels. The engine's text decoding is switched off (a
 stub tokenizer): only the model and the scheduler are timed. Rows go to
 ``benchmarks/results/decode.csv`` with device, torch/transformers versions and git commit; the
-script ends with the target line from ARCHITECTURE.md (batch-1 int4 >= 3x hf-fp16).
+script ends with the target line from docs/architecture.md (batch-1 int4 >= 3x hf-fp16).
 
 CPU mode (``--cpu REF``): decode tokens/s of a registered release on this machine's CPU, for
 the full-precision model and each quantized variant, at each ``--batch``, with transformers'
@@ -49,7 +49,7 @@ IMPLS = ("hf-fp16", "ours-fp16", "ours-int8", "ours-int4")
 LLAMA2_7B = dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
                  num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096,
                  rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False)
-TARGET_INT4_BATCH1 = 3.0  # x hf-fp16 tokens/s (ARCHITECTURE.md)
+TARGET_INT4_BATCH1 = 3.0  # x hf-fp16 tokens/s (docs/architecture.md)
 CSV_FIELDS = ["timestamp", "git_commit", "device", "torch", "transformers", "mode", "model", "impl", "batch",
               "prompt_tokens", "new_tokens", "tokens_per_s", "ms_per_step", "speedup_vs_hf", "note"]
 

@@ -1,7 +1,7 @@
 """Everything a build's bits depend on, pinned in one place, before torch is imported.
 
 A stage process calls :func:`pin` first thing (before ``import torch``), then
-:func:`configure_torch` once torch is imported. What is pinned and why (see STACK.md):
+:func:`configure_torch` once torch is imported. What is pinned and why (docs/determinism.md):
 
 * ``ATEN_CPU_CAPABILITY=avx2``: ATen picks vectorized kernels by CPU; AVX-512 and AVX2 kernels
   round differently. Every x86-64 CPU of the last decade has AVX2, so all rebuilders can

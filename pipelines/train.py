@@ -108,7 +108,7 @@ def evaluate_loss(model, wins, batch_size: int) -> tuple[float, int]:
 
 
 def save_safetensors(state: dict, path: Path) -> None:
-    """Stable bytes: contiguous tensors, a single metadata key (STACK.md), atomic rename."""
+    """Stable bytes: contiguous tensors, a single metadata key (docs/determinism.md), atomic rename."""
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)

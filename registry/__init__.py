@@ -2,6 +2,7 @@
 
 Light on purpose: importing it never imports torch, transformers, mlflow or dvc, so
 verifying and browsing the registry works on a machine that will never run a model.
+Identity (digests, refs, manifests and the records beside them): docs/architecture.md.
 """
 
 from registry.catalog import Registry
