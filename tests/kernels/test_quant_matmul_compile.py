@@ -6,7 +6,9 @@ with Triton's bundled ptxas. This catches compile errors in CI without a GPU and
 paths we designed for: tensor cores (wgmma on Hopper, mma on Ampere) in the dot kernel and none in
 the GEMV, bf16 included (which the interpreter cannot run), no int->float conversion
 instructions in the dequantization (the 2^23 bit trick replaces them), evict-first hints on the
-GEMV's weight loads, and FMAs in the GEMV under the explicit FP-fusion choice (`kernels.quant_matmul.FP_FUSION`).
+GEMV's weight loads, FMAs in the GEMV under the explicit FP-fusion choice (`kernels.quant_matmul.FP_FUSION`),
+and, with the alignment a launch on real layer shapes specializes on, 128-bit weight loads in the GEMV
+and 16-byte asynchronous copies in the dot kernel.
 
 The compiles run in a fresh process: this one has TRITON_INTERPRET=1 (kernels are interpreter
 wrappers) and the interpreter patches triton.language while it runs.
@@ -52,7 +54,7 @@ CASES = {
 CAPABILITIES = (90, 80)
 
 COMPILE_SCRIPT = r"""
-import json, sys
+import json, re, sys
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
@@ -68,11 +70,16 @@ for name, (kernel, act, bits, group, zero, partial, extra, warps, stages) in cas
     sizes = ["N", "K", "tiles_per_split"] if kernel == "gemv" else ["M", "N", "K", "tiles_per_split"]
     sig.update({s: "i32" for s in sizes + ["stride_xm", "stride_qn", "stride_om", "stride_os"]})
     sig.update({c: "constexpr" for c in constexprs})
+    # what a launch on real layer shapes specializes on: 16-byte aligned pointers, and N, K and
+    # the strides divisible by 16 (so loads can be vectorized)
+    names = list(sig)
+    aligned = [a for a in names if a.endswith("_ptr") or a in ("N", "K", "stride_xm", "stride_qn", "stride_om", "stride_os")]
+    attrs = {(names.index(a),): [["tt.divisibility", 16]] for a in aligned}
     fn = qm._quant_gemv_kernel if kernel == "gemv" else qm._quant_dot_kernel
     for cap in capabilities:
         key = f"{name}@sm{cap}"
         try:
-            k = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=constexprs),
+            k = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=constexprs, attrs=attrs),
                                target=GPUTarget("cuda", cap, 32),
                                options={"num_warps": warps, "num_stages": stages,
                                         "enable_fp_fusion": qm.FP_FUSION})
@@ -81,8 +88,8 @@ for name, (kernel, act, bits, group, zero, partial, extra, warps, stages) in cas
                             "mma": "mma.sync" in ptx,
                             "i2f": "cvt.rn.f32.s32" in ptx or "cvt.rn.f32.u32" in ptx,
                             "fma": ptx.count("fma.rn.f32"), "evict_first": "evict_first" in ptx,
-                            "v4_loads": ptx.count("ld.global.v4") + ptx.count(".v4.b32"),
-                            "s64_mul": ptx.count("mul.wide.s32") + ptx.count("mul.lo.s64")}
+                            "v4_weight_loads": len(re.findall(r"ld\.global\.L1::evict_first(?:\.[\w:]+)*\.v4\.b32", ptx)),
+                            "async16": len(re.findall(r"cp\.async\.c[ag]\.shared\.global[^;]*,\s*0x10\s*[,;]", ptx))}
         except Exception as exc:
             results[key] = {"ok": False, "error": repr(exc)[:2000]}
 print(json.dumps(results))
@@ -116,6 +123,7 @@ def test_kernel_compiles_for_gpu(compiled, name, capability):
     kernel = CASES[name][0]
     if kernel == "dot":
         assert result["wgmma"] or result["mma"], "the dot kernel must use tensor cores"
+        assert result["async16"] > 0, "aligned operands are staged with 16-byte asynchronous copies"
         if capability == 90 and CASES[name][6]["BLOCK_M"] >= 64:
             assert result["wgmma"], "prefill tiles on Hopper should use wgmma (BLOCK_M 16 gets mma.sync)"
     else:
@@ -125,3 +133,4 @@ def test_kernel_compiles_for_gpu(compiled, name, capability):
         # (the dot kernel's pipelined loads become cp.async copies on Ampere, which drop the hint)
         assert result["evict_first"], "weights are streamed once: their loads carry an evict-first hint"
         assert result["fma"] > 0, "with FP fusion on, (u - zero) * x + acc compiles to FMAs"
+        assert result["v4_weight_loads"] > 0, "aligned weight rows are read with 128-bit (v4) loads"
