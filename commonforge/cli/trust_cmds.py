@@ -1,0 +1,396 @@
+"""``keys``, ``status``, ``approve``, ``attest``, ``publish``, ``revoke``, ``policy``: governance from the terminal.
+
+Wiring only: the logic is in :mod:`trust` (keys, statements, policy, status).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from commonforge.cli.command import add_command
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see registry_cmds)
+if TYPE_CHECKING:
+    from registry.schema import Release
+    from trust.policy import Maintainer, Pins
+
+STATUS_HELP = """\
+Show a release's status, computed from the signed statements beside it under the current
+governance policy: which rules hold, which do not and why, and every statement that does not
+count with the reason. A bare name means the newest published release, else the newest draft.
+Exit 0 whatever the status; 1 when the policy chain itself does not verify.
+"""
+
+POLICY_HELP = """\
+The governance policy (registry/governance/policy/<N>.yaml). A forge's founders make version 1
+with `policy init`; later versions come from `policy propose`. A proposal is signed by
+maintainers (`policy sign N --key K`) and takes effect with `policy apply` once the thresholds
+of the current and of the proposed version both hold.
+"""
+
+
+def _key_options(p: argparse.ArgumentParser, *, key: bool = True) -> None:
+    if key:
+        p.add_argument("--key", required=True, metavar="KEY", help="your key: keyid, keyid prefix or name")
+    p.add_argument("--passphrase-file", type=Path, metavar="FILE", help="the key's passphrase (first line of FILE)")
+    p.add_argument("--keys-dir", type=Path, metavar="DIR",
+                   help="where your keys are (default: $XDG_CONFIG_HOME/commonforge/keys)")
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    keys = add_command(sub, "keys", cmd_help, "your signing keys: generate, import, list, export")
+    ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    p = add_command(ksub, "generate", cmd_keys_generate, "generate a key (ECDSA P-256 by default, or Ed25519)")
+    p.add_argument("--name", required=True, help="your name, as the policy will list it")
+    p.add_argument("--affiliation", required=True, help="who you work for or represent (independent: say so)")
+    p.add_argument("--type", choices=["ecdsa", "ed25519"], default="ecdsa", help="ecdsa = P-256 (default)")
+    _key_options(p, key=False)
+    p = add_command(ksub, "import", cmd_keys_import, "import an OpenSSH private key (ECDSA P-256 or Ed25519)")
+    p.add_argument("path", type=Path, metavar="PATH", help="e.g. ~/.ssh/id_ed25519")
+    p.add_argument("--name", required=True)
+    p.add_argument("--affiliation", required=True)
+    _key_options(p, key=False)
+    p = add_command(ksub, "list", cmd_keys_list, "list your keys")
+    _key_options(p, key=False)
+    p = add_command(ksub, "export", cmd_keys_export, "print a key's public half (JSON) for a policy proposal")
+    p.add_argument("selector", metavar="KEY", help="keyid, keyid prefix or name")
+    _key_options(p, key=False)
+
+    p = add_command(sub, "status", cmd_status, "a release's verified status and what it still needs", STATUS_HELP)
+    p.add_argument("ref", metavar="MODEL_REF", help="e.g. model/forge-small@1.0.0 or forge-small")
+    _key_options(p, key=False)
+
+    p = add_command(sub, "approve", cmd_approve, "sign your approval of a release (data, recipe, evaluations, card)")
+    p.add_argument("ref", metavar="MODEL_REF", help="a pinned ref, e.g. model/forge-small@1.0.0")
+    p.add_argument("--comment", help="what you checked, or a caveat")
+    _key_options(p)
+
+    p = add_command(sub, "attest", cmd_attest, "sign a build or rebuild statement about a release")
+    p.add_argument("what", choices=["build", "rebuild"])
+    p.add_argument("ref", metavar="MODEL_REF", help="a pinned ref")
+    p.add_argument("--rebuilt-digest", metavar="SHA256",
+                   help="rebuild: the digest your rebuild produced (default: from your newest rebuild record)")
+    _key_options(p)
+
+    p = add_command(sub, "publish", cmd_publish, "sign the publication of a release (refused unless the policy holds)")
+    p.add_argument("ref", metavar="MODEL_REF", help="a pinned ref")
+    _key_options(p)
+
+    p = add_command(sub, "revoke", cmd_revoke, "sign a revocation of a release")
+    p.add_argument("ref", metavar="MODEL_REF", help="a pinned ref")
+    p.add_argument("--reason", required=True, help="why, in a sentence at least")
+    p.add_argument("--severity", required=True, choices=["low", "medium", "high", "critical"])
+    _key_options(p)
+
+    policy = add_command(sub, "policy", cmd_help, "the governance policy: init, propose, sign, apply, show", POLICY_HELP)
+    psub = policy.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
+    p = add_command(psub, "init", cmd_policy_init, "propose policy 1 for a forge's founders")
+    _member_options(p)
+    p = add_command(psub, "propose", cmd_policy_propose, "propose the next policy version")
+    _member_options(p)
+    p.add_argument("--remove", action="append", default=[], metavar="KEYID", help="drop a maintainer")
+    p.add_argument("--compromised", action="append", default=[], metavar="KEYID=TIME",
+                   help="declare a key compromised since TIME (e.g. 2026-11-30T00:00:00Z): its later signatures stop counting")
+    p = add_command(psub, "sign", cmd_policy_sign, "sign the pending proposal")
+    p.add_argument("version", type=int, metavar="N")
+    _key_options(p)
+    add_command(psub, "apply", cmd_policy_apply, "make the pending proposal the policy (once its thresholds hold)")
+    add_command(psub, "show", cmd_policy_show, "show the current policy")
+
+
+def _member_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--maintainer", action="append", default=[], type=Path, metavar="FILE",
+                   help="a maintainer's exported public key (`commonforge keys export`), repeatable")
+    p.add_argument("--rebuilder", action="append", default=[], type=Path, metavar="FILE",
+                   help="a rebuilder's exported public key (the same file in both: both roles)")
+    p.add_argument("--not-after", metavar="TIME", help="the new keys' not-after time, e.g. 2028-01-01T00:00:00Z")
+
+
+def cmd_help(args: argparse.Namespace) -> int:  # argparse requires an action; never reached
+    return 2
+
+
+# --- where things are -------------------------------------------------------------------------
+
+
+def _config_home() -> Path:
+    # settings is the one reader of environment variables; it has no public config-dir function
+    # yet, so this uses its XDG helper (to become settings.keys_dir() / settings.trust_pins()).
+    from commonforge import settings
+
+    return settings._xdg("XDG_CONFIG_HOME", ".config")
+
+
+def _keys_dir(args: argparse.Namespace) -> Path:
+    from trust.keys import keys_dir
+
+    return args.keys_dir or keys_dir(_config_home())
+
+
+def _pins() -> Pins:
+    from trust.policy import Pins
+
+    return Pins(_config_home() / "commonforge" / "trust-pins.json")
+
+
+def _root() -> Path:
+    from commonforge.settings import apply
+
+    return apply().root
+
+
+def _signer(args: argparse.Namespace):
+    from trust.keys import load_signer, read_passphrase
+
+    return load_signer(_keys_dir(args), args.key, read_passphrase(args.passphrase_file))
+
+
+def _release(root: Path, ref: str) -> Release:
+    from commonforge.errors import InputError
+    from registry.catalog import Registry
+    from registry.refs import Ref
+
+    parsed = Ref.parse(ref, default_kind="model")
+    if not parsed.pinned or parsed.kind != "model":
+        raise InputError(f"{ref} does not name one release", hint="sign a pinned ref, e.g. model/forge-small@1.0.0")
+    return Registry(root).release(str(parsed))
+
+
+# --- keys -------------------------------------------------------------------------------------
+
+
+def _print_key(info) -> None:
+    print(f"{info.keyid}  {info.keytype:7}  {info.name} ({info.affiliation})"
+          + ("  [passphrase]" if info.encrypted else ""))
+
+
+def cmd_keys_generate(args: argparse.Namespace) -> int:
+    from trust.keys import generate, read_passphrase
+
+    info = generate(_keys_dir(args), args.name, args.affiliation, args.type, read_passphrase(args.passphrase_file))
+    _print_key(info)
+    print(f"kept in {_keys_dir(args)} (0600); share `commonforge keys export {info.keyid[:12]}` with the forge",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_keys_import(args: argparse.Namespace) -> int:
+    from trust.keys import import_openssh, read_passphrase
+
+    _print_key(import_openssh(_keys_dir(args), args.path, args.name, args.affiliation,
+                              read_passphrase(args.passphrase_file)))
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    from trust.keys import list_keys
+
+    found = list_keys(_keys_dir(args))
+    for info in found:
+        _print_key(info)
+    if not found:
+        print(f"no keys in {_keys_dir(args)}; `commonforge keys generate --name N --affiliation A` makes one",
+              file=sys.stderr)
+    return 0
+
+
+def cmd_keys_export(args: argparse.Namespace) -> int:
+    from trust.keys import find_key
+
+    print(find_key(_keys_dir(args), args.selector).public().model_dump_json(indent=2))
+    return 0
+
+
+# --- statements about a release ---------------------------------------------------------------
+
+
+def _print_status(status) -> None:
+    print("\n".join(status.explain()))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from trust.status import resolve
+
+    _, status = resolve(_root(), args.ref, pins=_pins())
+    _print_status(status)
+    return 0
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    from trust.policy import load_chain
+    from trust.status import approve, release_status
+
+    root = _root()
+    release = _release(root, args.ref)
+    chain = load_chain(root, pins=_pins())
+    signer, info = _signer(args)
+    path = approve(root, release, signer, info, comment=args.comment, chain=chain)
+    print(f"approved {release.ref} as {info.name} ({info.affiliation}): {path.relative_to(root)}", file=sys.stderr)
+    _print_status(release_status(root, release, chain=chain))
+    return 0
+
+
+def cmd_attest(args: argparse.Namespace) -> int:
+    from commonforge.errors import NotFoundError
+    from registry.catalog import Registry
+    from trust.policy import load_chain
+    from trust.status import attest_build, attest_rebuild
+
+    root = _root()
+    release = _release(root, args.ref)
+    signer, info = _signer(args)
+    if args.what == "build":
+        path = attest_build(root, release, signer, info)
+    else:
+        records = Registry(root).rebuilds(release)
+        if args.rebuilt_digest is None and not records:
+            raise NotFoundError(f"rebuild record of {release.ref}",
+                                hint="run `commonforge reproduce` first, or pass --rebuilt-digest")
+        newest = records[-1] if records else None
+        path = attest_rebuild(
+            root, release, signer, info, chain=load_chain(root, pins=_pins()),
+            rebuilt_digest=args.rebuilt_digest or newest.rebuilt_digest,  # type: ignore[union-attr]
+            first_differing_stage=newest.first_differing_stage if newest else None,
+            environment_differences=newest.environment_differences if newest else [],
+            machine=newest.machine if newest else {})
+    print(f"signed the {args.what} statement of {release.ref}: {path.relative_to(root)}")
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from trust.policy import load_chain
+    from trust.status import publish
+
+    root = _root()
+    release = _release(root, args.ref)
+    signer, info = _signer(args)
+    path, status = publish(root, release, signer, info, chain=load_chain(root, pins=_pins()))
+    print(f"published {release.ref}: {path.relative_to(root)}", file=sys.stderr)
+    _print_status(status)
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    from trust.policy import load_chain
+    from trust.status import release_status, revoke
+
+    root = _root()
+    release = _release(root, args.ref)
+    chain = load_chain(root, pins=_pins())
+    signer, info = _signer(args)
+    path = revoke(root, release, signer, info, reason=args.reason, severity=args.severity, chain=chain)
+    print(f"signed a revocation of {release.ref}: {path.relative_to(root)}", file=sys.stderr)
+    _print_status(release_status(root, release, chain=chain))
+    return 0
+
+
+# --- policy -----------------------------------------------------------------------------------
+
+
+def _members(args: argparse.Namespace) -> list[Maintainer]:
+    import json
+
+    from pydantic import ValidationError
+
+    from commonforge.errors import InputError
+    from registry.schema import Timestamp
+    from trust.keys import PublicKey
+    from trust.policy import member
+
+    files = list(dict.fromkeys([*args.maintainer, *args.rebuilder]))
+    if files and not args.not_after:
+        raise InputError("new keys need --not-after", hint="e.g. --not-after 2028-01-01T00:00:00Z")
+    try:
+        from pydantic import TypeAdapter
+
+        not_after = TypeAdapter(Timestamp).validate_python(args.not_after) if files else ""
+    except ValidationError:
+        raise InputError(f"--not-after {args.not_after!r} is not a time", hint="e.g. 2028-01-01T00:00:00Z") from None
+    found = []
+    for path in files:
+        try:
+            key = PublicKey.model_validate(json.loads(Path(path).read_text(encoding="utf-8")))
+            key.sslib_key()
+        except (OSError, ValueError) as err:
+            raise InputError(f"{path} is not an exported public key: {err}",
+                             hint="make it with `commonforge keys export KEY > FILE`") from None
+        roles = [r for r, given in (("maintainer", args.maintainer), ("rebuilder", args.rebuilder)) if path in given]
+        found.append(member(key, roles, not_after))  # type: ignore[arg-type]
+    return found
+
+
+def _proposed(root: Path, path: Path, policy) -> int:
+    print(f"proposed policy {policy.version} (sha256:{policy.digest}): {path.relative_to(root)}")
+    print(f"maintainers sign it with `commonforge policy sign {policy.version} --key KEY`, then `commonforge policy apply`")
+    return 0
+
+
+def cmd_policy_init(args: argparse.Namespace) -> int:
+    from trust.policy import founding, propose
+
+    root = _root()
+    policy = founding(root, _members(args))
+    return _proposed(root, propose(root, policy), policy)
+
+
+def cmd_policy_propose(args: argparse.Namespace) -> int:
+    from commonforge.errors import InputError
+    from trust.policy import changed, load_chain, propose
+
+    root = _root()
+    current = load_chain(root, pins=_pins()).current
+    if current is None:
+        raise InputError("the forge has no policy yet", hint="founders start with `commonforge policy init`")
+    compromised = {}
+    for item in args.compromised:
+        keyid, sep, since = item.partition("=")
+        if not sep:
+            raise InputError(f"--compromised {item!r}: write KEYID=TIME", hint="e.g. ab12...=2026-11-30T00:00:00Z")
+        compromised[keyid] = since
+    try:
+        policy = changed(current, add=_members(args), remove=args.remove, compromised=compromised)
+    except ValueError as err:
+        raise InputError(f"bad proposal: {err}") from None
+    return _proposed(root, propose(root, policy), policy)
+
+
+def cmd_policy_sign(args: argparse.Namespace) -> int:
+    from trust.policy import sign_proposal
+
+    root = _root()
+    signer, info = _signer(args)
+    path = sign_proposal(root, signer, args.version)
+    print(f"signed policy {args.version} as {info.name} ({info.affiliation}): {path.relative_to(root)}")
+    return 0
+
+
+def cmd_policy_apply(args: argparse.Namespace) -> int:
+    from trust.policy import apply, load_chain
+
+    root = _root()
+    policy = apply(root)
+    load_chain(root, pins=_pins())  # verify the whole chain again and remember the new version
+    print(f"policy {policy.version} (sha256:{policy.digest}) is now the forge's policy")
+    return 0
+
+
+def cmd_policy_show(args: argparse.Namespace) -> int:
+    from trust.policy import load_chain
+
+    current = load_chain(_root(), pins=_pins()).current
+    if current is None:
+        print("policy 0: the bootstrap (no maintainers); `commonforge policy init` makes version 1")
+        return 0
+    r = current.rules
+    print(f"policy {current.version}  sha256:{current.digest}")
+    for m in current.maintainers:
+        flag = f"  compromised since {m.compromised_since}" if m.compromised_since else ""
+        print(f"  {m.keyid}  {m.name} ({m.affiliation})  {', '.join(m.roles)}  not after {m.not_after}{flag}")
+    for action in ("publish", "revoke", "policy"):
+        rule = getattr(r, action)
+        extra = f", {rule.identical_rebuilds} identical rebuild(s)" if action == "publish" else ""
+        print(f"  {action}: {rule.signatures} signatures, at most {rule.max_per_affiliation} per affiliation, "
+              f"{rule.affiliations} affiliations{extra}")
+    return 0

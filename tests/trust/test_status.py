@@ -1,0 +1,24 @@
+"""Status computed from verified statements: the test forge's published release and its draft."""
+
+from __future__ import annotations
+
+
+def test_the_published_release_is_published_with_its_reasons(trust_forge):
+    status = trust_forge.status("published")
+    assert status.status == "published", status.explain()
+    assert [c.name for c in status.checks if not c.holds] == []
+    assert status.check("approvals").detail == "3 of 3 approvals counted; affiliation Acme signed 2 times, counted once"
+    assert status.check("rebuilds").detail.startswith("1 of 1 identical rebuilds by another party (bob, Beta)")
+    assert "published by cat (Cyan)" in status.check("publication").detail
+    assert status.policy.version == 1
+
+
+def test_the_draft_says_what_it_still_needs(trust_forge):
+    status = trust_forge.status("draft")
+    assert status.status == "draft"
+    assert status.check("approvals").detail == ("2 of 3 approvals counted; affiliation Acme signed 2 times, counted once; "
+                                                "2 of 3 distinct affiliations")
+    assert status.check("rebuilds").detail == "0 of 1 identical rebuilds: no identical rebuild by another party"
+    assert not status.check("publication").holds
+    uncounted = [r.reason for r in status.approvals.uncounted]
+    assert uncounted == ["amy's: affiliation Acme already has 1 counted"]

@@ -1,0 +1,304 @@
+"""A release's status, computed from the statements that verify under the current policy.
+
+    draft       what a release is until the publish rule holds and someone signed its publication
+    published   a verified publication statement, *and* the publish rule holds now: enough
+                approvals from enough affiliations, and identical rebuilds by rebuilders who are
+                not the builder (re-checked every time: a key removed or declared compromised
+                later takes its approvals with it)
+    revoked     the revoke rule holds over the revocation statements (whatever else holds)
+
+Nothing here reads a status from a file. :func:`release_status` returns the verdict with its
+reasons (:meth:`ReleaseStatus.explain`): which rules hold, which do not and why, and every
+statement that did not count with the reason it did not.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from securesystemslib.signer import Signer
+
+from commonforge.errors import ForgeError, InputError, NotFoundError, VerificationError
+from registry.catalog import Registry
+from registry.refs import Ref
+from registry.schema import Release, utc_now
+from trust import statements as st_mod
+from trust.errors import SignatureError
+from trust.keys import KeyInfo, sslib_key
+from trust.policy import Chain, Maintainer, Pins, Policy, Tally, check_signer, load_chain, tally
+from trust.statements import (
+    ApprovalPredicate,
+    BuildPredicate,
+    Predicate,
+    PublicationPredicate,
+    RebuildPredicate,
+    Rejected,
+    RevocationPredicate,
+    Statement,
+)
+
+log = logging.getLogger(__name__)
+
+Status = Literal["draft", "published", "revoked"]
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    holds: bool
+    detail: str
+
+
+@dataclass
+class ReleaseStatus:
+    ref: str
+    digest: str
+    status: Status
+    policy: Policy | None
+    checks: list[Check] = field(default_factory=list)
+    approvals: Tally | None = None
+    revocations: Tally | None = None
+    builders: list[tuple[str, str, str | None]] = field(default_factory=list)  # name, keyid, affiliation if a member
+    rebuilds: list[tuple[Maintainer, Statement]] = field(default_factory=list)
+    publication: tuple[Maintainer, Statement] | None = None
+    rejected: list[Rejected] = field(default_factory=list)
+
+    def check(self, name: str) -> Check:
+        return next(c for c in self.checks if c.name == name)
+
+    @property
+    def publishable(self) -> bool:
+        return all(self.check(n).holds for n in ("approvals", "rebuilds"))
+
+    def explain(self) -> list[str]:
+        policy = f"policy {self.policy.version}" if self.policy else "no policy yet"
+        lines = [f"{self.ref}  sha256:{self.digest}", f"status: {self.status}  ({policy})"]
+        lines += [f"  {'✓' if c.holds else '✗'} {c.name}: {c.detail}" for c in self.checks]
+        uncounted = [*self.rejected, *(self.approvals.uncounted if self.approvals else []),
+                     *(self.revocations.uncounted if self.revocations else [])]
+        if uncounted:
+            lines.append("not counted:")
+            lines += [f"  {r.source}: {r.reason}" for r in uncounted]
+        return lines
+
+
+def _builders(statements: list[Statement], policy: Policy, subject: tuple[str, str],
+              rejected: list[Rejected]) -> list[tuple[str, str, str | None]]:
+    """Who built the release, from build statements that verify under the key they carry."""
+    found = []
+    for st in statements:
+        if st.kind != "build":
+            continue
+        if (st.subject_name, st.subject_digest) != subject:
+            rejected.append(Rejected(st.source, f"it is about {st.subject_name} sha256:{st.subject_digest[:12]}"))
+            continue
+        pred = st.predicate
+        assert isinstance(pred, BuildPredicate)
+        try:
+            key = sslib_key(pred.public_key)
+            st.verify(key)
+        except (SignatureError, InputError) as err:
+            rejected.append(Rejected(st.source, err.message))
+            continue
+        member = policy.member(st.keyid)
+        found.append((pred.builder, st.keyid, member.affiliation if member else None))
+    return found
+
+
+def _rebuilds(statements: list[Statement], policy: Policy, subject: tuple[str, str], builders,
+              now: datetime, rejected: list[Rejected]) -> list[tuple[Maintainer, Statement]]:
+    """Identical rebuilds by rebuilders independent of every builder (one per key)."""
+    builder_keys = {k for _, k, _ in builders}
+    builder_affiliations = {a for _, _, a in builders if a}
+    counted: dict[str, tuple[Maintainer, Statement]] = {}
+    for st in statements:
+        if st.kind != "rebuild":
+            continue
+        if (st.subject_name, st.subject_digest) != subject:
+            rejected.append(Rejected(st.source, f"it is about {st.subject_name} sha256:{st.subject_digest[:12]}"))
+            continue
+        signer = check_signer(policy, st, "rebuilder", now)
+        pred = st.predicate
+        assert isinstance(pred, RebuildPredicate)
+        if isinstance(signer, str):
+            why = signer
+        elif pred.result != "identical" or pred.rebuilt_digest != st.subject_digest:
+            why = (f"{signer.name}'s rebuild differs (sha256:{pred.rebuilt_digest[:12]}, first differing stage: "
+                   f"{pred.first_differing_stage or 'unknown'})")
+        elif st.keyid in builder_keys:
+            why = f"{signer.name} rebuilt with the builder's own key: a rebuild must be by another party"
+        elif signer.affiliation in builder_affiliations:
+            why = f"{signer.name} is of the builder's affiliation {signer.affiliation}: not an independent rebuild"
+        else:
+            counted.setdefault(st.keyid, (signer, st))
+            continue
+        rejected.append(Rejected(st.source, why))
+    return list(counted.values())
+
+
+def release_status(root: Path, release: Release, *, chain: Chain | None = None, pins: Pins | None = None,
+                   now: datetime | None = None) -> ReleaseStatus:
+    """The status of ``release`` in the checkout at ``root``, with its reasons."""
+    now = now or datetime.now(UTC)
+    chain = chain or load_chain(root, pins=pins, now=now)
+    ref = Ref("model", release.name, release.version)
+    subject = (st_mod.release_subject(ref), release.release_digest)
+    statements, rejected = st_mod.read_all(st_mod.statements_dir(root, ref))
+    policy = chain.current
+    result = ReleaseStatus(str(ref), release.release_digest, "draft", policy, rejected=list(rejected))
+    if policy is None:
+        result.checks.append(Check("policy", False, "the forge has only its bootstrap policy (version 0): nothing can "
+                                                    "be published until founders run `commonforge policy init`"))
+        return result
+    common = {"subject_name": subject[0], "subject_digest": subject[1], "now": now}
+    result.approvals = tally(policy, statements, action="publish", kind="approval", what="approvals", **common)
+    result.revocations = tally(policy, statements, action="revoke", kind="revocation", what="revocations", **common)
+    result.builders = _builders(statements, policy, subject, result.rejected)
+    result.rebuilds = _rebuilds(statements, policy, subject, result.builders, now, result.rejected)
+    need = policy.rules.publish.identical_rebuilds
+    if not result.builders:
+        rebuild_detail = "no verified build statement: who built it is unknown, so no rebuild can be shown independent"
+    elif not result.rebuilds:
+        rebuild_detail = f"0 of {need} identical rebuilds: no identical rebuild by another party"
+    else:
+        rebuild_detail = f"{len(result.rebuilds)} of {need} identical rebuilds by another party (" + ", ".join(
+            f"{m.name}, {m.affiliation}" for m, _ in result.rebuilds) + ")"
+    result.checks.append(Check("approvals", result.approvals.holds, result.approvals.explain()))
+    result.checks.append(Check("rebuilds", bool(result.builders) and len(result.rebuilds) >= need, rebuild_detail))
+    for pub in (s for s in statements if s.kind == "publication"):
+        signer = check_signer(policy, pub, "maintainer", now)
+        if (pub.subject_name, pub.subject_digest) != subject:
+            result.rejected.append(Rejected(pub.source, f"it is about {pub.subject_name} sha256:{pub.subject_digest[:12]}"))
+        elif isinstance(signer, str):
+            result.rejected.append(Rejected(pub.source, signer))
+        elif result.publication is None:
+            result.publication = (signer, pub)
+    if result.publication is None:
+        result.checks.append(Check("publication", False, "not published yet"
+                                   + (": the rules hold, `commonforge publish` publishes it" if result.publishable else "")))
+    else:
+        signer, pub = result.publication
+        pred = pub.predicate
+        assert isinstance(pred, PublicationPredicate)
+        still = "" if result.publishable else f", but policy {policy.version}'s rules no longer hold"
+        result.checks.append(Check("publication", result.publishable,
+                                   f"published by {signer.name} ({signer.affiliation}) at {pred.signed_at} "
+                                   f"under policy {pred.policy_version}{still}"))
+    result.checks.append(Check("revocation", not result.revocations.holds,
+                               ("REVOKED: " if result.revocations.holds else "") + result.revocations.explain()))
+    if result.revocations.holds:
+        result.status = "revoked"
+    elif result.publication is not None and result.publishable:
+        result.status = "published"
+    return result
+
+
+def resolve(root: Path, ref: Ref | str, *, chain: Chain | None = None, pins: Pins | None = None,
+            now: datetime | None = None) -> tuple[Release, ReleaseStatus]:
+    """A model ref resolved by verified status: a pinned ref as it is; a bare name to its newest
+    published release, else its newest draft (with a warning); revoked ones only when named."""
+    reg = Registry(root)
+    ref = ref if isinstance(ref, Ref) else Ref.parse(ref, default_kind="model")
+    if ref.kind != "model":
+        raise InputError(f"{ref} is not a model ref", hint="statements are about model releases")
+    chain = chain or load_chain(root, pins=pins, now=now)
+    if ref.pinned:
+        release = reg.release(str(ref))
+        return release, release_status(root, release, chain=chain, now=now)
+    versions = reg.versions("model", ref.name)
+    if not versions:
+        raise NotFoundError(str(ref), candidates=reg.names("model"))
+    found = []
+    for version in reversed(versions):
+        release = reg.release(f"model/{ref.name}@{version}")
+        found.append((release, release_status(root, release, chain=chain, now=now)))
+    for wanted in ("published", "draft"):
+        for release, status in found:
+            if status.status == wanted:
+                if wanted == "draft":
+                    log.warning("%s has no published release; using the draft %s", ref, release.ref)
+                return release, status
+    raise NotFoundError(str(ref), hint=f"every release of {ref} is revoked; name a version to use one anyway")
+
+
+# --- signing statements about a release ----------------------------------------------------
+
+
+def _write(root: Path, release: Release, kind: str, signer: Signer, predicate: Predicate) -> Path:
+    ref = Ref("model", release.name, release.version)
+    data = st_mod.sign(signer, kind, st_mod.release_subject(ref), release.release_digest, predicate)
+    return st_mod.write(st_mod.statements_dir(root, ref), kind, signer.public_key.keyid, data)
+
+
+def _member(chain: Chain, info: KeyInfo, role: str, what: str) -> Policy:
+    policy = chain.current
+    member = policy.member(info.keyid) if policy else None
+    if policy is None or member is None or role not in member.roles:
+        where = f"policy {policy.version}" if policy else "the bootstrap policy"
+        raise VerificationError(
+            f"key {info.keyid[:12]} ({info.name}, {info.affiliation}) is not a {role} in {where}: {what} would not count",
+            hint="a policy change (`commonforge policy propose --add`) must list the key first",
+        )
+    return policy
+
+
+def approve(root: Path, release: Release, signer: Signer, info: KeyInfo, *, comment: str | None = None,
+            chain: Chain | None = None) -> Path:
+    _member(chain or load_chain(root), info, "maintainer", "its approval")
+    return _write(root, release, "approval", signer, ApprovalPredicate(signed_at=utc_now(), comment=comment or None))
+
+
+def attest_build(root: Path, release: Release, signer: Signer, info: KeyInfo, *,
+                 machine: dict[str, str] | None = None) -> Path:
+    """The builder's statement (any key: the builder need not be a maintainer)."""
+    return _write(root, release, "build", signer, BuildPredicate(
+        signed_at=utc_now(), builder=info.name, public_key=info.public_key,
+        source_commit=release.manifest.source_commit, machine=machine or {}))
+
+
+def attest_rebuild(root: Path, release: Release, signer: Signer, info: KeyInfo, *, rebuilt_digest: str,
+                   first_differing_stage: str | None = None, environment_differences: list[str] | None = None,
+                   machine: dict[str, str] | None = None, chain: Chain | None = None) -> Path:
+    _member(chain or load_chain(root), info, "rebuilder", "its rebuild")
+    identical = rebuilt_digest == release.release_digest
+    return _write(root, release, "rebuild", signer, RebuildPredicate(
+        signed_at=utc_now(), result="identical" if identical else "different", rebuilt_digest=rebuilt_digest,
+        first_differing_stage=None if identical else first_differing_stage,
+        environment_differences=environment_differences or [], machine=machine or {}))
+
+
+def revoke(root: Path, release: Release, signer: Signer, info: KeyInfo, *, reason: str, severity: str,
+           chain: Chain | None = None) -> Path:
+    _member(chain or load_chain(root), info, "maintainer", "its revocation")
+    try:
+        predicate = RevocationPredicate(signed_at=utc_now(), reason=reason, severity=severity)  # type: ignore[arg-type]
+    except ValueError as err:
+        raise InputError(f"bad revocation: {err}", hint="give a reason of a sentence at least "
+                         "and a severity of low, medium, high or critical") from None
+    return _write(root, release, "revocation", signer, predicate)
+
+
+def publish(root: Path, release: Release, signer: Signer, info: KeyInfo, *, chain: Chain | None = None,
+            now: datetime | None = None) -> tuple[Path, ReleaseStatus]:
+    """Sign the publication of ``release``; refused unless the policy's publish rule holds now."""
+    chain = chain or load_chain(root, now=now)
+    policy = _member(chain, info, "maintainer", "its publication")
+    status = release_status(root, release, chain=chain, now=now)
+    if status.status == "revoked":
+        raise ForgeError(f"{status.ref} is revoked; a revoked release is never published again",
+                         hint="build and approve a new version")
+    if not status.publishable:
+        raise VerificationError(
+            f"{status.ref} cannot be published under policy {policy.version}: "
+            + "; ".join(c.detail for c in status.checks if c.name in ("approvals", "rebuilds") and not c.holds),
+            hint="`commonforge status` shows what is missing",
+        )
+    assert status.approvals is not None
+    counted = sorted({s.digest for _, s in status.approvals.counted} | {s.digest for _, s in status.rebuilds})
+    path = _write(root, release, "publication", signer, PublicationPredicate(
+        signed_at=utc_now(), policy_version=policy.version, policy_digest=policy.digest, counted=counted))
+    return path, release_status(root, release, chain=chain, now=now)
