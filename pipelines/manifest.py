@@ -37,6 +37,7 @@ from registry.schema import (
     Recipe,
     RecipePin,
     SplitDigest,
+    lock_files_digest,
     packages_digest,
     utc_now,
 )
@@ -307,7 +308,7 @@ def build_environment(root: Path, recipe: Recipe, dataset_names: list[str]) -> B
                 hint="the build ran outside the locked environment: run `make venv`, then rebuild "
                 "(dvc repro --force); a new dependency goes into pyproject.toml and `make lock`",
             )
-        packages[dist] = PackagePin(version=version, sha256=list(locked[1]))
+        packages[dist] = PackagePin(version=version, lock_sha256=lock_files_digest(locked[1]))
     return BuildEnvironment(
         python=recorded["python"],
         packages=packages,
