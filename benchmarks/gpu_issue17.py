@@ -79,8 +79,8 @@ TEMPLATES = {
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rehearse", action="store_true", help="CPU rehearsal: interpreter, tiny shapes, no GPU figures")
-    p.add_argument("--csv", type=Path, default=None, help=f"kernel-table CSV (default {DEFAULT_CSV.name} in "
-                   "benchmarks/results; a temporary file when rehearsing)")
+    p.add_argument("--csv", type=Path, default=None, help=f"kernel-table CSV (default {DEFAULT_CSV.name} in $OUT "
+                   "when set, else in benchmarks/results; a temporary file when rehearsing)")
     p.add_argument("--decode-csv", type=Path, default=None, help="end-to-end decode CSV")
     p.add_argument("--budget-s", type=float, default=345.0, help="wall-clock budget of the whole run, seconds")
     p.add_argument("--e2e-min-s", type=float, default=100.0, help="run the decode step only if this much is left")
@@ -93,11 +93,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.candidates = 2 if args.rehearse else 3
     if args.candidates < 1 or args.budget_s <= 0:
         p.error("--candidates must be >= 1 and --budget-s > 0")
-    scratch = Path(os.environ.get("OUT") or tempfile.gettempdir())
+    # on the lent machine only $OUT comes back: results go there (copy them to benchmarks/results)
+    out = os.environ.get("OUT")
+    scratch = Path(out or tempfile.gettempdir())
     if args.csv is None:
-        args.csv = scratch / "gpu_issue17_rehearsal.csv" if args.rehearse else DEFAULT_CSV
+        args.csv = (scratch / "gpu_issue17_rehearsal.csv" if args.rehearse
+                    else Path(out) / DEFAULT_CSV.name if out else DEFAULT_CSV)
     if args.decode_csv is None:
-        args.decode_csv = scratch / "gpu_issue17_decode_rehearsal.csv" if args.rehearse else DEFAULT_DECODE_CSV
+        args.decode_csv = (scratch / "gpu_issue17_decode_rehearsal.csv" if args.rehearse
+                           else Path(out) / DEFAULT_DECODE_CSV.name if out else DEFAULT_DECODE_CSV)
     if args.tuning_cache is None:
         args.tuning_cache = scratch / "kernel_tuning.json"
     return args

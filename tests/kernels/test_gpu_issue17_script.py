@@ -71,6 +71,15 @@ def test_shortlist_is_small_starts_with_the_heuristic_and_shares_templates(scrip
         assert m == 1 or any(c.k128 for c in lists[0]), "the K=128 dot is among what gets measured"
 
 
+def test_results_go_to_out_on_the_lent_machine(script, tmp_path, monkeypatch):
+    monkeypatch.setenv("OUT", str(tmp_path))
+    args = script.parse_args([])
+    assert args.csv == tmp_path / "gpu_issue17.csv" and args.decode_csv == tmp_path / "gpu_issue17_decode.csv"
+    assert args.tuning_cache == tmp_path / "kernel_tuning.json"
+    monkeypatch.delenv("OUT")
+    assert script.parse_args([]).csv == script.DEFAULT_CSV
+
+
 def test_refuses_without_cuda_unless_rehearsing(script, capsys, tmp_path):
     import torch
 
