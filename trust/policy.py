@@ -117,7 +117,7 @@ class Policy(Strict):
             m.public().sslib_key()  # the keyid must be the key's
         voters = self.holders("maintainer")
         if not voters:
-            raise ValueError("a policy needs at least one maintainer")
+            raise ValueError("a policy needs at least one maintainer whose key is not compromised")
         floor = policy_floor(voters, self.rules.policy.max_per_affiliation)
         if self.rules.policy.signatures < floor:
             raise ValueError(f"rules.policy.signatures {self.rules.policy.signatures} is less than {floor}: ⌈2n/3⌉ of the "
@@ -144,7 +144,9 @@ class Policy(Strict):
         return next((m for m in self.maintainers if m.keyid == keyid), None)
 
     def holders(self, role: Role) -> list[Maintainer]:
-        return [m for m in self.maintainers if role in m.roles]
+        """Who holds ``role`` and can still sign: a key declared compromised stays listed (its
+        earlier signatures count) but signs nothing new, so thresholds are met without it."""
+        return [m for m in self.maintainers if role in m.roles and m.compromised_since is None]
 
 
 # --- counting signatures ------------------------------------------------------------------
@@ -434,7 +436,7 @@ def _policy_rule(rule: Rule, voters: list[Maintainer]) -> Rule:
 
 def _build(version: int, maintainers: list[Maintainer], rules: Rules, *, exact: bool = False) -> Policy:
     """Policy ``version``; its policy rule set to the floor for its maintainers unless ``exact``."""
-    voters = [m for m in maintainers if "maintainer" in m.roles]
+    voters = [m for m in maintainers if "maintainer" in m.roles and m.compromised_since is None]
     if not exact:
         rules = rules.model_copy(update={"policy": _policy_rule(rules.policy, voters)})
     try:
@@ -466,7 +468,8 @@ def changed(current: Policy, *, add: list[Maintainer] = (), remove: list[str] = 
     if unknown:
         raise InputError(f"keys not in policy {current.version}: {', '.join(unknown)}",
                          hint="name keys by their full keyid (`commonforge policy show`)")
-    kept = [m.model_copy(update={"compromised_since": compromised.get(m.keyid, m.compromised_since)})
+    # model_validate, not model_copy: a compromise time given on the command line is checked too.
+    kept = [Maintainer.model_validate({**m.model_dump(), "compromised_since": compromised.get(m.keyid, m.compromised_since)})
             for m in current.maintainers if m.keyid not in remove]
     return _build(current.version + 1, [*kept, *add], rules or current.rules, exact=rules is not None)
 
