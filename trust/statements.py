@@ -197,23 +197,27 @@ def _first_error(err: ValidationError) -> str:
     return f"{'.'.join(str(p) for p in e['loc']) or 'document'}: {e['msg']}"
 
 
+def _json(data: bytes, message: str, hint: str) -> Any:
+    try:
+        return json.loads(data.decode("utf-8"))
+    # ValueError: bad JSON, and also numbers past Python's digit limit; RecursionError: deep nesting
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise StatementError(f"{message} ({type(err).__name__})", hint=hint) from None
+
+
 def parse_envelope(data: bytes, source: str = "statement") -> Statement:
     """Parse untrusted bytes into a :class:`Statement`; any defect is a :class:`StatementError`."""
     hint = "the file is not a commonforge statement (a DSSE envelope of an in-toto Statement); delete or restore it"
     if len(data) > MAX_STATEMENT_BYTES:
         raise StatementError(f"{source}: {len(data)} bytes is too large for a statement", hint=hint)
     try:
-        doc = EnvelopeDoc.model_validate(json.loads(data.decode("utf-8")))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
-        raise StatementError(f"{source}: not JSON ({type(err).__name__})", hint=hint) from None
+        doc = EnvelopeDoc.model_validate(_json(data, f"{source}: not JSON", hint))
     except ValidationError as err:
         raise StatementError(f"{source}: not a DSSE envelope ({_first_error(err)})", hint=hint) from None
     payload = _b64(doc.payload, "the payload", source)
     sig = _b64(doc.signatures[0].sig, "the signature", source)
     try:
-        statement = StatementDoc.model_validate(json.loads(payload.decode("utf-8")))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
-        raise StatementError(f"{source}: the payload is not JSON ({type(err).__name__})", hint=hint) from None
+        statement = StatementDoc.model_validate(_json(payload, f"{source}: the payload is not JSON", hint))
     except ValidationError as err:
         raise StatementError(f"{source}: the payload is not an in-toto Statement v1 ({_first_error(err)})",
                              hint=hint) from None
