@@ -1,11 +1,12 @@
 """The "try it" box: a few tokens from a release, on the CPU, through the release loader.
 
     loaded = load(forge, release, "full")          # serving.loader.load_release: verified first
-    out = generate(loaded, "Call me", GenerationSettings(max_new_tokens=40))
+    out = generate(loaded, "Call me Ishmael.", GenerationSettings(max_new_tokens=40))
 
-A plain loop with a KV cache: greedy, or seeded sampling (temperature, top-k) drawn from a
-``torch.Generator`` of its own, so two sessions never share random state and the same seed
-gives the same text. Stops at the end-of-text token or the cap. torch is imported here only.
+Generation goes through :mod:`serving`'s engine and sampling, as ``commonforge generate`` and
+the server do: the same prompt, settings and seed give the same text in all three (BOS first:
+:meth:`serving.engine.Engine.encode`). Greedy, or seeded sampling (temperature, top-k); stops
+at the end-of-text token or the cap. torch is imported only when a model is loaded.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import re
 import time
 from dataclasses import dataclass
 
+from commonforge.errors import ForgeError
 from explorer.data import Forge
 from explorer.search import escape_markdown
 from registry.schema import Release
@@ -57,49 +59,27 @@ def load(forge: Forge, release: Release, variant: str = "full"):
 
 
 def generate(loaded, prompt: str, settings: GenerationSettings) -> Generation:
-    import torch
+    """Continue ``prompt`` through serving's engine: the text ``commonforge generate`` and the server give."""
+    from serving.engine import Engine
+    from serving.sampling import SamplingParams
 
-    tok, model = loaded.tokenizer, loaded.model
     cap = max(1, min(int(settings.max_new_tokens), MAX_NEW_TOKENS))
-    bos = tok.bos_token_id
-    eos = tok.eos_token_id
-    ids = tok.encode(prompt, add_special_tokens=False)
-    # Documents were trained as BOS + text + EOS: start the same way.
-    if bos is not None:
-        ids = [bos, *ids]
-    context = loaded.context_length
-    ids = ids[-max(1, context - cap):]  # keep the prompt's end when it would overflow the context
-    prompt_tokens = len(ids)
-    gen = torch.Generator().manual_seed(int(settings.seed))
-    new: list[int] = []
-    stopped = "length"
-    started = time.perf_counter()
-    with torch.inference_mode():
-        inputs = torch.tensor([ids], dtype=torch.long)
-        cache = None
-        for _ in range(cap):
-            out = model(input_ids=inputs, cache=cache, use_cache=True, logits_to_keep=1)
-            cache = out.cache
-            logits = out.logits[0, -1].float()  # (vocab,)
-            if settings.sample:
-                logits = logits / max(settings.temperature, 1e-4)
-                if 0 < settings.top_k < logits.numel():
-                    kth = torch.topk(logits, settings.top_k).values[-1]
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
-                probs = torch.softmax(logits, dim=-1)
-                nxt = int(torch.multinomial(probs, 1, generator=gen).item())
-            else:
-                nxt = int(torch.argmax(logits).item())
-            if eos is not None and nxt == eos:
-                stopped = "eos"
-                break
-            new.append(nxt)
-            if prompt_tokens + len(new) >= context:
-                break
-            inputs = torch.tensor([[nxt]], dtype=torch.long)
-    seconds = time.perf_counter() - started
-    text = tok.decode(new, skip_special_tokens=True)
-    return Generation(prompt, text, len(new), prompt_tokens, seconds, stopped)
+    # One request alone in its own engine: never batched with another visitor's, so a seed
+    # always gives the same text (see serving.engine on batching).
+    with Engine(loaded, max_batch=1, max_queue=1) as engine:
+        ids = engine.encode(prompt)
+        context = engine.context_length
+        ids = ids[-max(1, context - cap):]  # the box never refuses a long prompt: it keeps the prompt's end
+        params = SamplingParams(max_tokens=min(cap, context - len(ids)),
+                                temperature=settings.temperature if settings.sample else 0.0,
+                                top_k=settings.top_k if settings.sample else 0, seed=int(settings.seed))
+        started = time.perf_counter()
+        done = engine.generate(ids, params)
+        seconds = time.perf_counter() - started
+    if done.error:
+        raise ForgeError(f"generation failed: {done.error}", hint="try again; if it keeps failing, reload the page")
+    return Generation(prompt, done.text, done.completion_tokens, len(ids), seconds,
+                      "eos" if done.finish_reason == "stop" else "length")
 
 
 def as_markdown(gen: Generation) -> str:

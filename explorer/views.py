@@ -100,7 +100,7 @@ def parameter_counts(config: dict) -> dict:
     shape = ModelShape.from_config(config)
     total = shape.total
     return {
-        "parts": [{"part": k, "parameters": val, "share": val / total if total else 0.0} for k, val in shape.parts()],
+        "parts": [{"part": k, "parameters": v, "share": v / total if total else 0.0} for k, v in shape.parts()],
         "per_layer": shape.per_layer,
         "total": total,
         "tied": shape.tie_word_embeddings,

@@ -1,10 +1,12 @@
 """The inference engine: continuous batching over a slot KV cache, streaming, cancellation.
 
     engine = Engine(load_release("forge-tiny"), max_batch=8, max_queue=32).start()
+    ids = engine.encode("Call me Ishmael.")      # text -> ids: BOS first, the same rule everywhere
     done = engine.generate(ids, SamplingParams(max_tokens=32, temperature=0.8, seed=7))
     for out in engine.stream(ids, SamplingParams(max_tokens=32)): print(out.text, end="")
     handle = engine.submit(ids, params, sink=callback)   # the server's way; handle.cancel()
     engine.stop()
+    with Engine(loaded, max_batch=1, max_queue=1) as engine: ...   # started, and stopped at the end
 
 One scheduler thread owns the model. Each loop it (1) drops requests that were cancelled or
 ran past their deadline, freeing their slots at once; (2) admits waiting requests into free
@@ -220,11 +222,32 @@ class Engine:
         return {"running": len(self._running), "waiting": waiting, "slots": self.max_batch,
                 "max_queue": self.max_queue, "healthy": self.healthy, **self.stats}
 
+    def __enter__(self) -> Engine:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
     def _wake_up(self) -> None:
         with self._cond:
             self._cond.notify_all()
 
     # --- submitting ---------------------------------------------------------------------
+
+    def encode(self, text: str) -> list[int]:
+        """A text prompt as the model's input: the one rule for BOS, whoever asks (server, CLI, explorer).
+
+        A prompt starts a document, and the forge trained on every document as ``BOS text EOS``
+        (pipelines.train), as the chat template starts with BOS; but our tokenizers add no special
+        token by themselves. So BOS goes first unless the tokenizer put it there already (Llama's
+        does) or has none. Prompts given as token ids are never changed: whoever sends ids says
+        exactly what the model sees (lm-eval's scoring does).
+        """
+        ids = list(self.tokenizer(text)["input_ids"])
+        bos = self.tokenizer.bos_token_id
+        if bos is not None and ids[:1] != [bos]:
+            ids.insert(0, bos)
+        return ids
 
     def check(self, prompt: list[int], params: SamplingParams) -> None:
         """Raise InputError for a request that can never run (empty, unknown ids, over the context)."""

@@ -284,6 +284,7 @@ def show_try_it() -> None:
     if submitted:
         settings = generate.GenerationSettings(max_new_tokens=int(max_new), sample=mode == "sampling",
                                                temperature=float(temperature), seed=int(seed))
+        loaded = None
         try:
             with st.spinner(f"Verifying and loading {release.ref} ({variant})…"):
                 loaded = cache.loaded_model(forge, release, str(forge.root), str(forge.store_dir),
@@ -292,7 +293,7 @@ def show_try_it() -> None:
                 outputs[release.release_digest] = generate.generate(loaded, prompt, settings)
         except ForgeError as err:
             outputs.pop(release.release_digest, None)
-            ui.show_problem(err, what="Could not load this release.")
+            ui.show_problem(err, what="Could not load this release." if loaded is None else "Generation failed.")
         except Exception as err:  # a broken variant must not take the page down
             outputs.pop(release.release_digest, None)
             ui.show_problem(err, what="Generation failed.")

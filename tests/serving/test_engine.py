@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from commonforge.errors import InputError
-from serving.engine import ContextLengthError, Engine, QueueFullError
+from serving.engine import ContextLengthError, Engine, EngineStoppedError, QueueFullError
 from serving.sampling import SamplingParams
 
 PROMPT = "It was a dark and stormy night; the rain fell in torrents"
@@ -161,8 +161,7 @@ def test_limits_are_refused_before_queueing(tiny_loaded, tiny_engine):
 
 
 def test_a_full_queue_refuses_and_the_engine_keeps_serving(tiny_loaded):
-    engine = Engine(tiny_loaded, max_batch=1, max_queue=2).start()
-    try:
+    with Engine(tiny_loaded, max_batch=1, max_queue=2) as engine:
         ids = ids_of(tiny_loaded)
         long = SamplingParams(max_tokens=100, ignore_eos=True)
         reqs = [engine.submit(ids, long, lambda o: None)]
@@ -174,18 +173,23 @@ def test_a_full_queue_refuses_and_the_engine_keeps_serving(tiny_loaded):
             r.cancel()
         assert wait_until(lambda: engine.snapshot()["running"] + engine.snapshot()["waiting"] == 0)
         assert engine.generate(ids, SamplingParams(max_tokens=4)).completion_tokens == 4
-    finally:
-        engine.stop()
+
+
+def test_an_engine_in_a_with_block_runs_until_the_block_ends(tiny_loaded):
+    with Engine(tiny_loaded, max_batch=1, max_queue=1) as engine:
+        assert engine.healthy
+        done = engine.generate(engine.encode("The"), SamplingParams(max_tokens=2, ignore_eos=True))
+        assert done.completion_tokens == 2
+    assert not engine.healthy
+    with pytest.raises(EngineStoppedError):
+        engine.submit([0], SamplingParams(max_tokens=1), lambda out: None)
 
 
 def test_a_request_past_its_deadline_times_out(tiny_loaded):
-    engine = Engine(tiny_loaded, max_batch=2, max_queue=2, request_timeout=0.05).start()
-    try:
+    with Engine(tiny_loaded, max_batch=2, max_queue=2, request_timeout=0.05) as engine:
         done = engine.generate(ids_of(tiny_loaded), SamplingParams(max_tokens=250 - 20, ignore_eos=True))
         assert done.finish_reason == "timeout" and "time limit" in done.error
         assert engine.snapshot()["running"] == 0 and engine.healthy
-    finally:
-        engine.stop()
 
 
 @pytest.mark.parametrize("variant", ["int8", "int4-g32"])
@@ -193,12 +197,9 @@ def test_quantized_variants_serve(tiny_settings, variant):
     from serving.loader import load_release
 
     loaded = load_release("model/forge-tiny@1.0.0", variant=variant, device="cpu", settings=tiny_settings)
-    engine = Engine(loaded, max_batch=2, max_queue=2).start()
-    try:
+    with Engine(loaded, max_batch=2, max_queue=2) as engine:
         ids = ids_of(loaded)
         done = engine.generate(ids, SamplingParams(max_tokens=0, echo=True, logprobs=1))
         ref = reference_logprobs(loaded.model, ids)
         assert done.prompt[-1].logprob == pytest.approx(ref[len(ids) - 2, ids[-1]].item(), abs=1e-4)
         assert engine.generate(ids, SamplingParams(max_tokens=8, seed=1)).completion_tokens <= 8
-    finally:
-        engine.stop()
