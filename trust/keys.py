@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.serialization import (
     BestAvailableEncryption,
@@ -184,13 +185,20 @@ def generate(directory: Path, name: str, affiliation: str, keytype: KeyType = "e
 
 
 def import_openssh(directory: Path, path: Path, name: str, affiliation: str, passphrase: bytes | None = None) -> KeyInfo:
-    """Import an OpenSSH private key (ECDSA P-256 or Ed25519); ``passphrase`` opens it and protects the copy."""
+    """Import an OpenSSH private key (ECDSA P-256 or Ed25519); ``passphrase`` protects the copy (and opens
+    a protected key, where the bcrypt package is installed)."""
     try:
         data = Path(path).read_bytes()
     except OSError as err:
         raise InputError(f"cannot read {path}: {err.strerror}") from None
     try:
-        private_key = load_ssh_private_key(data, passphrase)
+        try:
+            private_key = load_ssh_private_key(data, None)
+        except TypeError:  # passphrase-protected: open it with the passphrase
+            private_key = load_ssh_private_key(data, passphrase)
+    except UnsupportedAlgorithm as err:  # an encrypted OpenSSH key needs bcrypt's KDF, or an odd key type
+        raise InputError(f"{path}: {err}", hint="for a passphrase-protected OpenSSH key, import a decrypted copy "
+                         "(`ssh-keygen -p -N '' -f COPY`) with --passphrase-file to protect the imported key") from None
     except (ValueError, TypeError) as err:
         hint = ("pass --passphrase-file if the key is encrypted" if passphrase is None
                 else "check the passphrase; the file must be an OpenSSH private key (BEGIN OPENSSH PRIVATE KEY)")
