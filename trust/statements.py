@@ -84,7 +84,7 @@ Reviewed = Literal["data", "recipe", "evaluations", "card"]
 class ApprovalPredicate(Predicate):
     """I reviewed the release's data, recipe, evaluations and card, and vouch for it."""
 
-    reviewed: list[Reviewed] = Field(default_factory=lambda: ["data", "recipe", "evaluations", "card"], min_length=1)
+    reviewed: list[Reviewed] = Field(["data", "recipe", "evaluations", "card"], min_length=1)
     comment: str | None = Field(None, max_length=4000)
 
 

@@ -154,9 +154,10 @@ def release_status(root: Path, release: Release, *, chain: Chain | None = None, 
         result.checks.append(Check("policy", False, "the forge has only its bootstrap policy (version 0): nothing can "
                                                     "be published until founders run `commonforge policy init`"))
         return result
-    common = {"subject_name": subject[0], "subject_digest": subject[1], "now": now}
-    result.approvals = tally(policy, statements, action="publish", kind="approval", what="approvals", **common)
-    result.revocations = tally(policy, statements, action="revoke", kind="revocation", what="revocations", **common)
+    result.approvals = tally(policy, statements, action="publish", kind="approval", what="approvals",
+                             subject_name=subject[0], subject_digest=subject[1], now=now)
+    result.revocations = tally(policy, statements, action="revoke", kind="revocation", what="revocations",
+                               subject_name=subject[0], subject_digest=subject[1], now=now)
     result.builders = _builders(statements, policy, subject, result.rejected)
     result.rebuilds = _rebuilds(statements, policy, subject, result.builders, now, result.rejected)
     need = policy.rules.publish.identical_rebuilds
