@@ -95,7 +95,7 @@ def test_fuzz_arbitrary_bytes_never_crash_the_parser(raw):
     _parse_or_refuse(raw)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(top=hs.dictionaries(hs.sampled_from(FIELDS) | hs.text(max_size=8), json_values, max_size=5),
        inner=hs.dictionaries(hs.sampled_from(FIELDS) | hs.text(max_size=8), json_values, max_size=5))
 def test_fuzz_envelope_shaped_json_never_crashes_the_parser(top, inner):
