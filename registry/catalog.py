@@ -16,7 +16,7 @@ import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from commonforge.errors import ForgeError, InputError, NotFoundError
 from registry.refs import KIND_DIRS, KINDS, Kind, Ref, version_key
@@ -38,6 +38,8 @@ from registry.yamlio import load_model, save_model
 log = logging.getLogger(__name__)
 
 Status = Literal["draft", "published", "revoked"]
+E = TypeVar("E", bound=Entry)
+R = TypeVar("R", bound=Record)
 
 
 class Registry:
@@ -106,14 +108,21 @@ class Registry:
             )
         return entry
 
+    def _get_as(self, ref: Ref | str, kind: Kind, cls: type[E]) -> E:
+        entry = self.get(ref, kind)
+        if not isinstance(entry, cls):  # the ref spelled out another kind, e.g. recipe/... where a dataset is wanted
+            raise InputError(f"{ref} is a {entry.kind} ref; a {kind} ref is expected here",
+                             hint=f"name it as {kind}/<name>@<version>")
+        return entry
+
     def dataset(self, ref: str) -> Dataset:
-        return self.get(ref, "dataset")  # type: ignore[return-value]
+        return self._get_as(ref, "dataset", Dataset)
 
     def recipe(self, ref: str) -> Recipe:
-        return self.get(ref, "recipe")  # type: ignore[return-value]
+        return self._get_as(ref, "recipe", Recipe)
 
     def release(self, ref: str) -> Release:
-        return self.get(ref, "model")  # type: ignore[return-value]
+        return self._get_as(ref, "model", Release)
 
     def resolve(self, ref: Ref | str, kind: Kind = "model") -> Entry:
         """Resolve a ref that may leave out its version.
@@ -130,10 +139,10 @@ class Registry:
             raise NotFoundError(str(ref), candidates=self.names(ref.kind))
         if ref.kind != "model":
             return self.get(Ref(ref.kind, ref.name, versions[-1]))
-        releases = [self.get(Ref("model", ref.name, v)) for v in reversed(versions)]
+        releases = [self._get_as(Ref("model", ref.name, v), "model", Release) for v in reversed(versions)]
         by_status: dict[str, list[Release]] = {"published": [], "draft": [], "revoked": []}
         for r in releases:
-            by_status[self.status(r)].append(r)  # type: ignore[arg-type]
+            by_status[self.status(r)].append(r)
         if by_status["published"]:
             return by_status["published"][0]
         if by_status["draft"]:
@@ -169,14 +178,19 @@ class Registry:
             )
         return rec
 
+    def _record_as(self, release: Release, suffix: str, cls: type[R]) -> R | None:
+        rec = self.record(release, suffix)
+        assert rec is None or isinstance(rec, cls), f"RECORD_SUFFIXES[{suffix!r}] loads a {cls.__name__}"
+        return rec
+
     def provenance(self, release: Release) -> ProvenanceRecord | None:
-        return self.record(release, "provenance")  # type: ignore[return-value]
+        return self._record_as(release, "provenance", ProvenanceRecord)
 
     def evaluation(self, release: Release) -> EvaluationRecord | None:
-        return self.record(release, "evals")  # type: ignore[return-value]
+        return self._record_as(release, "evals", EvaluationRecord)
 
     def card(self, release: Release) -> CardRecord | None:
-        return self.record(release, "card")  # type: ignore[return-value]
+        return self._record_as(release, "card", CardRecord)
 
     def rebuilds(self, release: Release) -> list[RebuildRecord]:
         folder = self.rebuilds_dir(release)

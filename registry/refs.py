@@ -81,7 +81,7 @@ class Ref:
                 check_version(m.group("version"))
         except ValueError as err:
             raise InputError(f"bad ref {text!r}: {err}") from None
-        return cls(kind, m.group("name"), m.group("version"))  # type: ignore[arg-type]
+        return cls(kind, m.group("name"), m.group("version"))
 
 
 def check_ref(value: str, kind: Kind, *, pinned: bool = True) -> str:

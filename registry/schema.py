@@ -395,6 +395,9 @@ class Artifact(Model):
     variant: Name | None = None  # quantized variant name; None = full precision
 
 
+SplitName = Literal["train", "validation", "test"]
+
+
 class SplitDigest(Model):
     sha256: Sha256  # over the split's canonical JSON-lines bytes (see pipelines.prepare)
     documents: int = Field(ge=0)
@@ -403,7 +406,7 @@ class SplitDigest(Model):
 
 class DatasetBuild(Model):
     ref: DatasetRef
-    splits: dict[Literal["train", "validation", "test"], SplitDigest]
+    splits: dict[SplitName, SplitDigest]
 
     @property
     def name(self) -> str:  # the dataset's name: the key of its outputs under build/datasets/

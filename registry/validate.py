@@ -14,7 +14,7 @@ from commonforge.errors import ForgeError
 from registry.digest import sha256_file
 from registry.fsutil import resolve_inside
 from registry.refs import KIND_DIRS, NAME_RE
-from registry.schema import RECORD_SUFFIXES, Dataset, Recipe, Release
+from registry.schema import RECORD_SUFFIXES, CardRecord, Dataset, Recipe, Release
 
 if TYPE_CHECKING:
     from registry.catalog import Registry
@@ -101,7 +101,8 @@ def _check_release(reg: Registry, release: Release) -> list[str]:
         except ForgeError as err:
             problems.append(str(err.message))
             continue
-        if suffix == "card" and rec is not None:
+        # the "card" suffix loads a CardRecord (RECORD_SUFFIXES); isinstance says so to the type checker
+        if suffix == "card" and isinstance(rec, CardRecord):
             try:
                 card = resolve_inside(reg.root, rec.path, what="card path")
             except ForgeError as err:
