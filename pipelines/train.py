@@ -27,6 +27,7 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from commonforge import settings as forge_settings
 from commonforge.errors import BuildError
@@ -37,6 +38,9 @@ from pipelines.stage import load_recipe, mlflow_experiment, stage_cli
 from registry.architecture import transformers_config
 from registry.fsutil import atomic_write_bytes
 from registry.schema import Recipe
+
+if TYPE_CHECKING:  # transformers loads torch: imported where a model is built, not at import time
+    from transformers import LlamaForCausalLM
 
 
 def llama_config(recipe: Recipe, vocab_size: int):
@@ -141,7 +145,7 @@ def state_dict_for_save(model) -> dict:
 
 @dataclass
 class TrainRun:
-    model: object
+    model: LlamaForCausalLM
     losses: list  # [step, "loss"] rows of loss.csv
     val_losses: list  # [step, "val_loss"] rows of val_loss.csv
     seconds: float  # wall time of the optimization loop
@@ -178,7 +182,7 @@ def train_model(recipe: Recipe, config, train_w, eval_w, *, log=None, max_second
     bar = tqdm(range(t.steps), desc=f"train {recipe.ref}", unit="step", mininterval=1.0)
     for step in bar:
         # --- batch: the next batch_size windows of this epoch's permutation
-        idx = []
+        idx: list[int] = []
         while len(idx) < t.batch_size:
             if cursor == n_windows:
                 epoch += 1
