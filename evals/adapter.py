@@ -161,7 +161,9 @@ class ForgeLM(TemplateLM):
                     ll = positions.gather(-1, target.unsqueeze(-1)).sum()
                     greedy = bool((positions.argmax(dim=-1) == target).all())
                     out[i] = (float(ll), greedy)
-        return out  # type: ignore[return-value]
+        scored = [o for o in out if o is not None]
+        assert len(scored) == len(requests), "every request is in one group, so every slot is filled"
+        return scored
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         """Summed log-likelihood of each whole string, in disjoint windows of ``max_length`` tokens."""
@@ -223,4 +225,6 @@ class ForgeLM(TemplateLM):
                 for row, n in enumerate(chunk):
                     text = self.tok_decode(generated[row, width:].tolist())
                     out[n] = postprocess_generated_text(text, until, None)
-        return out  # type: ignore[return-value]
+        texts = [o for o in out if o is not None]
+        assert len(texts) == len(requests), "every request is in one batch, so every slot is filled"
+        return texts

@@ -335,12 +335,12 @@ def _evaluation(inputs: ModelCardInputs) -> tuple[Table | None, Table | None, li
         task, metric, subset, items, chance = key
         cells = []
         for v in variants:
-            r = grid[key].get(v)
-            if r is None:
+            cell = grid[key].get(v)
+            if cell is None:
                 cells.append("not evaluated")
                 continue
-            cells.append(fmt.number(r.value) + ("" if r.stderr is None else f" ± {fmt.number(r.stderr)}"))
-            if chance is not None and r.stderr and (r.value - chance) / r.stderr > 2:
+            cells.append(fmt.number(cell.value) + ("" if cell.stderr is None else f" ± {fmt.number(cell.stderr)}"))
+            if chance is not None and cell.stderr and (cell.value - chance) / cell.stderr > 2:
                 above.append(f"{task} {hub.metric_title(metric)} ({hub.variant_title(v)})")
         rows.append((task, hub.metric_title(metric), "all items" if subset == "all" else "clean items only",
                      fmt.integer(items), fmt.number(chance), *cells))
@@ -479,6 +479,7 @@ def _provenance(inputs: ModelCardInputs) -> tuple[Table, str]:
     m, prov = inputs.release.manifest, inputs.provenance
     rows: list[tuple[str, str]] = []
     if m.provenance == "built":
+        assert m.recipe is not None, "BuildManifest's validator requires a recipe for a built release"
         text = (f"Built by the forge's DVC pipeline from the reviewed recipe `{m.recipe.ref}` and the pinned datasets "
                 "above. The build manifest (every input and output digest) is the release; the records below "
                 "describe this particular build and may differ between rebuilds without changing the release.")
@@ -539,6 +540,7 @@ def model_card_context(inputs: ModelCardInputs) -> ModelCardContext:
     if recipe is not None:
         summary += [fmt.paragraph(recipe.description), "**Intended use.** " + fmt.paragraph(recipe.intended_use)]
     elif built:
+        assert m.recipe is not None, "BuildManifest's validator requires a recipe for a built release"
         summary.append(f"A model built by the forge from `{m.recipe.ref}`; that recipe's entry is not available here, "
                        "so its description is missing from this card.")
     else:

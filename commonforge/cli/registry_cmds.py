@@ -41,19 +41,20 @@ def _registry() -> Registry:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from commonforge.cli.output import console, table
-    from registry.schema import Release
+    from registry.schema import Dataset, Recipe, Release
 
     reg = _registry()
     kind = args.kind.rstrip("s") if args.kind else None
     out = console()
     t = table(None, "ref", "status", "title / digest", "license")
     n = 0
-    for entry in reg.iter_entries(kind):  # type: ignore[arg-type]
+    for entry in reg.iter_entries(kind):
         n += 1
         if isinstance(entry, Release):
             status = reg.status(entry)
             t.add_row(entry.ref, status, f"sha256:{entry.release_digest}", entry.manifest.license)
         else:
+            assert isinstance(entry, (Dataset, Recipe)), "registry entries are datasets, recipes or releases (schema.ENTRY_TYPES)"
             t.add_row(entry.ref, "", entry.title, entry.license)
     if n == 0:
         out.print(f"no {kind or 'entrie'}s in {reg.entries_dir}")
@@ -115,6 +116,7 @@ def _show_release(out, reg: Registry, rel: Release) -> None:
     if m.provenance == "imported":
         out.print("provenance: IMPORTED (not built by the forge: no recipe, no source commit, never reproducible)")
     else:
+        assert m.recipe is not None, "BuildManifest's validator requires a recipe for a built release"
         out.print(f"recipe: {m.recipe.ref} (sha256:{m.recipe.sha256})")
         lock = f"    lock: sha256:{m.lock_sha256}" if m.lock_sha256 else ""  # manifest schema 1
         out.print(f"source commit: {m.source_commit}{lock}")
@@ -162,7 +164,7 @@ def _show_release(out, reg: Registry, rel: Release) -> None:
 def cmd_show(args: argparse.Namespace) -> int:
     from commonforge.cli.output import console
     from registry.refs import Ref
-    from registry.schema import Dataset, Recipe
+    from registry.schema import Dataset, Recipe, Release
 
     reg = _registry()
     entry = reg.resolve(Ref.parse(args.ref, default_kind="model"))
@@ -172,6 +174,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     elif isinstance(entry, Recipe):
         _show_recipe(out, reg, entry)
     else:
+        assert isinstance(entry, Release), "registry entries are datasets, recipes or releases (schema.ENTRY_TYPES)"
         _show_release(out, reg, entry)
     return 0
 

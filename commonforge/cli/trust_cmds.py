@@ -14,7 +14,7 @@ from commonforge.cli.command import add_command
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see registry_cmds)
 if TYPE_CHECKING:
     from registry.schema import Release
-    from trust.policy import Maintainer, Pins
+    from trust.policy import Maintainer, Pins, Role
 
 STATUS_HELP = """\
 Show a release's status, computed from the signed statements beside it under the current
@@ -245,13 +245,13 @@ def cmd_attest(args: argparse.Namespace) -> int:
         path = attest_build(root, release, signer, info)
     else:
         records = Registry(root).rebuilds(release)
-        if args.rebuilt_digest is None and not records:
+        if not args.rebuilt_digest and not records:
             raise NotFoundError(f"rebuild record of {release.ref}",
                                 hint="run `commonforge reproduce` first, or pass --rebuilt-digest")
         newest = records[-1] if records else None
         path = attest_rebuild(
             root, release, signer, info, chain=load_chain(root, pins=_pins()),
-            rebuilt_digest=args.rebuilt_digest or newest.rebuilt_digest,  # type: ignore[union-attr]
+            rebuilt_digest=args.rebuilt_digest or records[-1].rebuilt_digest,  # records: checked non-empty above
             first_differing_stage=newest.first_differing_stage if newest else None,
             environment_differences=newest.environment_differences if newest else [],
             machine=newest.machine if newest else {})
@@ -316,8 +316,9 @@ def _members(args: argparse.Namespace) -> list[Maintainer]:
         except (OSError, ValueError) as err:
             raise InputError(f"{path} is not an exported public key: {err}",
                              hint="make it with `commonforge keys export KEY > FILE`") from None
-        roles = [r for r, given in (("maintainer", args.maintainer), ("rebuilder", args.rebuilder)) if path in given]
-        found.append(member(key, roles, not_after))  # type: ignore[arg-type]
+        holders: tuple[tuple[Role, list[str]], ...] = (("maintainer", args.maintainer), ("rebuilder", args.rebuilder))
+        roles = [r for r, given in holders if path in given]
+        found.append(member(key, roles, not_after))
     return found
 
 
