@@ -108,9 +108,9 @@ def main() -> None:
         print(row, flush=True)
         resultlog.append_rows(out_path, list(row), [row])
     print("\n| config | parameters | steps | train s | val loss | bits/byte |\n|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['config']} | {r['parameters']:,} | {r['steps']} | {r['train_seconds']} | {r['val_loss']} "
-              f"| {r['val_bits_per_byte']} |")
+    for row in rows:
+        print(f"| {row['config']} | {row['parameters']:,} | {row['steps']} | {row['train_seconds']} | {row['val_loss']} "
+              f"| {row['val_bits_per_byte']} |")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from commonforge.errors import IntegrityError, InputError, NotFoundError
+from commonforge.errors import InputError, IntegrityError, NotFoundError
 from registry import Store
 from registry.schema import BuildManifest
 from tests.helpers import REPO, sample
