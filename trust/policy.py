@@ -397,7 +397,9 @@ def propose(root: Path, policy: Policy) -> Path:
                           hint="versions go up by exactly one")
     path = proposals_dir(root) / f"{policy.version}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(signatures_dir(path.parent, policy.version), ignore_errors=True)  # signatures of an older draft
+    if not path.is_file() or load_policy(path.parent, policy.version).digest != policy.digest:
+        # Signatures on an older draft name its digest and would only clutter `status`.
+        shutil.rmtree(signatures_dir(path.parent, policy.version), ignore_errors=True)
     save_model(policy, path)
     return path
 

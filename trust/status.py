@@ -176,6 +176,9 @@ def release_status(root: Path, release: Release, *, chain: Chain | None = None, 
             result.rejected.append(Rejected(pub.source, f"it is about {pub.subject_name} sha256:{pub.subject_digest[:12]}"))
         elif isinstance(signer, str):
             result.rejected.append(Rejected(pub.source, signer))
+        elif pub.predicate.policy_version > policy.version:  # type: ignore[attr-defined]
+            result.rejected.append(Rejected(pub.source, f"it names policy {pub.predicate.policy_version}, "  # type: ignore[attr-defined]
+                                                        f"which this checkout does not have (newest: {policy.version})"))
         elif result.publication is None:
             result.publication = (signer, pub)
     if result.publication is None:

@@ -54,17 +54,23 @@ REF = "model/sample@1.0.0"
 PEOPLE = [("ann", "Acme", "ecdsa"), ("amy", "Acme", "ecdsa"), ("bob", "Beta", "ed25519"), ("cat", "Cyan", "ecdsa")]
 
 
-def test_a_forge_founded_approved_rebuilt_published_and_revoked_from_the_command_line(cli):
+def make_keys(cli) -> list[str]:
+    """Everyone's key generated and exported; returns ``policy init``'s maintainer arguments."""
     tmp = cli("keys", "list").tmp
     for name, aff, ktype in PEOPLE:
         line = cli("keys", "generate", "--name", name, "--affiliation", aff, "--type", ktype).out
         assert line.split()[1:3] == [ktype, name]
         (tmp / f"{name}.json").write_text(cli("keys", "export", name).out)
+    return [a for n, _, _ in PEOPLE for a in ("--maintainer", str(tmp / f"{n}.json"))]
+
+
+def test_a_forge_founded_approved_rebuilt_published_and_revoked_from_the_command_line(cli):
+    founders = make_keys(cli)
+    tmp = cli("keys", "list").tmp
     listed = cli("keys", "list").out
     assert [line.split()[2] for line in listed.splitlines()] == ["amy", "ann", "bob", "cat"]
     assert (tmp / "config" / "commonforge" / "keys").is_dir()
 
-    founders = [a for n, _, _ in PEOPLE for a in ("--maintainer", str(tmp / f"{n}.json"))]
     assert "not a time" in cli("policy", "init", *founders, "--not-after", "soon", ok=False).err
     out = cli("policy", "init", *founders, "--rebuilder", str(tmp / "bob.json"), "--not-after", "2030-01-01T00:00:00Z").out
     assert "proposed policy 1" in out
@@ -113,3 +119,31 @@ def test_refusals_are_messages_with_exit_codes(cli):
     assert outsider.code == 1 and "is not a maintainer in the bootstrap policy" in outsider.err
     assert "no policy yet" in cli("status", REF).out
     assert "`commonforge policy init` makes version 1" in cli("policy", "show").out
+
+
+def test_a_rebuild_record_is_signed_as_a_rebuild_statement(cli):
+    from registry.catalog import Registry
+    from registry.refs import Ref
+    from registry.schema import RebuildRecord
+    from trust.statements import read_all, statements_dir
+
+    founders = make_keys(cli)
+    bob_json = founders[5]  # --maintainer ann, --maintainer amy, --maintainer bob, ...
+    root = cli("policy", "init", *founders, "--rebuilder", bob_json, "--not-after", "2030-01-01T00:00:00Z").root
+    for who in ("ann", "bob", "cat"):
+        cli("policy", "sign", "1", "--key", who)
+    cli("policy", "apply")
+    reg = Registry(root)
+    release = reg.release(REF)
+    assert "run `commonforge reproduce` first" in cli("attest", "rebuild", REF, "--key", "bob", ok=False).err
+    reg.add_rebuild(release, RebuildRecord(
+        release_digest=release.release_digest, release=REF, result="different", rebuilt_digest="f" * 64,
+        rebuilt_by="bob", rebuilt_at="2026-11-30T12:00:00Z", first_differing_stage="train",
+        machine={"hostname": "bobs-box"}, environment_differences=["torch 2.13.0+cpu != 2.13.1+cpu"]))
+    cli("attest", "rebuild", REF, "--key", "bob")
+    (statement,), _ = read_all(statements_dir(root, Ref("model", "sample", "1.0.0")))
+    assert statement.kind == "rebuild"
+    assert statement.predicate.model_dump(exclude={"signed_at"}) == {
+        "result": "different", "rebuilt_digest": "f" * 64, "first_differing_stage": "train",
+        "environment_differences": ["torch 2.13.0+cpu != 2.13.1+cpu"], "machine": {"hostname": "bobs-box"}}
+    assert "bob's rebuild differs (sha256:ffffffffffff, first differing stage: train)" in cli("status", REF).out
