@@ -358,9 +358,10 @@ def cmd_policy_propose(args: argparse.Namespace) -> int:
 
 
 def cmd_policy_sign(args: argparse.Namespace) -> int:
-    from trust.policy import sign_proposal
+    from trust.policy import load_chain, sign_proposal
 
     root = _root()
+    load_chain(root, pins=_pins())  # never sign on top of a rolled-back or replaced chain
     signer, info = _signer(args)
     path = sign_proposal(root, signer, args.version)
     print(f"signed policy {args.version} as {info.name} ({info.affiliation}): {path.relative_to(root)}")
@@ -371,6 +372,7 @@ def cmd_policy_apply(args: argparse.Namespace) -> int:
     from trust.policy import apply, load_chain
 
     root = _root()
+    load_chain(root, pins=_pins())  # this checkout's chain is not older than what you accepted before
     policy = apply(root)
     load_chain(root, pins=_pins())  # verify the whole chain again and remember the new version
     print(f"policy {policy.version} (sha256:{policy.digest}) is now the forge's policy")
