@@ -306,3 +306,58 @@ def publish(root: Path, release: Release, signer: Signer, info: KeyInfo, *, chai
     path = _write(root, release, "publication", signer, PublicationPredicate(
         signed_at=utc_now(), policy_version=policy.version, policy_digest=policy.digest, counted=counted))
     return path, release_status(root, release, chain=chain, now=now)
+
+
+# --- checking every statement (for `validate` and a pull request's `check`) ------------------------
+
+ROLE_OF = {"approval": "maintainer", "revocation": "maintainer", "publication": "maintainer", "rebuild": "rebuilder"}
+
+
+def statement_problems(root: Path, *, only: set[Path] | None = None, pins: Pins | None = None,
+                       now: datetime | None = None) -> list[str]:
+    """Every statement file beside a release that would not count, with why (empty: all verify).
+
+    ``only`` limits the report to those files (a pull request's added statements): a statement
+    must parse, name the release it sits beside (ref and digest), verify, and be signed by a key
+    the current policy gives the statement's role (build statements: by the key they carry).
+    A broken policy chain is one problem that stops the rest.
+    """
+    now = now or datetime.now(UTC)
+    try:
+        chain = load_chain(root, pins=pins, now=now)
+    except ForgeError as err:
+        return [f"the policy chain: {err.message}"]
+    reg = Registry(root)
+    problems: list[str] = []
+    models = Path(root) / "registry" / "entries" / "models"
+    for folder in sorted(models.glob("*/*.statements")):
+        ref = Ref("model", folder.parent.name, folder.name[: -len(".statements")])
+        wanted = [p for p in sorted(folder.glob("*")) if only is None or p.resolve() in only]
+        if not wanted:
+            continue
+        try:
+            release = reg.release(str(ref))
+        except ForgeError:
+            problems += [f"{p.relative_to(root)}: there is no release {ref} for it to be about" for p in wanted]
+            continue
+        statements, rejected = st_mod.read_all(folder)
+        policy = chain.current
+        subject = (st_mod.release_subject(ref), release.release_digest)
+        for st in statements:
+            why: str | None = None
+            if (st.subject_name, st.subject_digest) != subject:
+                why = f"it is about {st.subject_name} sha256:{st.subject_digest[:12]}, not {ref} sha256:{subject[1][:12]}"
+            elif st.kind == "build":
+                found: list[Rejected] = []
+                _builders([st], policy or chain.bootstrap, subject, found)
+                why = found[0].reason if found else None
+            elif policy is None:
+                why = "the forge has only its bootstrap policy: no key counts yet"
+            else:
+                signer = check_signer(policy, st, ROLE_OF.get(st.kind, "maintainer"), now)  # type: ignore[arg-type]
+                why = signer if isinstance(signer, str) else None
+            if why:
+                rejected.append(Rejected(st.source, why))
+        problems += [f"{folder.relative_to(root)}/{r.source.split('/', 1)[1]}: {r.reason}" for r in rejected
+                     if only is None or (folder / r.source.split("/", 1)[1]).resolve() in only]
+    return problems
