@@ -31,7 +31,7 @@ from trust import policy as trust_policy
 from trust import statements as st
 from trust import status as trust_status
 
-NOT_AFTER = "2030-01-01T00:00:00Z"
+NOT_AFTER = "2100-01-01T00:00:00Z"
 PASSPHRASE = b"correct horse battery staple"
 PEOPLE = {  # name: (affiliation, key type, roles in policy 1 or None)
     "ann": ("Acme", "ecdsa", ["maintainer", "rebuilder"]),

@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import shutil
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -106,16 +106,16 @@ def test_a_key_not_in_the_policy_does_not_count(forge):
 
 
 def test_a_signature_made_after_the_keys_not_after_date_does_not_count(forge):
-    forge.sign("cat", "approval", "draft", ApprovalPredicate(signed_at="2031-01-01T00:00:00Z"))
-    status = forge.status("draft", now=at("2031-06-01T00:00:00Z"))
+    forge.sign("cat", "approval", "draft", ApprovalPredicate(signed_at="2100-06-01T00:00:00Z"))
+    status = forge.status("draft", now=at("2100-07-01T00:00:00Z"))
     assert len(status.approvals.counted) == 2
-    assert any("cat (Cyan" in r and "after the key's not-after date 2030-01-01T00:00:00Z" in r for r in reasons(status))
+    assert any("cat (Cyan" in r and "after the key's not-after date 2100-01-01T00:00:00Z" in r for r in reasons(status))
 
 
 def test_a_signature_dated_in_the_future_does_not_count(forge):
-    forge.sign("cat", "approval", "draft", ApprovalPredicate(signed_at="2029-01-01T00:00:00Z"))
-    status = forge.status("draft", now=at("2028-12-31T00:00:00Z"))
-    assert any("dated it 2029-01-01T00:00:00Z, in the future" in r for r in reasons(status))
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    forge.sign("cat", "approval", "draft", ApprovalPredicate(signed_at=tomorrow))
+    assert any(f"dated it {tomorrow}, in the future" in r for r in reasons(forge.status("draft")))
 
 
 def test_a_key_removed_in_a_later_policy_loses_its_approvals(forge):
@@ -226,7 +226,7 @@ def test_a_rollback_to_the_previous_policy_is_refused(forge):
 def test_a_replaced_founding_policy_is_refused_after_first_use(forge):
     forge.chain()  # trust on first use: the pins now hold policy 1's digest
     path = tp.policy_dir(forge.root) / "1.yaml"
-    path.write_text(path.read_text().replace("2030-01-01T00:00:00Z", "2031-01-01T00:00:00Z"))
+    path.write_text(path.read_text().replace("2100-01-01T00:00:00Z", "2100-06-01T00:00:00Z"))
     with pytest.raises(PolicyError, match="policy 1 .* is not signed as the rules require"):
         forge.chain()  # an edited policy 1 no longer carries its founders' signatures
     # A whole new founding policy, properly signed by other founders, is what only the pin stops.

@@ -72,7 +72,7 @@ def test_a_forge_founded_approved_rebuilt_published_and_revoked_from_the_command
     assert (tmp / "config" / "commonforge" / "keys").is_dir()
 
     assert "not a time" in cli("policy", "init", *founders, "--not-after", "soon", ok=False).err
-    out = cli("policy", "init", *founders, "--rebuilder", str(tmp / "bob.json"), "--not-after", "2030-01-01T00:00:00Z").out
+    out = cli("policy", "init", *founders, "--rebuilder", str(tmp / "bob.json"), "--not-after", "2100-01-01T00:00:00Z").out
     assert "proposed policy 1" in out
     for who in ("ann", "bob"):
         cli("policy", "sign", "1", "--key", who)
@@ -129,7 +129,7 @@ def test_a_rebuild_record_is_signed_as_a_rebuild_statement(cli):
 
     founders = make_keys(cli)
     bob_json = founders[5]  # --maintainer ann, --maintainer amy, --maintainer bob, ...
-    root = cli("policy", "init", *founders, "--rebuilder", bob_json, "--not-after", "2030-01-01T00:00:00Z").root
+    root = cli("policy", "init", *founders, "--rebuilder", bob_json, "--not-after", "2100-01-01T00:00:00Z").root
     for who in ("ann", "bob", "cat"):
         cli("policy", "sign", "1", "--key", who)
     cli("policy", "apply")
