@@ -320,18 +320,29 @@ class Pins:
     def check(self, root: Path, chain: list[Policy]) -> None:
         key = str(Path(root).resolve())
         seen = self.data.get(key)
-        if seen is None or not chain:
+        if seen is None:
             return
+        if not (isinstance(seen, dict) and isinstance(seen.get("newest"), int) and seen["newest"] >= 1
+                and all(isinstance(seen.get(k), str) for k in ("root_digest", "newest_digest"))):
+            raise InputError(f"{self.path}: the entry for {key} is damaged",
+                             hint="restore the file, or remove the entry to trust this checkout anew")
+        if len(chain) < seen["newest"]:
+            raise PolicyError(
+                f"{root} holds policy versions up to {len(chain)}, but you accepted version {seen['newest']} before",
+                hint="this is a rollback to an older policy: fetch the newer policy files, never accept the older chain",
+            )
         if chain[0].digest != seen["root_digest"]:
             raise PolicyError(
                 f"policy 1 of {root} is sha256:{chain[0].digest}, but you trusted sha256:{seen['root_digest']} before",
                 hint="someone replaced the forge's founding policy: do not trust this checkout; if the forge "
                 f"really started over, remove its entry from {self.path}",
             )
-        if chain[-1].version < seen["newest"]:
+        if chain[seen["newest"] - 1].digest != seen["newest_digest"]:
             raise PolicyError(
-                f"{root} holds policy versions up to {chain[-1].version}, but you accepted version {seen['newest']} before",
-                hint="this is a rollback to an older policy: fetch the newer policy files, never accept the older chain",
+                f"policy {seen['newest']} of {root} is sha256:{chain[seen['newest'] - 1].digest}, but you accepted "
+                f"sha256:{seen['newest_digest']} as version {seen['newest']} before",
+                hint="the chain forked: two different policies carry the same number; trust neither until the "
+                "maintainers explain",
             )
 
     def remember(self, root: Path, chain: list[Policy]) -> None:

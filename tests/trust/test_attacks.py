@@ -221,6 +221,20 @@ def test_a_rollback_to_the_previous_policy_is_refused(forge):
     (tp.policy_dir(forge.root) / "2.yaml").unlink()
     with pytest.raises(PolicyError, match="holds policy versions up to 1, but you accepted version 2 before"):
         forge.chain()
+    (tp.policy_dir(forge.root) / "1.yaml").unlink()  # back to the bootstrap: every release a draft
+    with pytest.raises(PolicyError, match="holds policy versions up to 0, but you accepted version 2 before"):
+        forge.chain()
+
+
+def test_a_forked_policy_version_is_refused(forge):
+    p1 = forge.chain().current
+    forge.change_policy(tp.changed(p1, add=[forge.member("dan")]), ["ann", "bob", "cat", "dan"])
+    forge.chain()  # version 2 (with dan) accepted
+    for path in (tp.policy_dir(forge.root) / "2.yaml", tp.signatures_dir(tp.policy_dir(forge.root), 2)):
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    forge.change_policy(tp.changed(p1, add=[forge.member("nova")]), ["ann", "bob", "cat", "nova"])
+    with pytest.raises(PolicyError, match="the chain forked|but you accepted sha256:"):
+        forge.chain()
 
 
 def test_a_replaced_founding_policy_is_refused_after_first_use(forge):
