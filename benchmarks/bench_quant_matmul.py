@@ -57,7 +57,7 @@ SHAPES = {
 DEFAULT_M = (1, 16, 32, 64, 256, 2048)
 IMPLS = ("fp16", "int4", "int8", "tinygemm", "gemlite", "bnb-nf4")
 
-# ratio over cuBLAS fp16 each target asks for (docs: ARCHITECTURE.md, performance targets)
+# ratio over cuBLAS fp16 each target asks for (docs/architecture.md, "Performance targets")
 TARGETS = {("int4", 1): 3.4, ("int4", 16): 2.8, ("int4", 64): 1.7, ("int4", 2048): 1.0, ("int8", 1): 1.9}
 INT4_M1_COPY_FRACTION = 0.85
 
@@ -272,9 +272,11 @@ def build_impls(names, w16, k, n) -> tuple[dict[str, Impl], dict[str, str]]:
             else:  # the rehearsal on CPU: torch's CPU build of the same op
                 packed, mm = torch._convert_weight_to_int4pack_for_cpu(u, 1), torch._weight_int4pack_mm_for_cpu
             kw_ref = repack_for_kernel(qw4)  # the same integers and scales: the same exact product
-            impls["tinygemm"] = Impl(
-                lambda x, config=None: (lambda xb=x.to(torch.bfloat16): mm(xb, packed, 128, sz)),
-                lambda x: quant_matmul_reference(x, kw_ref))
+            def tinygemm(x, config=None, mm=mm, packed=packed):
+                xb = x.to(torch.bfloat16)  # converted outside the timed call
+                return lambda: mm(xb, packed, 128, sz)
+
+            impls["tinygemm"] = Impl(tinygemm, lambda x: quant_matmul_reference(x, kw_ref))
         except Exception as exc:  # noqa: BLE001 - report and go on
             notes["tinygemm"] = f"unavailable: {exc}"[:200]
     if "gemlite" in names:
@@ -408,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     args.copy_gbps = copy_bandwidth_gbps(args.copy_mib)
     print(f"device-to-device copy: {args.copy_gbps:.0f} GB/s", flush=True)
     rows = run(args)
-    env = dict(timestamp=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    env = dict(timestamp=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                git_commit=resultlog.git_commit(), device=device, torch=torch.__version__, triton=triton.__version__,
                **gpu_environment())
     fp16 = {(r.n, r.k, r.m): r.ms for r in rows if r.impl == "fp16"}

@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     # our kernels and the decode children read and write this tuning cache (kernels.autotune_cache)
     os.environ["COMMONFORGE_KERNEL_TUNING_CACHE"] = str(args.tuning_cache)
     device = "cpu" if args.rehearse else "cuda"
-    env = dict(timestamp=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    env = dict(timestamp=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                git_commit=resultlog.git_commit(), torch=torch.__version__, triton=triton.__version__)
     if args.rehearse:
         env.update(device="cpu (rehearsal, TRITON_INTERPRET=1)")

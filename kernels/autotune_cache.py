@@ -28,16 +28,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-CACHE_ENV = "COMMONFORGE_KERNEL_TUNING_CACHE"
+from commonforge import settings
+
+CACHE_ENV = settings.KERNEL_TUNING_ENV
 FORMAT_VERSION = 1
 
 
 def default_cache_path() -> Path:
     """$COMMONFORGE_KERNEL_TUNING_CACHE, else ~/.cache/commonforge/kernel_tuning.json (read per call)."""
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env)
-    return Path.home() / ".cache" / "commonforge" / "kernel_tuning.json"
+    return settings.kernel_tuning_cache()
 
 
 def tuning_key(device_name: str, triton_version: str, op: str, *fields: object) -> str:
@@ -169,7 +168,7 @@ def pick_fastest(run: Callable[[Any], None], candidates: Sequence[Any]) -> tuple
     best, best_ms, errors = None, float("inf"), []
     for cand in candidates:
         try:
-            ms = median_ms(lambda: run(cand), flush, reps=20, warmup=3)
+            ms = median_ms(lambda cand=cand: run(cand), flush, reps=20, warmup=3)
         except Exception as exc:  # noqa: BLE001 - a config that cannot run is just not a candidate
             errors.append(f"{cand}: {exc}")
             continue

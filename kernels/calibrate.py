@@ -118,7 +118,7 @@ def _gptq_model(
         layer_prefix = f"{prefix}.{index}."
         in_layer = {n[len(layer_prefix):]: m for n, m in targets.items() if n.startswith(layer_prefix)}
         for stage in _stages(layer, in_layer, captured):
-            hessians = _accumulate(stage, lambda: _run_layer(layer, captured))
+            hessians = _accumulate(stage, lambda layer=layer, captured=captured: _run_layer(layer, captured))
             for local_name, linear in stage.items():
                 results[layer_prefix + local_name] = _gptq_linear(linear, hessians[local_name], scheme)
         outputs = _run_layer(layer, captured)

@@ -72,10 +72,12 @@ class QuantLinear(nn.Module):
         per_word = 32 // scheme.bits
         groups = in_features // scheme.group_size if scheme.group_size else 1
         # compressed-tensors names and shapes (see kernels.formats); dtype = the scales' dtype
-        self.register_buffer("weight_packed", torch.zeros(out_features, -(-in_features // per_word), dtype=torch.int32, device=device))
+        self.register_buffer("weight_packed",
+                             torch.zeros(out_features, -(-in_features // per_word), dtype=torch.int32, device=device))
         self.register_buffer("weight_scale", torch.ones(out_features, groups, dtype=dtype, device=device))
         if not scheme.symmetric:
-            self.register_buffer("weight_zero_point", torch.zeros(-(-out_features // per_word), groups, dtype=torch.int32, device=device))
+            self.register_buffer("weight_zero_point",
+                                 torch.zeros(-(-out_features // per_word), groups, dtype=torch.int32, device=device))
         else:
             self.register_buffer("weight_zero_point", None)  # symmetric: no zero point is stored
         self.register_buffer("weight_shape", torch.tensor([out_features, in_features], dtype=torch.int64, device=device))
@@ -89,7 +91,7 @@ class QuantLinear(nn.Module):
     # --- construction
 
     @classmethod
-    def from_quantized(cls, qw: QuantizedWeight, scheme: QuantScheme, bias: torch.Tensor | None = None) -> "QuantLinear":
+    def from_quantized(cls, qw: QuantizedWeight, scheme: QuantScheme, bias: torch.Tensor | None = None) -> QuantLinear:
         n, k = qw.shape
         if qw.bits != scheme.bits or qw.group_size != scheme.group_size or (qw.zero_point is None) != scheme.symmetric:
             raise SchemeError(f"quantized weight ({qw.bits}-bit, group {qw.group_size}) does not match scheme {scheme.name}")

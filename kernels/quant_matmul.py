@@ -45,7 +45,6 @@ CPU interpreter can check the kernels bit-for-bit-ish against the reference.
 from __future__ import annotations
 
 import dataclasses
-import os
 import warnings
 from collections.abc import Callable
 
@@ -53,6 +52,7 @@ import torch
 import triton
 import triton.language as tl
 
+from commonforge.settings import triton_interpreter
 from kernels.autotune_cache import TuningCache, default_cache, pick_fastest, tuning_key
 from kernels.errors import DeviceError, DtypeError, LayoutError, ShapeError
 from kernels.layouts import TILE_K, KernelWeight, unpack_kernel_weight, words_per_tile
@@ -323,7 +323,7 @@ def _splitk_reduce_kernel(
     mask = offs < total
     acc = tl.zeros([BLOCK], dtype=tl.float32)
     ptrs = partial_ptr + offs
-    for s in range(SPLIT_K):
+    for _ in range(SPLIT_K):
         acc += tl.load(ptrs, mask=mask, other=0.0, eviction_policy="evict_first")
         ptrs += stride_s  # pointer arithmetic is 64-bit: no s * M * N product to overflow
     if HAS_BIAS:
@@ -533,7 +533,7 @@ def _check_inputs(x, weight: KernelWeight, bias, out) -> None:
             raise LayoutError("out must be contiguous")
     if len(set(devices.values())) != 1:
         raise DeviceError(f"tensors are on different devices: {', '.join(f'{k}={v}' for k, v in devices.items())}")
-    if x.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+    if x.device.type != "cuda" and not triton_interpreter():
         raise DeviceError(
             f"the Triton kernels run on CUDA devices; x is on {x.device}. On CPU use "
             "QuantLinear (plain-torch path) or quant_matmul_reference"

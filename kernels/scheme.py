@@ -93,7 +93,7 @@ class QuantScheme:
         return (1 << (self.bits - 1)) - 1
 
     @classmethod
-    def from_name(cls, name: str, **overrides) -> "QuantScheme":
+    def from_name(cls, name: str, **overrides) -> QuantScheme:
         """Parse ``int4-g{32,64,128}[-asym|-sym]`` or ``int8``; keyword overrides win.
 
         >>> QuantScheme.from_name("int4-g128", method="gptq").group_size
