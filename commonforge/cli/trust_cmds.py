@@ -292,7 +292,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 def _members(args: argparse.Namespace) -> list[Maintainer]:
     import json
 
-    from pydantic import ValidationError
+    from pydantic import TypeAdapter, ValidationError
 
     from commonforge.errors import InputError
     from registry.schema import Timestamp
@@ -303,8 +303,6 @@ def _members(args: argparse.Namespace) -> list[Maintainer]:
     if files and not args.not_after:
         raise InputError("new keys need --not-after", hint="e.g. --not-after 2028-01-01T00:00:00Z")
     try:
-        from pydantic import TypeAdapter
-
         not_after = TypeAdapter(Timestamp).validate_python(args.not_after) if files else ""
     except ValidationError:
         raise InputError(f"--not-after {args.not_after!r} is not a time", hint="e.g. 2028-01-01T00:00:00Z") from None
