@@ -20,6 +20,7 @@ next tune): the cache is an optimization, never a source of truth.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -121,10 +122,20 @@ def l2_read_flush(device, mib: int = FLUSH_MIB) -> Callable[[], None]:
     import torch
 
     buf = torch.ones(mib * 2**20 // 2, dtype=torch.float16, device=device)
-    sink = torch.empty((), dtype=torch.float32, device=device)
-    flush = lambda: torch.sum(buf, dim=0, dtype=torch.float32, out=sink)  # noqa: E731 - keeps buf alive
-    flush.buffer = buf  # type: ignore[attr-defined]  (so callers and tests can check it stays unwritten)
-    return flush
+    return ReadFlush(buf, torch.empty((), dtype=torch.float32, device=device))
+
+
+class ReadFlush:
+    """The read pass of `l2_read_flush`: a sum over `buffer` into a scalar. It keeps the buffer
+    alive and shows it, so callers and tests can check that it stays unwritten."""
+
+    def __init__(self, buffer: Any, sink: Any) -> None:
+        self.buffer, self._sink = buffer, sink
+
+    def __call__(self) -> Any:
+        import torch
+
+        return torch.sum(self.buffer, dim=0, dtype=torch.float32, out=self._sink)
 
 
 def median_ms(call: Callable[[], Any], flush: Callable[[], Any], *, reps: int, warmup: int,
@@ -168,7 +179,7 @@ def pick_fastest(run: Callable[[Any], None], candidates: Sequence[Any]) -> tuple
     best, best_ms, errors = None, float("inf"), []
     for cand in candidates:
         try:
-            ms = median_ms(lambda cand=cand: run(cand), flush, reps=20, warmup=3)
+            ms = median_ms(functools.partial(run, cand), flush, reps=20, warmup=3)
         except Exception as exc:  # noqa: BLE001 - a config that cannot run is just not a candidate
             errors.append(f"{cand}: {exc}")
             continue

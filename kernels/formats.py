@@ -93,7 +93,7 @@ def scheme_from_quantization_config(config: Mapping, name: str | None = None) ->
         raise SchemeError(f"actorder={w['actorder']!r} needs a group index (g_idx), which is not supported")
     bits, strategy = w.get("num_bits"), w.get("strategy")
     group_size = w.get("group_size") if strategy == "group" else None
-    if strategy not in ("group", "channel") or (strategy == "group") != (bits == 4):
+    if bits not in (4, 8) or strategy not in ("group", "channel") or (strategy == "group") != (bits == 4):
         raise SchemeError(f"supported: int4 'group' or int8 'channel' strategy, got {bits}-bit {strategy!r}")
     symmetric = bool(w.get("symmetric", True))
     if name is None:

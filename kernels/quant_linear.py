@@ -53,6 +53,10 @@ _KERNEL_BUFFERS = ("kernel_qweight", "kernel_scale", "kernel_zero")  # the repac
 class QuantLinear(nn.Module):
     """A weight-only quantized linear layer: y = x @ dequant(W).T + bias."""
 
+    # Checkpoint-format buffers (compressed-tensors names), until repacked for the kernels.
+    weight_packed: torch.Tensor
+    weight_scale: torch.Tensor
+
     def __init__(
         self,
         in_features: int,

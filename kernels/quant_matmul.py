@@ -567,7 +567,7 @@ def _launch(x, weight: KernelWeight, bias, out, config: MatmulConfig) -> None:
     bias_arg = bias if bias is not None else weight.scale  # unused when HAS_BIAS=False
     stride_os = m * n
     if config.kernel == "gemv":
-        grid = (triton.cdiv(n, config.block_n), split_k, m)
+        grid: tuple[int, ...] = (triton.cdiv(n, config.block_n), split_k, m)
         _quant_gemv_kernel[grid](
             x, weight.qweight, weight.scale, zero, bias_arg, target,
             n, k, tiles_per_split,

@@ -176,6 +176,7 @@ def quantize_gptq(
                 s, z = compute_qparams(w1[:, i : i + g].unsqueeze(1), scheme.bits, scheme.symmetric, scale_dtype)
                 scale[:, col // g] = s[:, 0]
                 if zero is not None:
+                    assert z is not None  # an asymmetric scheme (it has a zero buffer) gets zero points
                     zero[:, col // g] = z[:, 0]
             grp = column_group[col]
             s_col = scale[:, grp].float()

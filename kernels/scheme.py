@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from kernels.errors import SchemeError
 
@@ -100,6 +100,7 @@ class QuantScheme:
         128
         """
         m = re.fullmatch(r"int4-g(\d+)(-asym|-sym)?", name)
+        fields: dict[str, Any]
         if m:
             fields = dict(bits=4, group_size=int(m.group(1)), symmetric=m.group(2) != "-asym")
         elif name == "int8":
