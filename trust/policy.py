@@ -175,6 +175,12 @@ def check_signer(policy: Policy, st: Statement, role: Role, now: datetime) -> Ma
     return member
 
 
+def elsewhere(st: Statement, subject_name: str, subject_digest: str) -> str:
+    """Why a statement about something else (a replay) does not count here."""
+    return (f"it is about {st.subject_name} sha256:{st.subject_digest[:12]}, "
+            f"not {subject_name} sha256:{subject_digest[:12]}")
+
+
 @dataclass
 class Tally:
     """How one rule fared over a set of statements, with the reasons for everything not counted."""
@@ -226,8 +232,7 @@ def tally(policy: Policy, statements: list[Statement], *, action: Action, kind: 
         if st.kind != kind:
             continue
         if (st.subject_name, st.subject_digest) != (subject_name, subject_digest):
-            result.uncounted.append(Rejected(st.source, f"it is about {st.subject_name} sha256:{st.subject_digest[:12]}, "
-                                                        f"not {subject_name} sha256:{subject_digest[:12]}"))
+            result.uncounted.append(Rejected(st.source, elsewhere(st, subject_name, subject_digest)))
             continue
         signer = check_signer(policy, st, "maintainer", now)
         if isinstance(signer, str):

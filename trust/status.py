@@ -15,6 +15,7 @@ statement that did not count with the reason it did not.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +30,7 @@ from registry.schema import Release, utc_now
 from trust import statements as st_mod
 from trust.errors import SignatureError
 from trust.keys import KeyInfo, sslib_key
-from trust.policy import Chain, Maintainer, Pins, Policy, Tally, check_signer, load_chain, tally
+from trust.policy import Chain, Maintainer, Pins, Policy, Tally, check_signer, elsewhere, load_chain, tally
 from trust.statements import (
     ApprovalPredicate,
     BuildPredicate,
@@ -86,16 +87,23 @@ class ReleaseStatus:
         return lines
 
 
+def _about(statements: list[Statement], kind: str, subject: tuple[str, str],
+           rejected: list[Rejected]) -> Iterator[Statement]:
+    """The ``kind`` statements about ``subject``; those about anything else go to ``rejected``."""
+    for st in statements:
+        if st.kind != kind:
+            continue
+        if (st.subject_name, st.subject_digest) != subject:
+            rejected.append(Rejected(st.source, elsewhere(st, *subject)))
+            continue
+        yield st
+
+
 def _builders(statements: list[Statement], policy: Policy, subject: tuple[str, str],
               rejected: list[Rejected]) -> list[tuple[str, str, str | None]]:
     """Who built the release, from build statements that verify under the key they carry."""
     found = []
-    for st in statements:
-        if st.kind != "build":
-            continue
-        if (st.subject_name, st.subject_digest) != subject:
-            rejected.append(Rejected(st.source, f"it is about {st.subject_name} sha256:{st.subject_digest[:12]}"))
-            continue
+    for st in _about(statements, "build", subject, rejected):
         pred = st.predicate
         assert isinstance(pred, BuildPredicate)
         try:
@@ -115,12 +123,7 @@ def _rebuilds(statements: list[Statement], policy: Policy, subject: tuple[str, s
     builder_keys = {k for _, k, _ in builders}
     builder_affiliations = {a for _, _, a in builders if a}
     counted: dict[str, tuple[Maintainer, Statement]] = {}
-    for st in statements:
-        if st.kind != "rebuild":
-            continue
-        if (st.subject_name, st.subject_digest) != subject:
-            rejected.append(Rejected(st.source, f"it is about {st.subject_name} sha256:{st.subject_digest[:12]}"))
-            continue
+    for st in _about(statements, "rebuild", subject, rejected):
         signer = check_signer(policy, st, "rebuilder", now)
         pred = st.predicate
         assert isinstance(pred, RebuildPredicate)
@@ -138,6 +141,12 @@ def _rebuilds(statements: list[Statement], policy: Policy, subject: tuple[str, s
             continue
         rejected.append(Rejected(st.source, why))
     return list(counted.values())
+
+
+def named(publication: Statement) -> int:
+    """The policy version a publication statement says it was checked against."""
+    pred = publication.predicate
+    return pred.policy_version if isinstance(pred, PublicationPredicate) else 0
 
 
 def release_status(root: Path, release: Release, *, chain: Chain | None = None, pins: Pins | None = None,
@@ -170,14 +179,12 @@ def release_status(root: Path, release: Release, *, chain: Chain | None = None, 
             f"{m.name}, {m.affiliation}" for m, _ in result.rebuilds) + ")"
     result.checks.append(Check("approvals", result.approvals.holds, result.approvals.explain()))
     result.checks.append(Check("rebuilds", bool(result.builders) and len(result.rebuilds) >= need, rebuild_detail))
-    for pub in (s for s in statements if s.kind == "publication"):
+    for pub in _about(statements, "publication", subject, result.rejected):
         signer = check_signer(policy, pub, "maintainer", now)
-        if (pub.subject_name, pub.subject_digest) != subject:
-            result.rejected.append(Rejected(pub.source, f"it is about {pub.subject_name} sha256:{pub.subject_digest[:12]}"))
-        elif isinstance(signer, str):
+        if isinstance(signer, str):
             result.rejected.append(Rejected(pub.source, signer))
-        elif pub.predicate.policy_version > policy.version:  # type: ignore[attr-defined]
-            result.rejected.append(Rejected(pub.source, f"it names policy {pub.predicate.policy_version}, "  # type: ignore[attr-defined]
+        elif named(pub) > policy.version:
+            result.rejected.append(Rejected(pub.source, f"it names policy {named(pub)}, "
                                                         f"which this checkout does not have (newest: {policy.version})"))
         elif result.publication is None:
             result.publication = (signer, pub)
@@ -346,7 +353,7 @@ def statement_problems(root: Path, *, only: set[Path] | None = None, pins: Pins 
         for st in statements:
             why: str | None = None
             if (st.subject_name, st.subject_digest) != subject:
-                why = f"it is about {st.subject_name} sha256:{st.subject_digest[:12]}, not {ref} sha256:{subject[1][:12]}"
+                why = elsewhere(st, *subject)
             elif st.kind == "build":
                 found: list[Rejected] = []
                 _builders([st], policy or chain.bootstrap, subject, found)

@@ -218,18 +218,26 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_approve(args: argparse.Namespace) -> int:
+def _sign_and_show(args: argparse.Namespace, done: str, sign) -> int:
+    """Sign a statement about ``args.ref`` with ``sign(root, release, signer, info, chain)``, then show the status."""
     from trust.policy import load_chain
-    from trust.status import approve, release_status
+    from trust.status import release_status
 
     root = _root()
     release = _release(root, args.ref)
     chain = load_chain(root, pins=_pins())
     signer, info = _signer(args)
-    path = approve(root, release, signer, info, comment=args.comment, chain=chain)
-    print(f"approved {release.ref} as {info.name} ({info.affiliation}): {path.relative_to(root)}", file=sys.stderr)
+    path = sign(root, release, signer, info, chain)
+    print(f"{done} {release.ref} as {info.name} ({info.affiliation}): {path.relative_to(root)}", file=sys.stderr)
     _print_status(release_status(root, release, chain=chain))
     return 0
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    from trust.status import approve
+
+    return _sign_and_show(args, "approved", lambda root, release, signer, info, chain: approve(
+        root, release, signer, info, comment=args.comment, chain=chain))
 
 
 def cmd_attest(args: argparse.Namespace) -> int:
@@ -273,17 +281,10 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    from trust.policy import load_chain
-    from trust.status import release_status, revoke
+    from trust.status import revoke
 
-    root = _root()
-    release = _release(root, args.ref)
-    chain = load_chain(root, pins=_pins())
-    signer, info = _signer(args)
-    path = revoke(root, release, signer, info, reason=args.reason, severity=args.severity, chain=chain)
-    print(f"signed a revocation of {release.ref}: {path.relative_to(root)}", file=sys.stderr)
-    _print_status(release_status(root, release, chain=chain))
-    return 0
+    return _sign_and_show(args, "signed a revocation of", lambda root, release, signer, info, chain: revoke(
+        root, release, signer, info, reason=args.reason, severity=args.severity, chain=chain))
 
 
 # --- policy -----------------------------------------------------------------------------------

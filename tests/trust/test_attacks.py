@@ -321,3 +321,13 @@ def test_approvals_made_after_their_keys_compromise_time_do_not_count(forge):
     # What cat signed before the compromise still counts.
     forge.sign("cat", "approval", "other", ApprovalPredicate(signed_at="2026-05-01T00:00:00Z"))
     assert [m.name for m, _ in forge.status("other").approvals.counted] == ["cat"]
+
+
+def test_a_publication_naming_a_policy_this_checkout_lacks_is_not_believed(forge):
+    from trust.statements import PublicationPredicate
+
+    forge.sign("cat", "publication", "draft", PublicationPredicate(
+        signed_at="2026-11-01T00:00:00Z", policy_version=5, policy_digest="a" * 64, counted=["b" * 64]))
+    status = forge.status("draft")
+    assert status.publication is None
+    assert any("it names policy 5, which this checkout does not have (newest: 1)" in r for r in reasons(status))
