@@ -288,6 +288,7 @@ def cpu_mode(args) -> int:
     env = environment(device)
     first = load_release(args.cpu, device="cpu", settings=settings)
     release = first.release
+    assert release is not None  # load_release always loads a registered release
     prompt = first.tokenizer(CPU_TEXT)["input_ids"]
     new_tokens = min(args.new_tokens, first.context_length - len(prompt))
     rows = []

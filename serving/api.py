@@ -35,7 +35,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from commonforge.errors import InputError
+from commonforge.errors import ForgeError, InputError
 from serving.engine import (
     Completion,
     ContextLengthError,
@@ -81,6 +81,8 @@ class Served:
     def of(cls, engine: Engine) -> Served:
         loaded = engine.loaded
         rel = loaded.release
+        if rel is None:
+            raise ForgeError("only a registered release can be served", hint="load one with serving.loader.load_release")
         suffix = "" if loaded.variant == "full" else f":{loaded.variant}"
         ident = f"{rel.name}@{rel.version}{suffix}"
         aliases = {ident, f"{rel.ref}{suffix}", f"{rel.name}{suffix}"}
@@ -95,6 +97,7 @@ class Served:
 
     def card(self) -> dict:
         loaded = self.engine.loaded
+        assert loaded.release is not None  # Served.of refuses a model without a release
         return {"id": self.id, "object": "model", "created": self.created, "owned_by": "commonforge",
                 "root": loaded.release.ref, "variant": loaded.variant,
                 "release_digest": loaded.release.release_digest,

@@ -78,7 +78,11 @@ def scan_directory(root: Path) -> dict[str, Path]:
         raise NotFoundError(f"model directory {root}", hint="give the folder holding config.json")
     root = root.resolve()
     files: dict[str, Path] = {}
-    pickles, code, subdirs, unknown, escaping = [], [], [], [], []
+    pickles: list[str] = []
+    code: list[str] = []
+    subdirs: list[str] = []
+    unknown: list[str] = []
+    escaping: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root):
         rel_dir = Path(dirpath).relative_to(root)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -230,8 +234,8 @@ def weight_tensors(files: dict[str, Path]) -> dict[str, tuple[str, list[int]]]:
     unlisted = sorted(set(shards) - named)
     if missing or unlisted:
         raise _refuse(f"{INDEX} does not match the shards: "
-                      + "; ".join(filter(None, [missing and f"missing {', '.join(missing)}",
-                                                unlisted and f"not in the index {', '.join(unlisted)}"])),
+                      + "; ".join(part for part in [missing and f"missing {', '.join(missing)}",
+                                                    unlisted and f"not in the index {', '.join(unlisted)}"] if part),
                       "the download is incomplete or mixes two checkpoints")
     for shard in sorted(named):
         header = safetensors_header(files[shard])
@@ -270,8 +274,9 @@ def check_architecture(config: dict, tensors: dict[str, tuple[str, list[int]]]) 
     if missing or unexpected or wrong:
         raise _refuse(
             "the weights do not match config.json: "
-            + "; ".join(filter(None, [missing and f"missing {missing[:5]}", unexpected and f"unexpected {unexpected[:5]}",
-                                      wrong and f"wrong shape {[(k, tensors[k][1], expected[k]) for k in wrong[:3]]}"])),
+            + "; ".join(part for part in [missing and f"missing {missing[:5]}", unexpected and f"unexpected {unexpected[:5]}",
+                                          wrong and f"wrong shape {[(k, tensors[k][1], expected[k]) for k in wrong[:3]]}"]
+                        if part),
             "config.json and the weights come from different models")
 
 

@@ -41,7 +41,9 @@ SHARD_INDEX = "model.safetensors.index.json"
 
 @dataclass
 class LoadedModel:
-    release: Release
+    # None only for a model built in memory, never loaded from the registry (the decode
+    # benchmark's random-weight Llama): nothing can serve it, see serving.api.Served.of.
+    release: Release | None
     variant: str  # "full" or a quantized variant's name
     model: Any  # a transformers PreTrainedModel in eval mode
     tokenizer: Any  # a transformers PreTrainedTokenizerFast
@@ -51,7 +53,7 @@ class LoadedModel:
 
     @property
     def ref(self) -> str:
-        return self.release.ref
+        return self.release.ref if self.release is not None else "(a model built in memory, not a release)"
 
     @property
     def context_length(self) -> int:
@@ -226,8 +228,8 @@ def load_from_files(
     ``paths`` maps each artifact's path in the release (``"model.safetensors"``,
     ``"variants/int8/config.json"``, ...) to a file; each is verified against the manifest.
     """
-    from registry.digest import sha256_file
     from commonforge.errors import IntegrityError
+    from registry.digest import sha256_file
 
     files = {}
     for key, a in variant_artifacts(release, variant).items():

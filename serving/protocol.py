@@ -134,14 +134,15 @@ def sampling_params(body: dict, *, max_tokens: int, logprobs: int | None, echo: 
     )
 
 
-def _max_tokens(body: dict, keys: tuple[str, ...], default: int | None) -> int | None:
+def _max_tokens(body: dict, keys: tuple[str, ...]) -> int | None:
+    """The first of ``keys`` the body sets (>= 0), else None."""
     for key in keys:
         if body.get(key) is not None:
             value = _opt(body, key, int, None)
             if value < 0:
                 raise bad(f"'{key}' must be >= 0", key)
             return value
-    return default
+    return None
 
 
 def stream_flags(body: dict) -> tuple[bool, bool]:
@@ -213,7 +214,8 @@ def completion_job(body: Any, *, max_prompts: int) -> CompletionJob:
     if logprobs is not None and not 0 <= logprobs <= MAX_TOP_LOGPROBS:
         raise bad(f"'logprobs' must be between 0 and {MAX_TOP_LOGPROBS}", "logprobs")
     echo = _opt(body, "echo", bool, False)
-    max_tokens = _max_tokens(body, ("max_tokens",), 16)
+    max_tokens = _max_tokens(body, ("max_tokens",))
+    max_tokens = 16 if max_tokens is None else max_tokens  # the completions API's default
     stream, include_usage = stream_flags(body)
     return CompletionJob(model, prompts, max_tokens, logprobs, echo, stream, include_usage, body)
 
@@ -262,7 +264,7 @@ def chat_job(body: Any) -> ChatJob:
     if top is not None and not want:
         raise bad("'top_logprobs' needs 'logprobs': true", "top_logprobs")
     stream, include_usage = stream_flags(body)
-    return ChatJob(model, messages, _max_tokens(body, ("max_completion_tokens", "max_tokens"), None),
+    return ChatJob(model, messages, _max_tokens(body, ("max_completion_tokens", "max_tokens")),
                    (top or 0) if want else None, stream, include_usage, body)
 
 
@@ -290,7 +292,7 @@ class TokenText:
 
 def completion_logprobs(tokens: list[TokenLogprob], token_text: TokenText, offset: int) -> dict:
     """The legacy completions ``logprobs`` object for a run of tokens starting at text ``offset``."""
-    out = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+    out: dict[str, list] = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
     for t in tokens:
         s = token_text(t.id)
         out["tokens"].append(s)
@@ -307,7 +309,7 @@ def completion_logprobs(tokens: list[TokenLogprob], token_text: TokenText, offse
 
 
 def chat_logprobs(tokens: list[TokenLogprob], token_text: TokenText) -> dict:
-    def entry(token_id: int, lp: float) -> dict:
+    def entry(token_id: int, lp: float | None) -> dict:
         s = token_text(token_id)
         return {"token": s, "logprob": lp, "bytes": list(s.encode("utf-8"))}
 
