@@ -26,6 +26,8 @@ source download cache  ``$XDG_CACHE_HOME/commonforge/sources``     ``COMMONFORGE
 explorer's search idx  ``<root>/.forge/explorer``                  ``COMMONFORGE_EXPLORER_CACHE``
 kernel tuning cache    ``$XDG_CACHE_HOME/commonforge/kernel_tuning.json``  ``COMMONFORGE_KERNEL_TUNING_CACHE``
 server API key         none (no key asked)                         ``COMMONFORGE_API_KEY``
+signing keys           ``$XDG_CONFIG_HOME/commonforge/keys``       ``COMMONFORGE_KEYS``
+accepted policy pins   ``$XDG_CONFIG_HOME/commonforge/trust-pins.json``  ``COMMONFORGE_TRUST_PINS``
 =====================  ==========================================  =========================
 
 The DVC remote and the download cache live outside the clone on purpose: a second clone,
@@ -180,6 +182,18 @@ def kernel_tuning_cache() -> Path:
 def api_key() -> str | None:
     """The key ``commonforge serve`` asks of clients when ``--api-key`` is not given (None: no key)."""
     return os.environ.get(API_KEY_ENV) or None
+
+
+def keys_dir() -> Path:
+    """Where a user's signing keys live: per user, never in a repository (``trust.keys`` refuses one)."""
+    value = os.environ.get("COMMONFORGE_KEYS")
+    return Path(value) if value else _xdg("XDG_CONFIG_HOME", ".config") / "commonforge" / "keys"
+
+
+def trust_pins() -> Path:
+    """The governance policy versions this user has accepted (trust on first use, no rollback)."""
+    value = os.environ.get("COMMONFORGE_TRUST_PINS")
+    return Path(value) if value else _xdg("XDG_CONFIG_HOME", ".config") / "commonforge" / "trust-pins.json"
 
 
 def triton_interpreter() -> bool:

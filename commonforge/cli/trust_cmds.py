@@ -115,24 +115,17 @@ def cmd_help(args: argparse.Namespace) -> int:  # argparse requires an action; n
 # --- where things are -------------------------------------------------------------------------
 
 
-def _config_home() -> Path:
-    # settings is the one reader of environment variables; it has no public config-dir function
-    # yet, so this uses its XDG helper (to become settings.keys_dir() / settings.trust_pins()).
+def _keys_dir(args: argparse.Namespace) -> Path:
     from commonforge import settings
 
-    return settings._xdg("XDG_CONFIG_HOME", ".config")
-
-
-def _keys_dir(args: argparse.Namespace) -> Path:
-    from trust.keys import keys_dir
-
-    return args.keys_dir or keys_dir(_config_home())
+    return args.keys_dir or settings.keys_dir()
 
 
 def _pins() -> Pins:
+    from commonforge import settings
     from trust.policy import Pins
 
-    return Pins(_config_home() / "commonforge" / "trust-pins.json")
+    return Pins(settings.trust_pins())
 
 
 def _root() -> Path:
