@@ -39,12 +39,16 @@ import datetime
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks import resultlog  # noqa: E402  (the repository is on sys.path from here)
+
+if TYPE_CHECKING:
+    from kernels.layouts import KernelWeight
 
 DEFAULT_CSV = REPO / "benchmarks" / "results" / "quant_matmul.csv"
 
@@ -235,7 +239,7 @@ class Impl:
 
     prepare: Callable
     reference: Callable
-    weight: object = None
+    weight: KernelWeight | None = None
 
 
 def build_impls(names, w16, k, n) -> tuple[dict[str, Impl], dict[str, str]]:
@@ -255,14 +259,18 @@ def build_impls(names, w16, k, n) -> tuple[dict[str, Impl], dict[str, str]]:
 
         return Impl(prepare, lambda x: quant_matmul_reference(x, kw), kw)
 
-    impls, notes = {}, {}
+    impls: dict[str, Impl] = {}
+    notes: dict[str, str] = {}
     impls["fp16"] = Impl(lambda x, config=None: (lambda: F.linear(x, w16)), lambda x: x.float() @ w16.float().t())
+    # int4 g128 RTN: our int4 rows and tinygemm's share it (the same integers and scales)
     qw4 = quantize_rtn(w16, QuantScheme.from_name("int4-g128")) if {"int4", "tinygemm"} & set(names) else None
     if "int4" in names:
+        assert qw4 is not None
         impls["int4"] = ours(repack_for_kernel(qw4))
     if "int8" in names:
         impls["int8"] = ours(repack_for_kernel(quantize_rtn(w16, QuantScheme.from_name("int8"))))
     if "tinygemm" in names:
+        assert qw4 is not None
         try:
             u = (qw4.qweight.to(torch.int32) + 8)  # tinygemm: w = (u - 8) * scale + zero
             sz = torch.stack([qw4.scale.t(), torch.zeros_like(qw4.scale.t())], dim=-1).to(torch.bfloat16).contiguous()
@@ -286,6 +294,7 @@ def build_impls(names, w16, k, n) -> tuple[dict[str, Impl], dict[str, str]]:
             qwa = quantize_rtn(w16, QuantScheme.from_name("int4-g128-asym"))
             layer = GemLiteLinearTriton(4, group_size=128, in_features=k, out_features=n,
                                         input_dtype=DType.FP16, output_dtype=DType.FP16)
+            assert qwa.zero_point is not None  # an asymmetric scheme
             layer.pack((qwa.qweight.to(torch.int16) + 8).to(torch.uint8), qwa.scale.half(),
                        (qwa.zero_point.to(torch.int16) + 8).half(), bias=None)
             wa = qwa.dequantize(torch.float32)

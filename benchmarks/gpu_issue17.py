@@ -177,7 +177,8 @@ def kernel_table(args, env: dict, device: str, deadline: float) -> list:
             write(args.csv, env, bq.Row(shape_set, n, k, 0, name, None, 0, note=note), args.copy_gbps, {})
             print(f"{shape_set} {n}x{k}: {name} {note}", flush=True)
         built.append((shape_set, n, k, impls))
-    rows, ms_of = [], {}
+    rows: list = []
+    ms_of: dict = {}
     for m in ms_list:
         for shape_set, n, k, impls in built:
             if time.monotonic() > deadline:
@@ -219,6 +220,7 @@ def decode_e2e(args, env: dict, deadline: float) -> None:
     commands = decode_commands(args)
     if args.rehearse:
         spec = importlib.util.spec_from_file_location("bench_decode_rehearsal", commands[0][1])
+        assert spec is not None and spec.loader is not None, commands[0][1]
         bench_decode = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(bench_decode)
         for cmd in commands:
