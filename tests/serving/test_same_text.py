@@ -15,12 +15,27 @@ import pytest
 
 from commonforge import cli as forge_cli
 from explorer.generate import GenerationSettings, generate
+from serving.engine import Engine
 
 PROMPT = "Call me Ishmael. Some years ago"
 CASES = {  # the explorer's settings; the CLI and the server are asked for the same
     "greedy": GenerationSettings(max_new_tokens=16),
     "seeded sampling": GenerationSettings(max_new_tokens=16, sample=True, temperature=0.9, top_k=40, seed=7),
 }
+
+
+@pytest.fixture
+def submitted(monkeypatch) -> list[list[int]]:
+    """The prompts (token ids) that reach an Engine in this process, in order."""
+    seen: list[list[int]] = []
+    real = Engine.submit_many
+
+    def spy(self, items, *args, **kwargs):
+        seen.extend(list(ids) for ids, _ in items)
+        return real(self, items, *args, **kwargs)
+
+    monkeypatch.setattr(Engine, "submit_many", spy)
+    return seen
 
 
 @pytest.fixture
@@ -52,16 +67,21 @@ def test_text_prompts_start_a_document(tiny_engine, tiny_loaded):
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_cli_server_and_explorer_give_the_same_text(case, run_cli, client, tiny_loaded, tiny_engine):
+def test_cli_server_and_explorer_give_the_same_text(case, run_cli, submitted, client, tiny_loaded, tiny_engine):
     settings = CASES[case]
     temperature, top_k = (settings.temperature, settings.top_k) if settings.sample else (0.0, 0)
+    prompt_ids = tiny_engine.encode(PROMPT)
     explorer = generate(tiny_loaded, PROMPT, settings)
-    assert explorer.new_tokens > 0 and explorer.prompt_tokens == len(tiny_engine.encode(PROMPT))
+    assert explorer.new_tokens > 0 and explorer.prompt_tokens == len(prompt_ids)
+    # The text alone could agree by chance (a tiny model may continue alike with or without
+    # BOS): the model's input is checked too, here and in the server's usage.
+    assert submitted == [prompt_ids]
 
     stdout = run_cli("generate", "forge-tiny", PROMPT, "--max-tokens", str(settings.max_new_tokens),
                      "--temperature", str(temperature), "--top-k", str(top_k), "--seed", str(settings.seed))
     assert stdout.startswith(PROMPT) and stdout.endswith("\n")
     assert stdout[len(PROMPT):-1] == explorer.text
+    assert submitted == [prompt_ids, prompt_ids]
 
     r = client.completions.create(model="forge-tiny", prompt=PROMPT, max_tokens=settings.max_new_tokens,
                                   temperature=temperature, seed=settings.seed, extra_body={"top_k": top_k})
