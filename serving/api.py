@@ -216,17 +216,19 @@ def create_app(engine: Engine, *, api_key: str | None = None, max_body_bytes: in
             for p in job.prompts:
                 if p.ids is not None:
                     out.append((p.ids, tokenizer.decode(p.ids, skip_special_tokens=False,
-                                                        clean_up_tokenization_spaces=False)))
+                                                        clean_up_tokenization_spaces=False), 0))
                 else:
-                    ids = tokenizer(p.text)["input_ids"]
-                    if not ids and tokenizer.bos_token_id is not None:
-                        ids = [tokenizer.bos_token_id]  # an empty prompt starts a new document
-                    out.append((ids, p.text))
+                    # BOS first (the rule of Engine.encode, which the CLI and the explorer follow too); the
+                    # echo gives the prompt back as sent, its tokens what the model saw (as vLLM does):
+                    # a BOS the server put first has no characters in that text (text_offset 0).
+                    ids = engine.encode(p.text)
+                    out.append((ids, p.text, len(ids) - len(tokenizer(p.text)["input_ids"])))
             return out
 
         prompts = await run_in_threadpool(tokenize)
-        return await run(request, "text_completion", [(ids, params) for ids, _ in prompts], job.stream,
-                         job.include_usage, prompt_texts=[t for _, t in prompts], echo=job.echo)
+        return await run(request, "text_completion", [(ids, params) for ids, _, _ in prompts], job.stream,
+                         job.include_usage, prompt_texts=[t for _, t, _ in prompts], echo=job.echo,
+                         unprinted=[n for _, _, n in prompts])
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
@@ -255,7 +257,7 @@ def create_app(engine: Engine, *, api_key: str | None = None, max_body_bytes: in
     # --- running requests
 
     async def run(request: Request, kind: str, items, stream: bool, include_usage: bool, *,
-                  prompt_texts: list[str] | None = None, echo: bool = False):
+                  prompt_texts: list[str] | None = None, echo: bool = False, unprinted: list[int] | None = None):
         loop = asyncio.get_running_loop()
         q: asyncio.Queue[Output] = asyncio.Queue()
 
@@ -280,7 +282,7 @@ def create_app(engine: Engine, *, api_key: str | None = None, max_body_bytes: in
         index = {r.id: i for i, r in enumerate(reqs)}
         rid = new_id("cmpl" if kind == "text_completion" else "chatcmpl")
         model_id = served.id
-        shape = _Shaper(kind, rid, model_id, token_text, items, prompt_texts, echo)
+        shape = _Shaper(kind, rid, model_id, token_text, items, prompt_texts, echo, unprinted)
 
         def cancel_all() -> None:
             for r in reqs:
@@ -349,12 +351,14 @@ def _sse(obj: dict) -> str:
 class _Shaper:
     """Builds the response bodies of one HTTP request (several prompts for completions)."""
 
-    def __init__(self, kind, rid, model, token_text, items, prompt_texts, echo) -> None:
+    def __init__(self, kind, rid, model, token_text, items, prompt_texts, echo, unprinted=None) -> None:
         self.kind, self.rid, self.model, self.token_text = kind, rid, model, token_text
         self.items = items
         self.prompt_texts = prompt_texts or [""] * len(items)
         self.echo = echo
         self.offsets = [len(t) if not echo else 0 for t in self.prompt_texts]
+        # echoed leading tokens the server added (BOS), which take no characters of the text
+        self.unprinted = list(unprinted) if echo and unprinted else [0] * len(items)
         self.started = [False] * len(items)
         self.counts = [(len(ids), 0) for ids, _ in items]
 
@@ -367,8 +371,9 @@ class _Shaper:
             return None
         if self.kind == "chat.completion":
             return chat_logprobs(tokens, self.token_text)
-        lp = completion_logprobs(tokens, self.token_text, self.offsets[i])
-        self.offsets[i] += sum(len(s) for s in lp["tokens"])
+        lp = completion_logprobs(tokens, self.token_text, self.offsets[i], unprinted=self.unprinted[i])
+        self.offsets[i] += sum(len(s) for s in lp["tokens"][self.unprinted[i]:])
+        self.unprinted[i] = 0
         return lp
 
     def full(self, results: list[Completion]) -> dict:

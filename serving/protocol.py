@@ -290,10 +290,14 @@ class TokenText:
         return s
 
 
-def completion_logprobs(tokens: list[TokenLogprob], token_text: TokenText, offset: int) -> dict:
-    """The legacy completions ``logprobs`` object for a run of tokens starting at text ``offset``."""
+def completion_logprobs(tokens: list[TokenLogprob], token_text: TokenText, offset: int, *, unprinted: int = 0) -> dict:
+    """The legacy completions ``logprobs`` object for a run of tokens starting at text ``offset``.
+
+    The first ``unprinted`` tokens (a BOS the server put before a text prompt) take no characters
+    of the returned text: they are listed at ``offset`` and do not move it.
+    """
     out: dict[str, list] = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
-    for t in tokens:
+    for k, t in enumerate(tokens):
         s = token_text(t.id)
         out["tokens"].append(s)
         out["token_logprobs"].append(t.logprob)
@@ -304,7 +308,8 @@ def completion_logprobs(tokens: list[TokenLogprob], token_text: TokenText, offse
             top.setdefault(s, t.logprob)
             out["top_logprobs"].append(dict(sorted(top.items(), key=lambda kv: -kv[1])))
         out["text_offset"].append(offset)
-        offset += len(s)
+        if k >= unprinted:
+            offset += len(s)
     return out
 
 

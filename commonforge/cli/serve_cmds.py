@@ -130,7 +130,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     loaded = _load(args, settings)
     engine = Engine(loaded, max_batch=1, max_queue=1).start()
     try:
-        ids = loaded.tokenizer(args.prompt)["input_ids"] or [loaded.tokenizer.bos_token_id]
+        ids = engine.encode(args.prompt)  # BOS first, as the server and the explorer do
         params = _params(args, max_tokens=args.max_tokens)
         started = time.perf_counter()
         sys.stdout.write(args.prompt)

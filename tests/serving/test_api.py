@@ -46,11 +46,11 @@ def test_models_and_health(server, client):
     assert client.models.retrieve("forge-tiny").id == server.model
 
 
-def test_completion_with_echo_logprobs_and_usage(client, tiny_loaded):
+def test_completion_with_echo_logprobs_and_usage(client, tiny_loaded, tiny_engine):
     r = client.completions.create(model="forge-tiny", prompt=PROMPT, max_tokens=12, temperature=0, logprobs=3,
                                   echo=True, extra_body={"ignore_eos": True})
     choice = r.choices[0]
-    n_prompt = len(tiny_loaded.tokenizer(PROMPT)["input_ids"])
+    n_prompt = len(tiny_engine.encode(PROMPT))  # BOS, then the prompt's tokens
     assert r.object == "text_completion" and r.model == "forge-tiny@1.0.0"
     assert choice.text.startswith(PROMPT) and len(choice.text) > len(PROMPT)
     assert choice.finish_reason == "length"
@@ -58,7 +58,10 @@ def test_completion_with_echo_logprobs_and_usage(client, tiny_loaded):
     lp = choice.logprobs
     assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == n_prompt + 12
     assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
-    assert "".join(lp.tokens) == choice.text
+    assert lp.tokens[0] == tiny_loaded.tokenizer.bos_token and "".join(lp.tokens[1:]) == choice.text
+    # The BOS the server put first takes no characters of the text: every offset points into choice.text.
+    assert lp.text_offset[0] == lp.text_offset[1] == 0
+    assert all(choice.text.startswith(tok, off) for tok, off in zip(lp.tokens[1:], lp.text_offset[1:]))
     assert all(3 <= len(t) <= 4 for t in lp.top_logprobs[1:])
     # greedy: every generated token is its position's best
     assert all(lp.token_logprobs[i] == max(lp.top_logprobs[i].values()) for i in range(n_prompt, n_prompt + 12))
