@@ -93,7 +93,7 @@ def model_card(forge: Forge, reg: Registry, release: Release) -> Card:
         folder = build_dir(forge, release)
         built = folder / "card" / "README.md" if folder else None
         outputs = build_outputs(forge, release) if built is not None and built.is_file() else None
-        if outputs is not None and outputs.matches_release:
+        if built is not None and outputs is not None and outputs.matches_release:
             rel = str(built.relative_to(forge.root))
             return _card_from_file(built, "build", rel, message + f" The build of this release rendered one in "
                                    f"{rel}; it is shown below, but it is not part of the release's record.")

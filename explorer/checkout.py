@@ -32,12 +32,11 @@ class Forge:
                     hint="start the explorer with --root pointing at your clone",
                 )
         settings = Settings.load(root)
-        cache = os.environ.get("COMMONFORGE_EXPLORER_CACHE")
         return cls(
             root=settings.root,
             store_dir=settings.store_dir,
             mlflow_uri=settings.mlflow_uri,
-            cache_dir=Path(cache).resolve() if cache else settings.state_dir / "explorer",
+            cache_dir=settings.explorer_cache,
         )
 
     def registry(self) -> Registry:

@@ -32,7 +32,8 @@ from explorer.outputs import (
 from model_cards.shape import ModelShape
 from registry import Registry
 from registry.architecture import transformers_config
-from registry.refs import Ref
+from registry.lineage import Graph
+from registry.refs import Ref, version_key
 from registry.schema import (
     CardRecord,
     Dataset,
@@ -75,7 +76,7 @@ def find_dataset(reg: Registry, text: str | None) -> Dataset:
 def release_refs(reg: Registry) -> list[str]:
     """Every release ref on disk, newest version of each name first."""
     refs = reg.refs("model")
-    return [str(r) for r in sorted(refs, key=lambda r: (r.name, [-int(p) for p in r.version.split(".")]))]
+    return [str(r) for r in sorted(refs, key=lambda r: (r.name, [-p for p in version_key(r.version or "0")]))]
 
 
 def dataset_refs(reg: Registry) -> list[str]:
@@ -222,7 +223,8 @@ def release_config(forge: Forge, reg: Registry, release: Release) -> tuple[dict 
         return config, "config.json (verified against the manifest)"
     if release.manifest.recipe is not None:
         try:
-            return transformers_config(reg.recipe(release.manifest.recipe.ref)), "the recipe (config.json is not in the local store)"
+            return (transformers_config(reg.recipe(release.manifest.recipe.ref)),
+                    "the recipe (config.json is not in the local store)")
         except ForgeError:
             pass
     return None, "neither config.json nor a recipe is available"
@@ -302,7 +304,7 @@ def split_users(reg: Registry, dataset_ref: str) -> dict[str, dict[str, str]]:
             continue
         for d in rel.manifest.datasets:
             if d.ref == dataset_ref:
-                out[ref] = {s: v.sha256 for s, v in d.splits.items()}
+                out[ref] = {str(s): v.sha256 for s, v in d.splits.items()}
     return out
 
 
@@ -325,7 +327,7 @@ class ReleaseDetail:
     config_source: str
     build: BuildOutputs | None
     mlflow: MlflowRun | None
-    lineage: object  # registry.lineage.Graph around this release
+    lineage: Graph | None  # the lineage around this release (None: it could not be built)
     in_store: dict[str, bool]  # artifact sha256 -> object present (not re-hashed)
     stages: tuple[str, ...]  # the recipe's DVC stages, for the reproduce commands
     derived: tuple[str, ...]  # releases built on this one (base_model)
@@ -374,7 +376,7 @@ class DatasetDetail:
     build: DatasetBuildInfo
     trained_on: tuple[str, ...]
     split_users: dict[str, dict[str, str]]
-    lineage: object
+    lineage: Graph | None
 
 
 def dataset_detail(forge: Forge, ref: str) -> DatasetDetail:

@@ -152,10 +152,10 @@ def mlflow_run(mlflow_uri: str, run_id: str | None) -> MlflowRun | None:
 
         client = MlflowClient(tracking_uri=mlflow_uri)
         run = client.get_run(run_id)
-        metrics = {k: tuple((m.step, m.value) for m in client.get_metric_history(run_id, k))
-                   for k in run.data.metrics}
+        histories = {k: tuple((m.step, m.value) for m in client.get_metric_history(run_id, k))
+                     for k in run.data.metrics}
         return MlflowRun(run_id, True, f"MLflow run {run_id} at {mlflow_uri}", run.info.run_name or "",
-                         run.info.status, metrics, dict(run.data.params))
+                         run.info.status, histories, dict(run.data.params))
     except Exception as err:  # an unreachable server is a message on the page, not a traceback
         return MlflowRun(run_id, False, f"could not read run {run_id} from {mlflow_uri}: {err}")
 

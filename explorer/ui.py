@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import streamlit as st
 
 from commonforge.errors import ForgeError
@@ -13,7 +15,9 @@ PAGES = {
     "dataset": "app_pages/dataset.py",
     "compare": "app_pages/compare.py",
 }
-STATUS_BADGE = {"published": ("published", "green"), "draft": ("draft", "orange"), "revoked": ("revoked", "red")}
+BadgeColor = Literal["red", "orange", "yellow", "blue", "green", "violet", "gray", "grey", "primary"]  # st.badge's
+STATUS_BADGE: dict[str, tuple[str, BadgeColor]] = {
+    "published": ("published", "green"), "draft": ("draft", "orange"), "revoked": ("revoked", "red")}
 
 
 def current_forge() -> data.Forge:

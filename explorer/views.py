@@ -10,11 +10,10 @@ import html
 from collections.abc import Iterable, Sequence
 
 from commonforge.units import human_bytes
+from explorer.data import ReleaseSummary, Score
 from model_cards.shape import ModelShape
 from registry.lineage import Graph
-from registry.schema import Artifact, Dataset, EvaluationRecord, Recipe, Release
-
-from explorer.data import ReleaseSummary, Score
+from registry.schema import Artifact, BuildManifest, Dataset, EvaluationRecord, Recipe, Release
 
 # --- formatting ----------------------------------------------------------------------------
 
@@ -134,7 +133,8 @@ def layer_stack_dot(config: dict) -> str:
         f"  subgraph cluster_layer {{ label={_label(f'<B>decoder layer × {n}</B>', esc(per_layer))}; "
         'style="rounded,dashed"; color="#8a9bb3"; fontname="Helvetica"; fontsize=11;',
         f'    norm1 [label={_label("RMSNorm", str(h))}];',
-        f'    attn [label={_label("<B>self-attention</B>", f"{heads} query heads, {kv} key/value heads", head)}, fillcolor="#dde8f6"];',
+        f'    attn [label={_label("<B>self-attention</B>", f"{heads} query heads, {kv} key/value heads", head)}, '
+        'fillcolor="#dde8f6"];',
         '    add1 [label="+", shape=circle, width=0.3, fixedsize=true];',
         f'    norm2 [label={_label("RMSNorm", str(h))}];',
         f'    mlp [label={_label("<B>SwiGLU MLP</B>", f"{h} → {i} → {h}")}, fillcolor="#e3f1e4"];',
@@ -264,6 +264,16 @@ def artifact_rows(artifacts: Sequence[Artifact], present: dict[str, bool] | None
     return rows
 
 
+def environment_pin(m: BuildManifest) -> str:
+    """What pins a built release's libraries: the whole lock (manifest schema 1) or the imported set (2)."""
+    if m.lock_sha256:
+        return f"requirements.lock sha256 {m.lock_sha256}"
+    env = m.environment
+    if env is None or env.packages_sha256 is None:
+        return "an unknown environment"
+    return f"the {len(env.packages)} packages its stages imported (digest {env.packages_sha256})"
+
+
 def reproduce_commands(release: Release, recipe_name: str | None, stages: Sequence[str] = ()) -> str | None:
     """The exact shell commands that rebuild a built release and compare it bit for bit."""
     m = release.manifest
@@ -272,7 +282,7 @@ def reproduce_commands(release: Release, recipe_name: str | None, stages: Sequen
     lines = [
         "# in your clone of the forge (any peer's copy of the repository has the commit)",
         f"git fetch && git checkout {m.source_commit}",
-        f"make venv            # installs the hashed lock: requirements.lock sha256 {m.lock_sha256}",
+        f"make venv            # installs the hashed lock; the release pins {environment_pin(m)}",
         "",
         "# rebuild in a clean worktree at that commit and compare every digest with the release",
         f".venv/bin/commonforge reproduce {release.ref}",
@@ -415,10 +425,12 @@ def score_diff(a: Sequence[Score], b: Sequence[Score]) -> list[dict]:
     rows = []
     for key in sorted(set(ka) | set(kb), key=lambda k: (k[0] != "full", k)):
         sa, sb = ka.get(key), kb.get(key)
+        either = sa or sb
+        assert either is not None  # the key came from one of them
         rows.append({"variant": key[0], "task": key[1], "metric": key[2], "subset": key[3],
                      "A": sa.value if sa else None, "B": sb.value if sb else None,
                      "B − A": (sb.value - sa.value) if sa and sb else None,
-                     "chance": (sa or sb).chance})
+                     "chance": either.chance})
     return rows
 
 

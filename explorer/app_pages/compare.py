@@ -62,9 +62,10 @@ else:
 
 st.subheader("Recipe differences", anchor=False)
 if a.recipe is None or b.recipe is None:
+    built = a.recipe or b.recipe
     st.info("An imported release has no recipe: "
-            + ("neither has one." if a.recipe is None and b.recipe is None else
-               f"only {'A' if a.recipe else 'B'} was built from a recipe ({(a.recipe or b.recipe).ref})."))
+            + ("neither has one." if built is None else
+               f"only {'A' if a.recipe else 'B'} was built from a recipe ({built.ref})."))
 diff = views.recipe_diff(a.recipe, b.recipe)
 if diff:
     st.dataframe(diff, hide_index=True)

@@ -202,8 +202,8 @@ def show_lineage() -> None:
             ui.release_link(m.base_model, label=f"base model: {m.base_model}")
     with cols[2]:
         st.markdown("**Derived models**")
-        for d in detail.derived:
-            ui.release_link(d)
+        for derived in detail.derived:
+            ui.release_link(derived)
         if not detail.derived:
             st.caption("none yet")
 
@@ -246,8 +246,10 @@ def show_reproduce() -> None:
         st.markdown(f"Rebuild **{release.ref}** from source commit `{m.source_commit}` and compare it bit for bit:")
         st.code(commands, language="bash")
         env = m.environment
+        assert env is not None  # a built release pins its environment (BuildManifest's validator)
         with st.expander("The pinned build environment a rebuild must match"):
-            st.dataframe([{"package": k, "version": v} for k, v in sorted(env.packages.items())]
+            st.caption(f"It pins {views.environment_pin(m)}.")
+            st.dataframe([{"package": k, "version": v} for k, v in sorted(env.package_versions().items())]
                          + [{"package": "python", "version": env.python}], hide_index=True)
             st.dataframe([{"setting": k, "value": v} for k, v in sorted(env.determinism.items())], hide_index=True)
     st.subheader("Rebuilds", anchor=False)
@@ -301,8 +303,9 @@ def show_try_it() -> None:
     if out is not None:
         with st.container(border=True):
             st.markdown(generate.as_markdown(out))
+        stop = "end of text" if out.stopped == "eos" else "the token cap"
         st.caption(f"{out.new_tokens} new tokens after {out.prompt_tokens} prompt tokens in {out.seconds:.2f} s "
-                   f"({out.tokens_per_second:.1f} tokens/s); stopped at {'end of text' if out.stopped == 'eos' else 'the token cap'}.")
+                   f"({out.tokens_per_second:.1f} tokens/s); stopped at {stop}.")
 
 
 SECTIONS = {"Card": show_card, "Architecture": show_architecture, "Training": show_training,

@@ -1,12 +1,10 @@
 """Fixtures for the explorer: a copy of the tiny forge with the records the pages show.
 
 ``explorer_forge`` copies the session's ``tiny_forge`` checkout (the shared fixture is never
-changed) and adds, on the copy only:
+changed), whose release carries the evaluation and card records its build filed (the fixture
+fails if either is missing), and adds, on the copy only:
 
-* an evaluation record for ``model/forge-tiny@1.0.0`` when the build did not write a real one
-  (the evaluate stage may not have landed yet): three tasks, every variant, chance levels,
-  a clean subset and a contamination table;
-* a rebuild record (identical) for it;
+* a rebuild record (identical) for ``model/forge-tiny@1.0.0``;
 * ``model/forge-tiny@2.0.0``: the same artifacts under another version, with scores 0.05 higher,
   so Compare has two releases;
 * ``model/imported-sample@1.0.0``: an imported release whose files are not in the store.
@@ -23,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from commonforge.settings import PRIVACY_ENV
+from pipelines.manifest import split_path
 
 RELEASE = "model/forge-tiny@1.0.0"
 SECOND = "model/forge-tiny@2.0.0"
@@ -37,7 +36,6 @@ class ExplorerForge:
     mlflow_uri: str
     cache: Path
     env: dict[str, str]  # for child processes (the CLI, Streamlit)
-    evaluation_is_real: bool
 
     def variables(self) -> dict[str, str]:
         """What a test process sets so the explorer (AppTest) finds this checkout."""
@@ -49,82 +47,26 @@ def known_phrase(root: Path) -> tuple[str, str]:
     """Six words from the middle of the first training document of tiny-local, and its id."""
     import json
 
-    first = json.loads((root / "build/datasets/tiny-local/splits/train.jsonl").read_text().splitlines()[0])
+    first = json.loads(split_path(root, "tiny-local", "train").read_text().splitlines()[0])
     return " ".join(first["text"].split()[200:206]), first["id"]
-
-
-def evaluation_from_build(root: Path, release, provenance):
-    """The record the release step files from build/models/forge-tiny/eval/results.json, if the build has one."""
-    import json
-
-    from registry.schema import EvaluationRecord
-
-    path = root / "build" / "models" / "forge-tiny" / "eval" / "results.json"
-    if not path.is_file():
-        return None
-    doc = json.loads(path.read_text())
-    return EvaluationRecord(schema_version=1, release_digest=release.release_digest,
-                            evaluated_at=provenance.created_at if provenance else "2026-11-24T23:00:00Z", **doc)
-
-
-def publish_card(root: Path, reg, release) -> None:
-    """What the release step does with the card stage's output (pipelines.card.publish_cards), on the copy."""
-    import warnings
-
-    try:
-        from pipelines.card import publish_cards
-
-        record = publish_cards(root, reg.recipe("recipe/forge-tiny@1"), release, reg.provenance(release),
-                               reg.evaluation(release))
-    except Exception as err:  # the card stage is someone else's moving target: the pages then say "no card"
-        warnings.warn(f"could not publish the tiny forge's card on the explorer's copy: {err!r}")
-        return
-    reg.save_record(release, "card", record)
-
-
-def synthetic_evaluation(release, shift: float = 0.0):
-    from registry.schema import ContaminationResult, EvaluationRecord, TaskResult
-
-    base = {("lambada", "acc"): (0.125, None, 8), ("hellaswag", "acc_norm"): (0.25, 0.25, 4),
-            ("arc_easy", "acc"): (0.5, 0.25, 4)}
-    results = []
-    for k, variant in enumerate(["full", *release.manifest.variants()]):
-        for (task, metric), (value, chance, items) in base.items():
-            results.append(TaskResult(variant=variant, task=task, metric=metric, value=round(value + shift - 0.01 * k, 4),
-                                      stderr=0.1, items=items, chance=chance))
-        results.append(TaskResult(variant=variant, task="heldout", metric="bits_per_byte",
-                                  value=round(3.1185 - shift + 0.001 * k, 4), items=4))
-    results.append(TaskResult(variant="full", task="arc_easy", metric="acc", value=round(0.375 + shift, 4),
-                              items=3, chance=0.25, subset="clean"))
-    return EvaluationRecord(
-        schema_version=1, release_digest=release.release_digest, evaluated_at="2026-11-24T23:00:00Z",
-        harness="lm-eval 0.4.13", limits={"lambada": 8, "hellaswag": 4, "arc_easy": 4},
-        results=results,
-        contamination=[ContaminationResult(task="lambada", items=8, contaminated=0),
-                       ContaminationResult(task="hellaswag", items=4, contaminated=0),
-                       ContaminationResult(task="arc_easy", items=4, contaminated=1)],
-    )
 
 
 @pytest.fixture(scope="session")
 def explorer_forge(tiny_forge, tmp_path_factory) -> ExplorerForge:
     from registry import Registry
-    from registry.schema import Artifact, BuildManifest, ProvenanceRecord, RebuildRecord, Release
+    from registry.schema import MANIFEST_SCHEMA, Artifact, BuildManifest, ProvenanceRecord, RebuildRecord, Release
 
     base = tmp_path_factory.mktemp("explorer-forge")
     root = base / "forge"
     shutil.copytree(tiny_forge.root, root, symlinks=True, ignore=shutil.ignore_patterns(".forge"))
     reg = Registry(root)
     rel = reg.release(RELEASE)
-    real = reg.evaluation(rel) is not None
-    if not real:
-        record = evaluation_from_build(root, rel, reg.provenance(rel))
-        real = record is not None
-        reg.save_record(rel, "evals", record or synthetic_evaluation(rel))
-    if reg.card(rel) is None:
-        publish_card(root, reg, rel)
+    # The release step files both from the build (pipelines.release): their absence is a bug there.
+    if reg.evaluation(rel) is None or reg.card(rel) is None:
+        pytest.fail(f"{RELEASE} of the tiny forge has no evaluation or card record: `commonforge build` "
+                    "should have filed both beside the release")
     reg.add_rebuild(rel, RebuildRecord(
-        schema_version=1, release_digest=rel.release_digest, release=RELEASE, result="identical",
+        release_digest=rel.release_digest, release=RELEASE, result="identical",
         rebuilt_digest=rel.release_digest, rebuilt_by="Second Rebuilder", rebuilt_at="2026-11-24T23:30:00Z",
         machine={"hostname": "rebuilder-box", "cpu": "AMD EPYC"}, wall_seconds=151.0))
 
@@ -137,20 +79,20 @@ def explorer_forge(tiny_forge, tmp_path_factory) -> ExplorerForge:
         "results": [r.model_copy(update={"value": round(r.value + SHIFT, 6)}) for r in first_eval.results]}))
 
     imported = Release.from_manifest(BuildManifest(
-        schema_version=1, name="imported-sample", version="1.0.0", provenance="imported", license="MIT",
+        schema_version=MANIFEST_SCHEMA, name="imported-sample", version="1.0.0", provenance="imported", license="MIT",
         artifacts=[Artifact(path="config.json", sha256="c" * 64, size=700, stage="import"),
                    Artifact(path="model.safetensors", sha256="d" * 64, size=4096, stage="import"),
                    Artifact(path="tokenizer.json", sha256="e" * 64, size=2048, stage="import")]))
     reg.save_release(imported)
     reg.save_record(imported, "provenance", ProvenanceRecord(
-        schema_version=1, release_digest=imported.release_digest, built_by="Importer",
+        release_digest=imported.release_digest, built_by="Importer",
         created_at="2026-11-24T23:40:00Z", imported_from="a model folder on the importer's disk"))
 
     cache = base / "explorer-cache"
     env = dict(tiny_forge.env)
     env.update({"COMMONFORGE_EXPLORER_CACHE": str(cache)})
     env.pop("COMMONFORGE_ROOT", None)
-    return ExplorerForge(root, Path(env["COMMONFORGE_STORE"]), env["MLFLOW_TRACKING_URI"], cache, env, real)
+    return ExplorerForge(root, Path(env["COMMONFORGE_STORE"]), env["MLFLOW_TRACKING_URI"], cache, env)
 
 
 @pytest.fixture

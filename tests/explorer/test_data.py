@@ -210,7 +210,9 @@ def test_reproduce_commands_and_lineage(forge):
     cmds = views.reproduce_commands(d.release, "forge-tiny", d.stages)
     m = d.release.manifest
     assert f"git checkout {m.source_commit}" in cmds and f"commonforge reproduce {RELEASE}" in cmds
-    assert "dvc repro " + " ".join(d.stages) in cmds and m.lock_sha256 in cmds
+    assert "dvc repro " + " ".join(d.stages) in cmds
+    # manifest schema 2: the digest of the packages the stages imported, not of the whole lock
+    assert m.environment.packages_sha256 in cmds and "requirements.lock sha256" not in cmds
     dot = views.lineage_dot(d.lineage, focus=RELEASE)
     assert '"dataset/tiny-local@1"' in dot and '"variant int8"' in dot and "penwidth" in dot
 
