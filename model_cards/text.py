@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from commonforge.units import human_bytes
+
 UNKNOWN = "unknown"
 NA = "n/a"
 
@@ -30,12 +32,7 @@ def count(n: int | None) -> str:
 
 def size(n: int | float | None) -> str:
     """Bytes in decimal units, as the datasheets write them (4.02 MB)."""
-    if n is None:
-        return UNKNOWN
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.2f} {unit}"
-    return f"{int(n)} B"
+    return human_bytes(n, si=True, missing=UNKNOWN)
 
 
 def seconds(s: float | None) -> str:
