@@ -9,7 +9,7 @@ import shutil
 import pytest
 import torch
 
-from commonforge.errors import IntegrityError, InputError
+from commonforge.errors import InputError, IntegrityError
 from registry import Registry, Store
 from registry.schema import BuildManifest, Release
 from serving.loader import load_from_files, load_release, variant_artifacts
