@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO
 
-from commonforge.errors import IntegrityError, InputError, NotFoundError
+from commonforge.errors import InputError, IntegrityError, NotFoundError
 from registry.digest import CHUNK, sha256_file
 from registry.fsutil import resolve_inside, temporary_file
 from registry.schema import Artifact, BuildManifest

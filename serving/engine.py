@@ -107,12 +107,16 @@ class Completion:
 
     @classmethod
     def collect(cls, outputs) -> Completion:
-        text, tokens, prompt, last = [], [], None, None
+        text: list[str] = []
+        tokens: list = []
+        prompt, last = None, None
         for out in outputs:
             text.append(out.text)
             tokens += out.tokens
             prompt = out.prompt if out.prompt is not None else prompt
             last = out
+        if last is None:
+            raise ValueError("a completion has at least one output (its final one)")
         return cls("".join(text), tokens, prompt, last.finish_reason, last.prompt_tokens,
                    last.completion_tokens, last.error)
 
@@ -332,7 +336,8 @@ class Engine:
     def _take_waiting(self) -> tuple[list[tuple[Request, str]], list[Request]]:
         # under the lock: drop cancelled/expired waiting requests, admit into free slots
         now = time.monotonic()
-        dropped, keep = [], deque()
+        dropped: list[tuple[Request, str]] = []
+        keep: deque[Request] = deque()
         for r in self._waiting:
             if r.cancelled:
                 dropped.append((r, "cancelled"))
@@ -341,7 +346,8 @@ class Engine:
             else:
                 keep.append(r)
         self._waiting = keep
-        admitted, budget = [], self.prefill_tokens
+        admitted: list[Request] = []
+        budget = self.prefill_tokens
         while self._waiting and len(self._running) + len(admitted) < self.max_batch and (not admitted or budget > 0):
             r = self._waiting.popleft()
             budget -= len(r.prompt)
@@ -384,7 +390,7 @@ class Engine:
         prompt_info = None
         if p.echo:
             prompt_info = [TokenLogprob(r.prompt[0])]
-            if want_prompt_logprobs:
+            if want_prompt_logprobs and p.logprobs is not None:
                 prompt_info += token_logprobs(logits[:-1], r.prompt[1:], [p.logprobs] * (len(r.prompt) - 1))
             else:
                 prompt_info += [TokenLogprob(t) for t in r.prompt[1:]]
@@ -407,9 +413,10 @@ class Engine:
             params = [r.params for r in running]
             chosen = choose_tokens(logits, params, [r.generator for r in running])
             infos = [TokenLogprob(t) for t in chosen]
-            asked = [i for i, p in enumerate(params) if p.logprobs is not None]
+            n_top = {i: p.logprobs for i, p in enumerate(params) if p.logprobs is not None}
+            asked = list(n_top)
             if asked:
-                lp = token_logprobs(logits[asked], [chosen[i] for i in asked], [params[i].logprobs for i in asked])
+                lp = token_logprobs(logits[asked], [chosen[i] for i in asked], list(n_top.values()))
                 for i, info in zip(asked, lp):
                     infos[i] = info
         except Exception as err:  # noqa: BLE001 - fail this batch, keep serving

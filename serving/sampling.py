@@ -101,9 +101,11 @@ def token_logprobs(logits: torch.Tensor, chosen: list[int], n_top: list[int]) ->
     idx = torch.tensor(chosen, device=logits.device)
     picked = logp.gather(1, idx[:, None])[:, 0].tolist()
     k = max(n_top) if n_top else 0
-    tops_v, tops_i = (logp.topk(k, dim=-1) if k else (None, None))
-    tops_v = tops_v.tolist() if k else None
-    tops_i = tops_i.tolist() if k else None
+    tops_v: list[list[float]] = []
+    tops_i: list[list[int]] = []
+    if k:
+        values, indices = logp.topk(k, dim=-1)
+        tops_v, tops_i = values.tolist(), indices.tolist()
     out = []
     for b, tok in enumerate(chosen):
         top = list(zip(tops_i[b][: n_top[b]], tops_v[b][: n_top[b]])) if k else []
