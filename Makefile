@@ -1,12 +1,12 @@
 # commonforge: two commands on a fresh machine.
 #   make demo   set up .venv from the hashed lock, build forge-small end to end, print what to run next
-#   make test   set up .venv from the hashed lock and run the test suite
+#   make test   set up .venv from the hashed lock, run make lint, then the test suite
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test venv lock clean-venv
+.PHONY: demo test lint venv lock clean-venv
 
 venv: $(STAMP)
 
@@ -24,7 +24,13 @@ $(STAMP): requirements.lock pyproject.toml
 demo: $(STAMP)
 	$(BIN)/commonforge demo
 
-test: $(STAMP)
+# ruff (lint, import order) and mypy, as configured in pyproject.toml.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+# The whole suite (the fast lane without building or serving a model: pytest -m "not slow").
+test: $(STAMP) lint
 	$(BIN)/python -m pytest -x -q --timeout=1800
 
 # Regenerate the hashed lock after changing dependencies in pyproject.toml.
