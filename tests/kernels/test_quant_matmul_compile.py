@@ -25,6 +25,8 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("triton")
+# Compiling for sm90/sm80 ahead of time loads the CUDA backend and runs ptxas: about a minute.
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 

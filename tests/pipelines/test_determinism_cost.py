@@ -17,6 +17,7 @@ def bench():
     yield from load_script(SCRIPT)
 
 
+@pytest.mark.slow  # trains forge-small's step in fresh processes, pinned and unpinned
 def test_both_modes_are_measured_and_written(bench, tmp_path, capsys):
     out = tmp_path / "cost.csv"
     bench.main(["--recipe", "recipe/forge-tiny@1", "--steps", "2", "--rounds", "1", "--csv", str(out)])
