@@ -19,12 +19,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
 
 from securesystemslib.signer import Signer
 
 from commonforge.errors import ForgeError, InputError, NotFoundError, VerificationError
-from registry.catalog import Registry
+from registry.catalog import Registry, Status
 from registry.refs import Ref
 from registry.schema import Release, utc_now
 from trust import statements as st_mod
@@ -43,8 +42,6 @@ from trust.statements import (
 )
 
 log = logging.getLogger(__name__)
-
-Status = Literal["draft", "published", "revoked"]
 
 
 @dataclass(frozen=True)
