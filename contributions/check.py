@@ -182,8 +182,12 @@ def _load(spec: CheckSpec) -> Callable[[CheckInput], CheckResult] | CheckResult:
     return func
 
 
-def _run_one(spec: CheckSpec, inp: CheckInput) -> CheckResult:
-    """Run one check, timed; a crash is a failure of that check (never a pass), a ForgeError is bad input."""
+def run_check(spec: CheckSpec, inp: CheckInput) -> CheckResult:
+    """Run one check, timed; a crash is a failure of that check (never a pass), a ForgeError is bad input.
+
+    A check whose module or function this checkout lacks is skipped with
+    ``details["skip"] == "unavailable"`` (the report asks for a maintainer), never passed.
+    """
     found = _load(spec)
     if isinstance(found, CheckResult):
         return found
@@ -216,7 +220,7 @@ def _check_change(change: Change, root: Path, *, fast: bool, cache: Path | None,
             entry.results.append(CheckResult.skipped(name, "the entry does not load: fix the schema problems first",
                                                      skip="schema"))
         else:
-            result = _run_one(spec, inp)
+            result = run_check(spec, inp)
             entry.results.append(result)
             schema_failed = schema_failed or (name == "schema" and result.outcome == "failed")
     return entry
@@ -228,8 +232,15 @@ def _unknown_kind(change: Change) -> Change:
                   ref=change.ref, fix="a maintainer reviews it (or a newer commonforge checks it)")
 
 
-def _run(root: Path, changes: list[Change], *, fast: bool, cache: Path | None, base_root: Path | None,
-         options: dict[str, Any] | None) -> tuple[list[Change], list[EntryReport]]:
+def run_table(root: Path, changes: list[Change], *, fast: bool, cache: Path | None = None,
+              base_root: Path | None = None, options: dict[str, Any] | None = None,
+              ) -> tuple[list[Change], list[EntryReport]]:
+    """Run each change's checks (:data:`KIND_CHECKS`) on the checkout at ``root``.
+
+    Returns the changes (a change to check whose kind the table lacks becomes *unknown*) and
+    one report per checked change. ``options["added_refs"]`` tells the checks what else the
+    same change adds.
+    """
     changes = [_unknown_kind(c) if c.verdict == "check" and c.kind not in KIND_CHECKS else c for c in changes]
     added = [c.ref for c in changes if c.verdict == "check" and c.ref]
     opts = {"added_refs": added, **(options or {})}
@@ -257,7 +268,7 @@ def run_checks(root: Path, entry_paths: list[str], *, fast: bool, cache: Path | 
             raise InputError(f"{given}: no such file", hint="name entry files, e.g. registry/entries/datasets/NAME/1.yaml")
         rel = path.relative_to(root).as_posix()
         changes.append(classify_path(rel, "added", mode="120000" if path.is_symlink() else None))
-    changes, entries = _run(root, changes, fast=fast, cache=cache, base_root=None, options=options)
+    changes, entries = run_table(root, changes, fast=fast, cache=cache, base_root=None, options=options)
     return Report(changes, entries, fast, time.perf_counter() - started)
 
 
@@ -295,7 +306,7 @@ def check(repo_root: Path, base: str | None = None, head: str | None = None, *, 
         with contextlib.ExitStack() as stack:
             tree = stack.enter_context(worktree(Path(repo_root), found.head))
             base_root = None if fast else stack.enter_context(worktree(Path(repo_root), found.merge_base))
-            changes, entries = _run(tree, changes, fast=fast, cache=cache, base_root=base_root, options=options)
+            changes, entries = run_table(tree, changes, fast=fast, cache=cache, base_root=base_root, options=options)
             # Results must not point into a worktree that is gone when they are read.
     return Report(changes, entries, fast, time.perf_counter() - started, found.base, found.head, found.merge_base,
                   {"base": base, "head": head or "HEAD"})
