@@ -112,20 +112,24 @@ def first_line(err: ForgeError) -> str:
 # --- fetching and reading -----------------------------------------------------------------
 
 
+def default_cache(inp: CheckInput) -> Path:
+    """``inp.cache``, else the checkout's configured download cache (``COMMONFORGE_CACHE``)."""
+    if inp.cache is not None:
+        return Path(inp.cache)
+    from commonforge.settings import Settings
+
+    return Settings.load(inp.root).source_cache
+
+
 @contextmanager
 def source_cache(inp: CheckInput) -> Iterator[Path]:
-    """The download cache to fetch through: a fresh temporary one with ``refetch``, else ``inp.cache``
-    (else the checkout's configured cache)."""
+    """The download cache this check fetches through: a fresh temporary one with ``refetch`` (so the
+    registry is asked again), else :func:`default_cache`."""
     if inp.options.get("refetch"):
         with tempfile.TemporaryDirectory(prefix="commonforge-refetch-") as tmp:
             yield Path(tmp)
         return
-    if inp.cache is not None:
-        yield Path(inp.cache)
-        return
-    from commonforge.settings import Settings
-
-    yield Settings.load(inp.root).source_cache
+    yield default_cache(inp)
 
 
 def is_available(source: Source, root: Path, cache: Path) -> bool:
