@@ -21,6 +21,8 @@ pages = [
     st.Page("app_pages/model.py", title="Model", icon=":material/neurology:", url_path="model"),
     st.Page("app_pages/dataset.py", title="Dataset", icon=":material/dataset:", url_path="dataset"),
     st.Page("app_pages/compare.py", title="Compare", icon=":material/compare_arrows:", url_path="compare"),
+    st.Page("app_pages/contributions.py", title="Contributions", icon=":material/merge_type:",
+            url_path="contributions"),
 ]
 page = st.navigation(pages)
 with st.sidebar:
