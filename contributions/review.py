@@ -7,7 +7,8 @@ Read from git alone (the branch need not be checked out): the files that ``base.
 changes (from their merge base, as a pull request shows them), and per entry file:
 
 * a new dataset: its datasheet, and per source the pin, license, what it includes and, for a
-  local source, how many files and bytes of it the branch holds;
+  local source, how many files and bytes of it the branch holds (those files belong to the
+  entry, they are not code to review);
 * a new recipe: its differences from its parent field by field, nested fields flattened
   (``architecture.num_hidden_layers: 2 → 4``); the parent is the ``# parent:`` comment that
   ``commonforge new recipe`` writes, else the newest older version of the same name in base;
@@ -59,6 +60,7 @@ class SourceStats:
     files: int | None = None  # local sources: files the branch holds under the path
     bytes: int | None = None
     notes: str | None = None
+    path: str | None = None  # local sources: the folder or file in the repository
 
 
 @dataclass(frozen=True)
@@ -231,7 +233,7 @@ def _review_dataset(head, d: Dataset) -> tuple[dict[str, str], list[SourceStats]
         local = _local_stats(head, s.path, s.include, s.exclude) if s.kind == "local" and s.path else None
         stats.append(SourceStats(s.id, s.kind, f"{s.kind} {pin}", s.license, s.sha256, list(s.include),
                                  list(s.exclude), f"{s.extract.format}, {s.extract.encoding}",
-                                 local[0] if local else None, local[1] if local else None, s.notes))
+                                 local[0] if local else None, local[1] if local else None, s.notes, s.path))
     return d.datasheet.model_dump(mode="json"), stats
 
 
@@ -317,6 +319,9 @@ def review(root: Path, branch: str, *, base: str = "main",
                                        differences=differences(parent, entry) if parent else []))
         else:
             entries.append(EntryReview(**common, problems=["releases are not contributed on branches"]))  # type: ignore[arg-type]
+    # A new dataset's local source files are part of it (the entry pins their digest), not code.
+    local = [s.path.rstrip("/") for e in entries for s in e.sources if s.path]
+    other = [p for p in other if not any(p == d or p.startswith(d + "/") for d in local)]
     report = None
     if checks is not None:
         report = _run_checks(repo, head.hexsha, [e.path for e in entries if e.change == "added"], checks)

@@ -293,7 +293,8 @@ def contribute(root: Path, entries: Sequence[str], *, push: str | None = None, b
     for ref, rel, entry in loaded:
         files.update(_files_of(root, repo, base_commit.tree, ref, rel, entry))
     report = checks(root, [rel for _, rel, _ in loaded]) if checks is not None else None
-    if report is not None and any(r.outcome == "failed" for r in results_of(report)):
+    if report is not None and (getattr(report, "verdict", None) == "failed"
+                               or any(r.outcome == "failed" for r in results_of(report))):
         raise VerificationError("the fast checks failed; nothing was committed:\n" + report_markdown(report))
 
     what = ", ".join(str(r) for r, _, _ in loaded)

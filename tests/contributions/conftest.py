@@ -1,7 +1,7 @@
 """Fixtures of the contribution tests (scaffold, submit, review): real git repositories in tmp_path.
 
-``contrib_repos`` is a small forge: the project's dataset and recipe entries and params.yaml
-(nothing else: no code, no releases) committed on ``main`` in a bare "upstream" repository, and
+``contrib_repos`` is a small forge: the project's dataset and recipe entries, params.yaml and
+the license policy (nothing else: no code, no releases) committed on ``main`` in a bare "upstream" repository, and
 a contributor's clone of it with a git identity in its own config. Other fixtures of this
 package (tests/contributions/gitrepos.py) are not these.
 """
@@ -41,6 +41,10 @@ def contrib_repos(tmp_path: Path, contrib_no_global_git: None) -> ContribRepos:
     for kind in ("datasets", "recipes"):
         shutil.copytree(REPO / "registry" / "entries" / kind, seed / "registry" / "entries" / kind)
     shutil.copy2(REPO / "params.yaml", seed / "params.yaml")
+    policy = REPO / "registry" / "governance" / "licenses.yaml"  # the licenses check reads it
+    if policy.is_file():
+        (seed / "registry" / "governance").mkdir(parents=True)
+        shutil.copy2(policy, seed / "registry" / "governance" / "licenses.yaml")
     (seed / "registry" / "local_sources").mkdir()
     shutil.copy2(REPO / "registry" / "local_sources" / ".gitattributes", seed / "registry" / "local_sources")
     repo = git.Repo.init(seed, initial_branch="main")
