@@ -338,28 +338,49 @@ def _run_build(work: Path, target: str, env: dict[str, str], budget: float) -> B
 
 
 def _kill_group(pgid: int, proc: subprocess.Popen) -> None:
+    """SIGTERM the build's process group, then SIGKILL what is left after a grace period.
+
+    Returns once the leader is reaped and no member of the group is still running.
+    """
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(pgid, sig)
         except ProcessLookupError:
             break  # the group is gone
-        try:
-            proc.wait(timeout=KILL_GRACE_S)
-        except subprocess.TimeoutExpired:
-            continue
-        if not _group_alive(pgid):
-            break
+        deadline = time.monotonic() + KILL_GRACE_S
+        while time.monotonic() < deadline:
+            if proc.poll() is not None and not _group_alive(pgid):
+                break
+            time.sleep(0.05)
+        else:
+            continue  # still running: the next, harder signal
+        break
     proc.wait()
 
 
 def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+    """Whether a process of the group still runs (zombies waiting for their reaper do not count).
+
+    Linux: from /proc, since a killed stage's zombie still belongs to the group until PID 1
+    reaps it. Elsewhere: whether the group can be signalled at all.
+    """
+    proc_dir = Path("/proc")
+    if not (proc_dir / "self" / "stat").is_file():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
         return True
-    return True
+    for stat in proc_dir.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()  # after "pid (comm)": state ppid pgrp ...
+        except OSError:
+            continue  # exited while we looked
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
 
 
 # --- judging it -----------------------------------------------------------------------------------
@@ -370,11 +391,11 @@ def _judge(work: Path, inp: CheckInput, plan: DryRunPlan, run: BuildRun, budget:
     details: dict[str, Any] = {
         "ref": inp.ref, "recipe": recipe.ref, "target": plan.target, "steps_planned": recipe.training.steps,
         "recipe_steps": plan.original_steps, "budget_s": budget, "build_seconds": round(run.seconds, 1),
-        "stages": run.stages,
+        "stages": run.stages, "worktree": str(work),  # removed by the time the result is read
     }
     tail = "\n".join(run.tail[-15:])
     if run.timed_out:
-        details.update(output_tail=run.tail, killed=True)
+        details.update(output_tail=run.tail, killed=True, process_group=run.pgid)
         return CheckResult.failed(CHECK, f"over budget: stopped after {run.seconds:.0f} s (budget {budget:.0f} s)", [
             Problem(f"the dry-run build of {inp.ref} ({recipe.training.steps} steps) ran past its budget of "
                     f"{budget:.0f} s and was stopped; last stage: {run.stages[-1] if run.stages else 'none started'}"
