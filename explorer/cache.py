@@ -67,5 +67,6 @@ def document(_index: search.DocumentIndex, sha256: str, doc_id: str) -> search.D
 
 
 @st.cache_resource(max_entries=2, show_spinner=False)
-def loaded_model(_forge: data.Forge, _release: Release, root: str, store: str, digest: str, variant: str):
-    return generate.load(_forge, _release, variant)
+def loaded_model(_forge: data.Forge, _release: Release, root: str, store: str, digest: str, variant: str,
+                 allow_revoked: bool = False):
+    return generate.load(_forge, _release, variant, allow_revoked=allow_revoked)

@@ -50,9 +50,10 @@ class Forge:
         return self.root / ENTRIES_DIR
 
     def fingerprint(self) -> str:
-        """Changes whenever a file under registry/entries or a rendered card changes: a cache key."""
+        """Changes whenever a file under registry/entries (statements included), the governance policy
+        or a rendered card changes: a cache key (so a revocation or a policy change shows at once)."""
         h = hashlib.sha256(f"{self.root}\0{self.store_dir}\0{self.mlflow_uri}".encode())
-        for base in (self.entries_dir, self.root / "model_cards" / "published"):
+        for base in (self.entries_dir, self.root / "registry" / "governance", self.root / "model_cards" / "published"):
             if not base.is_dir():
                 continue
             for dirpath, dirnames, filenames in os.walk(base):

@@ -16,7 +16,7 @@ Build outputs and MLflow runs are read in :mod:`explorer.outputs`, cards in :mod
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from commonforge.errors import ForgeError, InputError
@@ -39,10 +39,11 @@ from registry.schema import (
     Dataset,
     EvaluationRecord,
     ProvenanceRecord,
-    RebuildRecord,
     Recipe,
     Release,
 )
+from trust.statements import RebuildPredicate
+from trust.status import ReleaseStatus, release_status, resolve
 
 # --- looking things up by ref -----------------------------------------------------------------
 
@@ -56,9 +57,8 @@ def find_release(reg: Registry, text: str | None) -> Release:
         raise InputError(f"{text} is a {ref.kind}, not a model release",
                          hint="datasets open on the Dataset page" if ref.kind == "dataset" else
                          "recipes are shown on the page of the releases built from them")
-    entry = reg.resolve(ref)
-    assert isinstance(entry, Release)
-    return entry
+    release, _ = resolve(reg.root, ref)
+    return release
 
 
 def find_dataset(reg: Registry, text: str | None) -> Dataset:
@@ -88,13 +88,16 @@ def dataset_refs(reg: Registry) -> list[str]:
 
 @dataclass(frozen=True)
 class Rebuild:
+    """One signed rebuild statement, counted or not."""
+
     result: str  # identical | different
-    by: str
+    by: str  # the signer's name and affiliation (a keyid where the key is not in the policy)
     where: str  # the rebuilding machine's hostname (and CPU where recorded)
     when: str
     first_differing_stage: str | None
     differences: tuple[str, ...]
     environment_differences: tuple[str, ...]
+    not_counted: str | None = None  # why the policy does not count it (None: counted)
 
 
 @dataclass(frozen=True)
@@ -131,7 +134,7 @@ class ReleaseSummary:
     weights_bytes: int  # full-precision files (weights, config, tokenizer)
     total_bytes: int  # every artifact, variants included
     parameters: int | None
-    reproducibility: str  # a one-line verdict from the rebuild records
+    reproducibility: str  # a one-line verdict from the signed rebuild statements
     rebuilds: tuple[Rebuild, ...]
     scores: tuple[Score, ...]  # every evaluation result (empty: not evaluated)
     headline: tuple[tuple[str, float], ...]  # (label, value) of the full model, one per task
@@ -140,10 +143,15 @@ class ReleaseSummary:
     created_at: str | None
     built_by: str | None
     problems: tuple[str, ...]  # records that could not be read, and why
+    # Governance computed when viewed (trust.status.ReleaseStatus.governance(): who approved,
+    # rebuilt, published or revoked, the policy version, what a draft still needs).
+    governance: dict = field(default_factory=dict)
 
     @property
     def reproduced(self) -> bool:
-        return bool(self.rebuilds) and all(r.result == "identical" for r in self.rebuilds)
+        """At least one counted rebuild, and every counted one identical."""
+        counted = [r for r in self.rebuilds if r.not_counted is None]
+        return bool(counted) and all(r.result == "identical" for r in counted)
 
     def text(self) -> str:
         """What the Models page's search looks in."""
@@ -161,27 +169,32 @@ def _safe(problems: list[str], what: str, fn):
     return None
 
 
-def rebuild_rows(records: list[RebuildRecord]) -> tuple[Rebuild, ...]:
+def rebuild_rows(status: ReleaseStatus | None) -> tuple[Rebuild, ...]:
+    """The release's signed rebuild statements, oldest first, with why any does not count."""
     rows = []
-    for r in sorted(records, key=lambda r: r.rebuilt_at):
-        where = r.machine.get("hostname", "unknown machine")
-        if r.machine.get("cpu"):
-            where += f" ({r.machine['cpu']})"
-        rows.append(Rebuild(r.result, r.rebuilt_by, where, r.rebuilt_at, r.first_differing_stage,
-                            tuple(r.differences), tuple(r.environment_differences)))
+    for who, statement, why in sorted(status.rebuild_log if status else [], key=lambda e: e[1].predicate.signed_at):
+        pred = statement.predicate
+        assert isinstance(pred, RebuildPredicate)
+        where = pred.machine.get("hostname", "unknown machine")
+        if pred.machine.get("cpu"):
+            where += f" ({pred.machine['cpu']})"
+        rows.append(Rebuild(pred.result, who, where, pred.signed_at, pred.first_differing_stage, (),
+                            tuple(pred.environment_differences), why))
     return tuple(rows)
 
 
 def reproducibility_verdict(provenance: str, rebuilds: tuple[Rebuild, ...]) -> str:
+    """One line from the signed rebuild statements that count (the others are listed, not believed)."""
     if provenance == "imported":
         return "imported: never reproducible"
-    if not rebuilds:
-        return "not rebuilt yet"
-    differ = [r for r in rebuilds if r.result != "identical"]
+    counted = [r for r in rebuilds if r.not_counted is None]
+    if not counted:
+        return "not rebuilt yet" if not rebuilds else f"no counted rebuild ({len(rebuilds)} not counted)"
+    differ = [r for r in counted if r.result != "identical"]
     if not differ:
-        hosts = sorted({r.where.split(" (")[0] for r in rebuilds})
-        return f"rebuilt identical ×{len(rebuilds)} ({', '.join(hosts)})"
-    return f"rebuild differed ({len(differ)} of {len(rebuilds)}; first at {differ[0].first_differing_stage or 'inputs'})"
+        hosts = sorted({r.where.split(" (")[0] for r in counted})
+        return f"rebuilt identical ×{len(counted)} ({', '.join(hosts)})"
+    return f"rebuild differed ({len(differ)} of {len(counted)}; first at {differ[0].first_differing_stage or 'inputs'})"
 
 
 def scores_of(record: EvaluationRecord | None) -> tuple[Score, ...]:
@@ -233,11 +246,12 @@ def release_config(forge: Forge, reg: Registry, release: Release) -> tuple[dict 
 def summarize(forge: Forge, reg: Registry, release: Release) -> ReleaseSummary:
     m = release.manifest
     problems: list[str] = []
-    status = _safe(problems, "status", lambda: reg.status(release)) or "draft"
+    verified: ReleaseStatus | None = _safe(problems, "status", lambda: release_status(reg.root, release))
+    status = verified.status if verified else "draft"
     prov: ProvenanceRecord | None = _safe(problems, "provenance record", lambda: reg.provenance(release))
     evals: EvaluationRecord | None = _safe(problems, "evaluation record", lambda: reg.evaluation(release))
     card: CardRecord | None = _safe(problems, "card record", lambda: reg.card(release))
-    rebuilds = rebuild_rows(_safe(problems, "rebuild records", lambda: reg.rebuilds(release)) or [])
+    rebuilds = rebuild_rows(verified)
     recipe: Recipe | None = None
     if m.recipe is not None:
         recipe = _safe(problems, m.recipe.ref, lambda: reg.recipe(m.recipe.ref))
@@ -256,6 +270,7 @@ def summarize(forge: Forge, reg: Registry, release: Release) -> ReleaseSummary:
         scores=scores, headline=headline_scores(scores), evaluated=evals is not None,
         has_card=card is not None, created_at=prov.created_at if prov else None,
         built_by=prov.built_by if prov else None, problems=tuple(problems),
+        governance=verified.governance() if verified else {},
     )
 
 

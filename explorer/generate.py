@@ -46,8 +46,9 @@ class Generation:
         return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
 
 
-def load(forge: Forge, release: Release, variant: str = "full"):
-    """Verify and load a release for the CPU through :func:`serving.loader.load_release`."""
+def load(forge: Forge, release: Release, variant: str = "full", *, allow_revoked: bool = False):
+    """Verify and load a release for the CPU through :func:`serving.loader.load_release` (which
+    refuses a revoked release unless ``allow_revoked``, as the CLI does)."""
     from dataclasses import replace
 
     from commonforge.settings import Settings
@@ -55,7 +56,8 @@ def load(forge: Forge, release: Release, variant: str = "full"):
 
     # The checkout and store the explorer browses, wherever it was started from.
     settings = replace(Settings.load(forge.root), store_dir=forge.store_dir, mlflow_uri=forge.mlflow_uri)
-    return load_release(release, variant=None if variant == "full" else variant, device="cpu", settings=settings)
+    return load_release(release, variant=None if variant == "full" else variant, device="cpu", settings=settings,
+                        allow_revoked=allow_revoked)
 
 
 def generate(loaded, prompt: str, settings: GenerationSettings) -> Generation:

@@ -73,6 +73,10 @@ class ModelCardInputs:
     status: str = "draft"
     loss_image: str | None = None  # file name of the loss curve PNG beside the card
     notes: tuple[str, ...] = ()  # caveats the gatherer found, shown under the summary
+    # Who vouched for a published release when its card was rendered at publication
+    # (trust.status.ReleaseStatus.governance()); None for drafts, whose cards say nothing of it.
+    governance: Mapping[str, Any] | None = None
+    governance_as_of: str | None = None  # when that governance was computed
 
 
 # --- context --------------------------------------------------------------------------------
@@ -148,6 +152,8 @@ class ModelCardContext:
     license: str
     license_hub: str
     data_licenses: list[tuple[str, str]]
+    governance: Table | None = None
+    governance_text: str = ""
 
 
 def _variant_rank(release: Release, recipe: Recipe | None) -> dict[str, int]:
@@ -521,9 +527,34 @@ def _status_text(inputs: ModelCardInputs) -> str:
         "prospective": "not released yet (this card was rendered by the build, before `commonforge release`)",
         "draft": "draft (not yet approved for publication) when this card was rendered; "
                  f"`commonforge show {inputs.release.ref}` gives its status now",
-        "published": "published (approved by the maintainers)",
-        "revoked": "REVOKED: do not use; see the revocation record",
+        "published": "published (approved by the maintainers: see Governance); "
+                     f"`commonforge status {inputs.release.ref}` gives its status now",
+        "revoked": f"REVOKED: do not use; `commonforge status {inputs.release.ref}` says who revoked it and why",
     }.get(inputs.status, inputs.status)
+
+
+def _governance(inputs: ModelCardInputs) -> tuple[Table | None, str]:
+    """Who vouched for the release when the card was rendered at publication (a table and a sentence)."""
+    gov = inputs.governance
+    if not gov:
+        return None, ""
+    rows: list[tuple[str, str]] = []
+    for b in gov.get("builders", []):
+        rows.append(("built by", f"{b['name']} ({b['affiliation'] or 'not a maintainer'}), key `{b['keyid'][:16]}`"))
+    for a in gov.get("approvals", []):
+        rows.append(("approved by", f"{a['name']} ({a['affiliation']}), key `{a['keyid'][:16]}`, {a['signed_at']}"))
+    for r in gov.get("rebuilds", []):
+        rows.append(("rebuilt identically by", f"{r['name']} ({r['affiliation']}), key `{r['keyid'][:16]}`, "
+                                               f"{r['signed_at']}"))
+    pub = gov.get("publication")
+    if pub:
+        rows.append(("published by", f"{pub['name']} ({pub['affiliation']}), key `{pub['keyid'][:16]}`, "
+                                     f"{pub['signed_at']}, under policy {pub['policy_version']}"))
+    text = (f"Recorded when this card was rendered at publication ({inputs.governance_as_of or 'time unknown'}), "
+            f"under governance policy {gov.get('policy_version', 0)}; the signed statements beside the release "
+            "are the record, and the status is computed from them whenever asked, so a later revocation or key "
+            f"compromise shows in `commonforge status {inputs.release.ref}`, not here.")
+    return Table.of(("role", "who"), rows), text
 
 
 def model_card_context(inputs: ModelCardInputs) -> ModelCardContext:
@@ -582,6 +613,7 @@ def model_card_context(inputs: ModelCardInputs) -> ModelCardContext:
     evaluation, contamination, eval_notes, planned = _evaluation(inputs)
     compute, compute_notes = _compute(inputs, shape)
     provenance, provenance_text = _provenance(inputs)
+    governance, governance_text = _governance(inputs)
 
     env = m.environment
     environment = None
@@ -647,4 +679,6 @@ def model_card_context(inputs: ModelCardInputs) -> ModelCardContext:
         license_hub=(f"`other`, named `{hub_fields['license_name']}`" if "license_name" in hub_fields
                      else f"`{hub_fields['license']}`"),
         data_licenses=data_licenses,
+        governance=governance,
+        governance_text=governance_text,
     )

@@ -132,7 +132,7 @@ def _models_on(reg: Registry, dataset_ref: str, extra: Mapping[str, str]) -> lis
     out: dict[str, str] = {}
     for ref in derived_releases(reg, dataset_ref):
         try:
-            out[ref] = f"{ref} ({reg.status(reg.release(ref))})"
+            out[ref] = f"{ref} ({_status(reg.root, reg.release(ref)).status})"
         except ForgeError:
             out[ref] = f"{ref} (status unknown: its records do not load)"
     for ref, label in extra.items():
@@ -140,10 +140,17 @@ def _models_on(reg: Registry, dataset_ref: str, extra: Mapping[str, str]) -> lis
     return [out[k] for k in sorted(out)]
 
 
+def _status(root: Path, release: Release):
+    """The release's verified status (trust.status), as every card shows it."""
+    from trust.status import release_status
+
+    return release_status(root, release)
+
+
 def _gather(root: Path, reg: Registry, release: Release, recipe: Recipe | None, *, build: BuildOutputs,
             status: str, provenance: ProvenanceRecord | None, evaluation: EvaluationRecord | None,
             dataset_link: Callable[[str, str], str | None], image_name: str | None,
-            self_label: str, notes: tuple[str, ...] = ()) -> RenderedCard:
+            self_label: str, notes: tuple[str, ...] = (), governance: Mapping | None = None) -> RenderedCard:
     datasets, dataset_cards = [], {}
     for d in release.manifest.datasets:
         ref = Ref.parse(d.ref)
@@ -163,7 +170,8 @@ def _gather(root: Path, reg: Registry, release: Release, recipe: Recipe | None, 
         images[image_name] = loss_curve_png(build.log, f"{release.manifest.name} {release.manifest.version}: loss")
     inputs = ModelCardInputs(release=release, recipe=recipe, datasets=tuple(datasets), provenance=provenance,
                              evaluation=evaluation, build=build, status=status,
-                             loss_image=image_name if images else None, notes=notes)
+                             loss_image=image_name if images else None, notes=notes,
+                             governance=governance, governance_as_of=utc_now() if governance else None)
     return RenderedCard(release, render_model_card(inputs), images, dataset_cards)
 
 
@@ -178,21 +186,27 @@ def render_build_card(root: Path, recipe: Recipe, commit: str) -> RenderedCard:
 
 
 def _model_release(reg: Registry, ref: str) -> Release:
-    """The release a ref names (a bare name resolves like everywhere else); any other entry is refused."""
-    release = reg.resolve(ref, kind="model")
-    if not isinstance(release, Release):
+    """The release a ref names (a bare name resolves by verified status, like everywhere else)."""
+    from trust.status import resolve
+
+    parsed = Ref.parse(ref, default_kind="model")
+    if parsed.kind != "model":
         raise InputError(f"{ref} is not a model release", hint="give a model ref, e.g. model/forge-small@1.0.0")
+    release, _ = resolve(reg.root, parsed)
     return release
 
 
 def render_registered_card(root: Path, ref: str, *, store_dir: Path | None = None,
-                           image_name: str | None = None) -> RenderedCard:
+                           image_name: str | None = None, governance: Mapping | None = None,
+                           beside_card: bool = False) -> RenderedCard:
     """The card of a registered release, from the registry and whatever of its build this checkout has.
 
     Build outputs are used only if they are this release's; otherwise the architecture comes
     from the release's config.json in the store (``store_dir``, verified), else from the recipe.
     Imported releases and releases without build outputs render too, saying what is unknown.
     With ``image_name``, the loss curve (when the build's logs are here) is drawn under that name.
+    ``governance``: recorded in the card (a card rendered at publication); ``beside_card``: dataset
+    links relative to model_cards/published/<name>/<version>/ (else to the repository root).
     """
     reg = Registry(root)
     release = _model_release(reg, ref)
@@ -218,11 +232,15 @@ def render_registered_card(root: Path, ref: str, *, store_dir: Path | None = Non
 
     def link(name: str, version: str) -> str | None:
         path = PUBLISHED / "datasets" / name / version / README
-        return path.as_posix() if (root / path).is_file() else None
+        if not (root / path).is_file():
+            return None
+        return f"../../datasets/{name}/{version}/{README}" if beside_card else path.as_posix()
 
-    return _gather(root, reg, release, recipe, build=build, status=reg.status(release),
+    status = _status(root, release).status
+    return _gather(root, reg, release, recipe, build=build, status=status,
                    provenance=reg.provenance(release), evaluation=reg.evaluation(release), dataset_link=link,
-                   image_name=image_name, self_label=f"{release.ref} ({reg.status(release)})", notes=tuple(notes))
+                   image_name=image_name, self_label=f"{release.ref} ({status})", notes=tuple(notes),
+                   governance=governance)
 
 
 def _config_from_store(manifest, store_dir: Path | None) -> dict | None:
@@ -259,6 +277,41 @@ def write_card_dir(dest: Path, card: RenderedCard) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+# The heading a card rendered at publication has (model_card.md.j2): such a card is never rewritten.
+GOVERNANCE_HEADING = b"## Governance (as of publication)"
+
+
+def publication_card(root: Path, release: Release, *, store_dir: Path | None = None) -> CardRecord:
+    """Render a just-published release's card again, now recording its governance, and its record.
+
+    From the build outputs where this checkout has the release's build (the card then matches
+    the draft's but for the governance section and status), else from the registry and the
+    store (``render_registered_card``: without training logs, which the card then says).
+    """
+    reg = Registry(root)
+    m = release.manifest
+    recipe = None
+    if m.recipe is not None:
+        try:
+            recipe = reg.recipe(m.recipe.ref)
+        except ForgeError:
+            recipe = None
+    if recipe is not None and build_matches(root, recipe, release):
+        return publish_cards(root, recipe, release, reg.provenance(release), reg.evaluation(release))
+    verified = _status(root, release)
+    if verified.status != "published":
+        raise ForgeError(f"{release.ref} is {verified.status}, not published: its card records no governance")
+    card = render_registered_card(root, release.ref, store_dir=store_dir, image_name=LOSS_IMAGE,
+                                  governance=verified.governance(), beside_card=True)
+    dest = root / PUBLISHED / m.name / m.version
+    readme = card.markdown.encode("utf-8")
+    if (dest / README).is_file() and GOVERNANCE_HEADING in (dest / README).read_bytes():
+        raise ForgeError(f"{release.ref}'s card was already rendered at publication; it is never rewritten")
+    write_card_dir(dest, card)
+    return CardRecord(release_digest=release.release_digest, path=(PUBLISHED / m.name / m.version / README).as_posix(),
+                      sha256=sha256_bytes(readme), rendered_at=utc_now())
+
+
 def publish_cards(root: Path, recipe: Recipe, release: Release, provenance: ProvenanceRecord | None,
                   evaluation: EvaluationRecord | None) -> CardRecord:
     """Render the release's card into model_cards/published/<name>/<version>/ and its datasets' cards.
@@ -280,14 +333,17 @@ def publish_cards(root: Path, recipe: Recipe, release: Release, provenance: Prov
                     recipe.name, release.ref)
         build = BuildOutputs()
     registered = reg.entry_path(Ref("model", m.name, m.version)).is_file()
-    status = reg.status(release) if registered else "draft"
+    verified = _status(root, release) if registered else None
+    status = verified.status if verified else "draft"
+    governance = verified.governance() if verified is not None and status == "published" else None
     card = _gather(root, reg, release, recipe, build=build, status=status, provenance=provenance,
                    evaluation=evaluation, dataset_link=lambda n, v: f"../../datasets/{n}/{v}/{README}",
-                   image_name=LOSS_IMAGE, self_label=f"{release.ref} ({status})")
+                   image_name=LOSS_IMAGE, self_label=f"{release.ref} ({status})", governance=governance)
     dest = root / PUBLISHED / m.name / m.version
     readme = card.markdown.encode("utf-8")
-    if status != "draft" and (dest / README).is_file() and (dest / README).read_bytes() != readme:
-        raise ForgeError(f"{release.ref} is {status}; its published card is never rewritten",
+    if (dest / README).is_file() and GOVERNANCE_HEADING in (dest / README).read_bytes() \
+            and (dest / README).read_bytes() != readme:
+        raise ForgeError(f"{release.ref}'s card was rendered at publication; a published card is never rewritten",
                          hint="cards of published releases are fixed; a new card needs a new release")
     for rel, data in card.files().items():
         atomic_write_bytes(dest / rel, data)

@@ -288,8 +288,12 @@ def _read_jsonl(path: Path):
 
 def evaluate_release(settings: forge_settings.Settings, model_ref: str, *, tasks: list[str] | None = None,
                      variants: list[str] | None = None, limit: int | None = None, device: str | None = "auto",
-                     batch_size: int | None = None, announce=print) -> tuple[Release, Evaluation]:
+                     batch_size: int | None = None, allow_revoked: bool = False,
+                     announce=print) -> tuple[Release, Evaluation]:
     """Evaluate a registered release (verified from the store) on benchmarks and held-out text.
+
+    The ref resolves by verified status (``trust.status.for_use``); a revoked release is
+    refused unless ``allow_revoked``.
 
     ``tasks``: benchmark names and/or ``heldout_<source>`` (default: the recipe's benchmarks, else
     all, plus the held-out sets when this checkout has the release's test split); ``variants``:
@@ -300,12 +304,13 @@ def evaluate_release(settings: forge_settings.Settings, model_ref: str, *, tasks
     from evals.tasks import HELDOUT_PREFIX, heldout_sets
     from registry import Registry
     from serving.loader import load_release, variant_artifacts
+    from trust.status import for_use
 
     root = settings.root
     reg = Registry(root)
-    release = reg.resolve(Ref.parse(model_ref, default_kind="model"))
-    if not isinstance(release, Release):
-        raise InputError(f"{model_ref} is not a model release", hint="give a model ref, e.g. model/forge-small@1.0.0")
+    release, status = for_use(root, model_ref, allow_revoked=allow_revoked)
+    announce(f"{release.ref}: {status.status} (policy {status.policy.version if status.policy else 0}; "
+             f"`commonforge status {release.ref}` explains)")
     available = [FULL, *release.manifest.variants()]
     variants = available if variants == ["all"] else (variants or [FULL])
     for v in variants:
@@ -351,7 +356,8 @@ def evaluate_release(settings: forge_settings.Settings, model_ref: str, *, tasks
         announce(f"contamination check skipped: the training split of {release.ref} is not in this checkout")
     train_texts = None if train_files is None else (d["text"] for _, p in train_files for d in _read_jsonl(p))
     ev = run_evaluation(
-        lambda v: load_release(release, variant=None if v == FULL else v, device=device, settings=settings),
+        lambda v: load_release(release, variant=None if v == FULL else v, device=device, settings=settings,
+                               allow_revoked=allow_revoked),
         variants, sets, train_texts, task_dir=settings.state_dir / "eval-tasks" / f"{release.name}-{release.version}",
         batch_size=batch_size or (recipe.evaluation.batch_size if recipe else 16), limits=limits, announce=announce,
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import getpass
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from commonforge import __version__
 from commonforge.errors import ForgeError, InputError
@@ -58,6 +59,17 @@ class ReleaseResult:
     path: Path | None  # the entry written; None when a rebuild confirmed an existing release
     confirmed: bool  # an identical release already existed (a rebuild)
     note: str
+    statement: Path | None = None  # the builder's signed build statement, when a key was given
+
+
+# (securesystemslib signer, trust.keys.KeyInfo) of whoever signs: loaded by the CLI from --key.
+SignerPair = tuple[Any, Any]
+
+
+def _draft_status(root: Path, release: Release) -> str:
+    from trust.status import release_status
+
+    return release_status(root, release).status
 
 
 def fill_store(settings: Settings, root: Path, recipe: Recipe, manifest: BuildManifest) -> None:
@@ -72,7 +84,14 @@ def push_outputs(settings: Settings, root: Path, recipe: Recipe) -> None:
     run_dvc(root, "push", "--quiet", "--with-deps", *recipe_stages(root, recipe.name), capture=True)
 
 
-def release(settings: Settings, recipe_name: str, *, replace_draft: bool = False, push: bool = True) -> ReleaseResult:
+def release(settings: Settings, recipe_name: str, *, replace_draft: bool = False, push: bool = True,
+            signer: SignerPair | None = None) -> ReleaseResult:
+    """Write the release of a built recipe: entry, store, records, card; with ``signer``, a build statement.
+
+    The build statement ties the release to its builder's key, so that a rebuild can be shown
+    to come from another party (``docs/trust.md``). Without one the release is still written
+    (a draft no policy can publish until someone signs ``commonforge attest build``).
+    """
     root = settings.root
     params = Params.load(root)
     recipe = load_recipe(root, recipe_name if "/" in recipe_name else params.recipe_ref(recipe_name))
@@ -100,13 +119,14 @@ def release(settings: Settings, recipe_name: str, *, replace_draft: bool = False
             same = "" if released_from == commit else f" (built at {commit[:12]}, released from {released_from[:12]})"
             return ReleaseResult(existing, None, True,
                                  f"rebuild of {existing.ref} is identical{same}; the store now holds its artifacts")
-        if not replace_draft or reg.status(existing) != "draft":
+        status = _draft_status(root, existing)
+        if not replace_draft or status != "draft":
             diff = compare_manifests(existing.manifest, manifest)
             raise ForgeError(
-                f"{existing.ref} ({reg.status(existing)}) exists and this build differs from it:\n  "
+                f"{existing.ref} ({status}) exists and this build differs from it:\n  "
                 + "\n  ".join(diff.lines()[:15]),
                 hint="make a new recipe version for a new model"
-                + ("; or pass --replace-draft to replace the draft" if reg.status(existing) == "draft" else ""),
+                + ("; or pass --replace-draft to replace the draft" if status == "draft" else ""),
             )
     new = Release.from_manifest(manifest)
     fill_store(settings, root, recipe, manifest)
@@ -133,4 +153,9 @@ def release(settings: Settings, recipe_name: str, *, replace_draft: bool = False
     if evaluation is not None:
         reg.save_record(new, "evals", evaluation)
     reg.save_record(new, "card", publish_cards(root, recipe, new, prov, evaluation))
-    return ReleaseResult(new, path, False, f"released {new.ref} (draft) sha256:{new.release_digest}")
+    statement = None
+    if signer is not None:
+        from trust.status import attest_build
+
+        statement = attest_build(root, new, signer[0], signer[1], machine=prov.machine)
+    return ReleaseResult(new, path, False, f"released {new.ref} (draft) sha256:{new.release_digest}", statement)

@@ -4,8 +4,9 @@
 ``release``. ``reproduce``: a clean temporary git worktree at the release's source commit,
 data from the DVC remote where it is there (else from the pinned sources, verified by
 sha256), a full ``dvc repro`` with a fresh DVC cache (so nothing is restored from a run
-cache), then the rebuilt manifest compared field by field with the release's; the result
-is a rebuild record beside the release.
+cache), then the rebuilt manifest compared field by field with the release's. With a rebuilder's key
+the result is signed as a rebuild statement beside the release (``trust.status.attest_rebuild``);
+without one it is only reported.
 """
 
 from __future__ import annotations
@@ -17,24 +18,24 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from commonforge.errors import BuildError, ForgeError, InputError
 from commonforge.machine import machine_info
 from commonforge.settings import Settings
 from pipelines.compare import ManifestDiff, compare_manifests
 from pipelines.manifest import MANIFEST_STAGES, build_manifest, dataset_names
-from pipelines.release import ReleaseResult, builder_name, release
+from pipelines.release import ReleaseResult, SignerPair, builder_name, release
 from pipelines.stage import load_recipe
 from pipelines.workspace import Params, ensure_dvc_remote, git_repo, recipe_stages, run_dvc
 from registry import Registry
-from registry.refs import Ref
-from registry.schema import BuildManifest, RebuildRecord, Release, utc_now
+from registry.schema import BuildManifest, utc_now
 
 log = logging.getLogger(__name__)
 
 
 def build(settings: Settings, recipe_name: str, *, replace_draft: bool = False, do_release: bool = True,
-          announce=print) -> ReleaseResult | None:
+          signer: SignerPair | None = None, announce=print) -> ReleaseResult | None:
     """``dvc repro`` one recipe's stages, then release it (or confirm its existing release)."""
     root = settings.root
     params = Params.load(root)
@@ -51,15 +52,32 @@ def build(settings: Settings, recipe_name: str, *, replace_draft: bool = False, 
     announce(f"pipeline finished in {time.perf_counter() - started:.0f} s")
     if not do_release:
         return None
-    return release(settings, recipe_name, replace_draft=replace_draft)
+    return release(settings, recipe_name, replace_draft=replace_draft, signer=signer)
+
+
+@dataclass(frozen=True)
+class Rebuild:
+    """What one rebuild found (signed into a rebuild statement when the rebuilder gives a key)."""
+
+    release: str  # the ref
+    release_digest: str
+    result: Literal["identical", "different"]
+    rebuilt_digest: str
+    rebuilt_by: str
+    rebuilt_at: str
+    machine: dict[str, str]
+    first_differing_stage: str | None
+    differences: list[str]  # human-readable, field by field
+    environment_differences: list[str]
+    wall_seconds: float
 
 
 @dataclass
 class Reproduction:
-    record: RebuildRecord
+    record: Rebuild
     diff: ManifestDiff
     rebuilt: BuildManifest
-    record_path: Path
+    statement: Path | None  # the signed rebuild statement, when a key was given
 
 
 def _worktree(root: Path, commit: str) -> Path:
@@ -85,12 +103,20 @@ def _remove_worktree(root: Path, path: Path) -> None:
         subprocess.run(["git", "worktree", "prune"], cwd=root, capture_output=True)
 
 
-def reproduce(settings: Settings, model_ref: str, *, keep: bool = False, announce=print) -> Reproduction:
+def reproduce(settings: Settings, model_ref: str, *, keep: bool = False, signer: SignerPair | None = None,
+              announce=print) -> Reproduction:
+    """Rebuild ``model_ref`` from its source commit and compare; with ``signer``, sign the result.
+
+    The key is checked against the policy (a rebuilder's) before the rebuild starts, so a long
+    rebuild never ends in a statement that would not count.
+    """
+    from trust.policy import load_chain
+    from trust.status import attest_rebuild, require_member, resolve
+
     root = settings.root
-    reg = Registry(root)
-    rel = reg.resolve(Ref.parse(model_ref, default_kind="model"))
-    if not isinstance(rel, Release):
-        raise InputError(f"{model_ref} is not a model release")
+    rel, _ = resolve(root, model_ref)
+    if signer is not None:
+        require_member(load_chain(root), signer[1], "rebuilder", "its rebuild")
     m = rel.manifest
     if m.provenance == "imported" or m.recipe is None or m.source_commit is None:
         raise InputError(
@@ -124,7 +150,7 @@ def reproduce(settings: Settings, model_ref: str, *, keep: bool = False, announc
     identical = rebuilt.digest == rel.release_digest
     if not identical and diff.identical:
         diff.inputs.append("the manifests differ in a field the comparison does not explain (schema?)")
-    record = RebuildRecord(
+    record = Rebuild(
         release_digest=rel.release_digest,
         release=rel.ref,
         result="identical" if identical else "different",
@@ -137,5 +163,9 @@ def reproduce(settings: Settings, model_ref: str, *, keep: bool = False, announc
         environment_differences=diff.environment,
         wall_seconds=round(time.perf_counter() - started, 1),
     )
-    path = reg.add_rebuild(rel, record)
-    return Reproduction(record, diff, rebuilt, path)
+    statement = None
+    if signer is not None:
+        statement = attest_rebuild(root, rel, signer[0], signer[1], rebuilt_digest=record.rebuilt_digest,
+                                   first_differing_stage=record.first_differing_stage,
+                                   environment_differences=record.environment_differences, machine=record.machine)
+    return Reproduction(record, diff, rebuilt, statement)

@@ -12,7 +12,6 @@ from registry.schema import (
     Dataset,
     EvaluationRecord,
     ProvenanceRecord,
-    RebuildRecord,
     Recipe,
     Release,
 )
@@ -23,7 +22,6 @@ __all__ = [
     "Dataset",
     "EvaluationRecord",
     "ProvenanceRecord",
-    "RebuildRecord",
     "Recipe",
     "Registry",
     "Ref",

@@ -2,12 +2,13 @@
 
     reg = Registry(root)
     reg.get("recipe/forge-small@1")            -> Recipe
-    reg.resolve("forge-small", "model")        -> Release (newest published, else newest draft)
-    reg.status(release)                        -> "draft" | "published" | "revoked"
+    reg.resolve("dataset/literary-pd")         -> Dataset (datasets and recipes: the newest version)
     reg.validate()                             -> list of problems (every entry, every cross-reference)
 
 Entries are read on demand and cached per instance; writes go through :mod:`registry.yamlio`
-(atomic). A release's status is derived from the records beside it, never stored in it.
+(atomic). A release's status (draft, published, revoked) is not known here: it is computed from
+signed statements by ``trust.status``, which also resolves a bare model name (newest *verified*
+published release). ``registry`` only keeps the records.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from registry.schema import (
     Entry,
     EvaluationRecord,
     ProvenanceRecord,
-    RebuildRecord,
     Recipe,
     Record,
     Release,
@@ -37,6 +37,7 @@ from registry.yamlio import load_model, save_model
 
 log = logging.getLogger(__name__)
 
+# What trust.status computes for a release (registry never does).
 Status = Literal["draft", "published", "revoked"]
 E = TypeVar("E", bound=Entry)
 R = TypeVar("R", bound=Record)
@@ -124,35 +125,25 @@ class Registry:
     def release(self, ref: str) -> Release:
         return self._get_as(ref, "model", Release)
 
-    def resolve(self, ref: Ref | str, kind: Kind = "model") -> Entry:
-        """Resolve a ref that may leave out its version.
+    def resolve(self, ref: Ref | str, kind: Kind = "dataset") -> Entry:
+        """Resolve a dataset or recipe ref that may leave out its version (to the newest).
 
-        Models: the newest published release; where none is published, the newest draft
-        (with a warning); revoked releases only when named exactly. Datasets and recipes:
-        the newest version.
+        A bare *model* name is refused: which release it means depends on verified status,
+        which only ``trust.status.resolve`` can compute.
         """
         ref = ref if isinstance(ref, Ref) else Ref.parse(ref, default_kind=kind)
         if ref.pinned:
             return self.get(ref)
+        if ref.kind == "model":
+            raise InputError(
+                f"{ref} names no version; which release a bare model name means depends on signed statements",
+                hint=f"name a version (versions: {', '.join(self.versions('model', ref.name)) or 'none'}), "
+                "or resolve it with trust.status.resolve",
+            )
         versions = self.versions(ref.kind, ref.name)
         if not versions:
             raise NotFoundError(str(ref), candidates=self.names(ref.kind))
-        if ref.kind != "model":
-            return self.get(Ref(ref.kind, ref.name, versions[-1]))
-        releases = [self._get_as(Ref("model", ref.name, v), "model", Release) for v in reversed(versions)]
-        by_status: dict[str, list[Release]] = {"published": [], "draft": [], "revoked": []}
-        for r in releases:
-            by_status[self.status(r)].append(r)
-        if by_status["published"]:
-            return by_status["published"][0]
-        if by_status["draft"]:
-            chosen = by_status["draft"][0]
-            log.warning("%s has no published release; using the draft %s", ref, chosen.ref)
-            return chosen
-        raise NotFoundError(
-            str(ref),
-            hint=f"every release of {ref} is revoked; name a version explicitly to use one anyway",
-        )
+        return self.get(Ref(ref.kind, ref.name, versions[-1]))
 
     def iter_entries(self, kind: Kind | None = None) -> Iterator[Entry]:
         for ref in self.refs(kind):
@@ -163,8 +154,9 @@ class Registry:
     def record_path(self, release: Release, suffix: str) -> Path:
         return self.entry_path(Ref("model", release.name, release.version)).with_suffix(f".{suffix}.yaml")
 
-    def rebuilds_dir(self, release: Release) -> Path:
-        return self.entry_path(Ref("model", release.name, release.version)).with_suffix(".rebuilds")
+    def statements_dir(self, release: Release) -> Path:
+        """Where the signed statements about ``release`` are kept (read and verified by ``trust``)."""
+        return self.entry_path(Ref("model", release.name, release.version)).with_suffix(".statements")
 
     def record(self, release: Release, suffix: str) -> Record | None:
         path = self.record_path(release, suffix)
@@ -192,40 +184,39 @@ class Registry:
     def card(self, release: Release) -> CardRecord | None:
         return self._record_as(release, "card", CardRecord)
 
-    def rebuilds(self, release: Release) -> list[RebuildRecord]:
-        folder = self.rebuilds_dir(release)
-        if not folder.is_dir():
-            return []
-        records = [self._load(RebuildRecord, p) for p in sorted(folder.glob("*.yaml"))]
-        return [r for r in records if r.release_digest == release.release_digest]
-
-    def status(self, release: Release) -> Status:
-        if self.record(release, "revocation") is not None:
-            return "revoked"
-        if self.record(release, "publication") is not None:
-            return "published"
-        return "draft"
-
     # --- writing ------------------------------------------------------------------------
 
     def save_release(self, release: Release, *, replace_draft: bool = False) -> Path:
-        """Write a release entry. Never rewrites a published or revoked one, nor (silently) a draft."""
+        """Write a release entry. Never rewrites one silently, nor ever one that anybody vouched for.
+
+        ``replace_draft`` replaces a different release under the same version, with its records
+        and statements (they describe the other build). The caller has checked, with
+        ``trust.status``, that it is a draft; here, without verifying anything, a release with any
+        approval, publication or revocation statement beside it is never replaced.
+        """
         path = self.entry_path(Ref("model", release.name, release.version))
         if path.exists():
             existing = self.release(f"model/{release.name}@{release.version}")
             if existing.release_digest == release.release_digest:
                 return path
-            status = self.status(existing)
-            if status != "draft" or not replace_draft:
+            folder = self.statements_dir(existing)
+            vouched = sorted(p.name for p in folder.glob("*.json")
+                             if p.name.split("-", 1)[0] in ("approval", "publication", "revocation"))
+            if vouched or not replace_draft:
                 raise ForgeError(
-                    f"{existing.ref} already exists ({status}) with digest {existing.release_digest}; "
-                    f"refusing to write a different release ({release.release_digest}) under the same version",
+                    f"{existing.ref} already exists with digest {existing.release_digest}; "
+                    f"refusing to write a different release ({release.release_digest}) under the same version"
+                    + (f": maintainers signed statements about it ({', '.join(vouched)})" if vouched else ""),
                     hint="bump the recipe's version to make a new release"
-                    + ("; or pass --replace-draft to replace this draft" if status == "draft" else ""),
+                    + ("" if vouched else "; or pass --replace-draft to replace this draft"),
                 )
-            # Records of the replaced draft describe another build: remove them with it.
+            # Records and statements of the replaced draft describe another build: remove them with it.
             for suffix in RECORD_SUFFIXES:
                 self.record_path(existing, suffix).unlink(missing_ok=True)
+            if folder.is_dir():
+                for p in folder.iterdir():
+                    p.unlink()
+                folder.rmdir()
         save_model(release, path)
         self._cache.pop(path, None)
         return path
@@ -235,23 +226,9 @@ class Registry:
             raise InputError(f"record names digest {record.release_digest}, not {release.release_digest}")
         if not isinstance(record, RECORD_SUFFIXES[suffix]):
             raise InputError(f"a .{suffix} record must be a {RECORD_SUFFIXES[suffix].__name__}")
-        if suffix in ("publication", "revocation") and self.record_path(release, suffix).exists():
-            raise ForgeError(f"{release.ref} already has a {suffix} record; records of that kind are never rewritten")
         path = self.record_path(release, suffix)
         save_model(record, path)
         self._cache.pop(path, None)
-        return path
-
-    def add_rebuild(self, release: Release, record: RebuildRecord) -> Path:
-        stamp = re.sub(r"[^0-9A-Za-z]", "", record.rebuilt_at)
-        who = re.sub(r"[^0-9A-Za-z_-]", "-", record.machine.get("hostname", "unknown"))[:40]
-        folder = self.rebuilds_dir(release)
-        path = folder / f"{stamp}-{who}-{record.rebuilt_digest[:12]}.yaml"
-        n = 1
-        while path.exists():
-            path = folder / f"{stamp}-{who}-{record.rebuilt_digest[:12]}-{n}.yaml"
-            n += 1
-        save_model(record, path)
         return path
 
     # --- validation ---------------------------------------------------------------------

@@ -9,14 +9,14 @@ files under ``registry/entries/`` are these models dumped in field order:
     models/<name>/<version>.provenance.yaml   ProvenanceRecord
     models/<name>/<version>.evals.yaml        EvaluationRecord
     models/<name>/<version>.card.yaml         CardRecord
-    models/<name>/<version>.publication.yaml  PublicationRecord   (status: published)
-    models/<name>/<version>.revocation.yaml   RevocationRecord    (status: revoked)
-    models/<name>/<version>.rebuilds/<id>.yaml  RebuildRecord
+    models/<name>/<version>.statements/<kind>-<keyid>.json   signed statements (trust/, not here)
 
 The *release digest* is the sha256 of the build manifest's canonical JSON (see
 :mod:`registry.digest`); every other record names it and may differ between rebuilds
-without changing the release. The signing / governance / log layer will add records beside
-these; a release's status is derived from which records exist, never edited in place.
+without changing the release. Who built, rebuilt, approved, published or revoked a release
+is said only in signed statements, which ``trust`` verifies; a release's status is computed
+from them (``trust.status``), never stored. The unsigned publication, revocation and rebuild
+records of earlier versions are gone (``registry.validate`` says what to do with old files).
 """
 
 from __future__ import annotations
@@ -624,46 +624,9 @@ class CardRecord(Record):
     rendered_at: Timestamp
 
 
-class PublicationRecord(Record):
-    """Marks a release published. Approvals become signed attestations with the trust layer."""
-
-    published_at: Timestamp
-    approvals: list[Text] = Field(min_length=1)
-
-
-class RevocationRecord(Record):
-    revoked_at: Timestamp
-    reason: Prose
-    revoked_by: Text
-
-
-class RebuildRecord(Record):
-    """Who rebuilt a release, where, when, with what result."""
-
-    release: ModelRef
-    result: Literal["identical", "different"]
-    rebuilt_digest: Sha256
-    rebuilt_by: Text
-    rebuilt_at: Timestamp
-    machine: dict[str, str] = {}
-    first_differing_stage: str | None = None
-    differences: list[str] = []  # human-readable, field by field
-    environment_differences: list[str] = []
-    wall_seconds: float | None = None
-
-    @model_validator(mode="after")
-    def _check(self) -> RebuildRecord:
-        same = self.rebuilt_digest == self.release_digest
-        if (self.result == "identical") != same:
-            raise ValueError("result must be 'identical' exactly when rebuilt_digest equals release_digest")
-        return self
-
-
 RECORD_SUFFIXES: dict[str, type[Record]] = {
     "provenance": ProvenanceRecord,
     "evals": EvaluationRecord,
     "card": CardRecord,
-    "publication": PublicationRecord,
-    "revocation": RevocationRecord,
 }
 ENTRY_TYPES: dict[str, type[Entry]] = {"dataset": Dataset, "recipe": Recipe, "model": Release}

@@ -1,5 +1,8 @@
 """Whole-registry validation: every file, every entry, every cross-reference.
 
+The signed statements beside releases are not checked here (``registry`` cannot verify a
+signature; ``trust.status.statement_problems`` does, and ``commonforge validate`` runs both).
+
 Problems are collected (not raised) so a reviewer sees all of them at once; each names
 the file and says what is wrong.
 """
@@ -21,7 +24,17 @@ if TYPE_CHECKING:
 
 _VERSION_FILE = re.compile(r"^(?P<version>[0-9]+(\.[0-9]+){0,2})\.yaml$")
 _RECORD_FILE = re.compile(r"^(?P<version>[0-9]+(\.[0-9]+){0,2})\.(?P<suffix>[a-z]+)\.yaml$")
-_REBUILDS_DIR = re.compile(r"^(?P<version>[0-9]+(\.[0-9]+){0,2})\.rebuilds$")
+_STATEMENTS_DIR = re.compile(r"^(?P<version>[0-9]+(\.[0-9]+){0,2})\.statements$")
+# Unsigned records of schema 1, replaced by signed statements (trust/): never counted, so refused
+# with what to do instead.
+_LEGACY = {
+    "publication": "an unsigned publication record no longer publishes anything: delete it; "
+                   "`commonforge publish` signs a publication once the policy holds",
+    "revocation": "an unsigned revocation record no longer revokes anything: delete it and have "
+                  "maintainers sign `commonforge revoke`",
+    "rebuilds": "unsigned rebuild records no longer count: delete the folder; `commonforge reproduce --key K` "
+                "(or `commonforge attest rebuild`) signs a rebuild statement",
+}
 
 
 def _rel(reg: Registry, path: Path) -> str:
@@ -54,12 +67,20 @@ def _check_layout(reg: Registry) -> list[str]:
                 if _VERSION_FILE.match(f.name) and f.is_file():
                     continue
                 if top.name == "models":
+                    legacy = f.name.rsplit(".", 2)[-2] if f.name.endswith(".yaml") else f.name.rsplit(".", 1)[-1]
+                    if legacy in _LEGACY and (_RECORD_FILE.match(f.name) or f.is_dir()):
+                        problems.append(f"{_rel(reg, f)}: {_LEGACY[legacy]}")
+                        continue
                     m = _RECORD_FILE.match(f.name)
                     if m and f.is_file() and m.group("suffix") in RECORD_SUFFIXES:
                         if not (name_dir / f"{m.group('version')}.yaml").is_file():
                             problems.append(f"{_rel(reg, f)}: record for a release that does not exist")
                         continue
-                    if _REBUILDS_DIR.match(f.name) and f.is_dir():
+                    m = _STATEMENTS_DIR.match(f.name)
+                    if m and f.is_dir():
+                        # Their signatures are checked by trust (`commonforge validate` runs both).
+                        if not (name_dir / f"{m.group('version')}.yaml").is_file():
+                            problems.append(f"{_rel(reg, f)}: statements about a release that does not exist")
                         continue
                 problems.append(f"{_rel(reg, f)}: unexpected file (not <version>.yaml or a known record)")
     return problems
@@ -112,10 +133,6 @@ def _check_release(reg: Registry, release: Release) -> list[str]:
                 problems.append(f"{where}: card {rec.path} is missing")
             elif sha256_file(card) != rec.sha256:
                 problems.append(f"{where}: card {rec.path} does not match its recorded sha256 (re-render it)")
-    try:
-        reg.rebuilds(release)
-    except ForgeError as err:
-        problems.append(err.message)
     return problems
 
 

@@ -26,8 +26,7 @@ from typing import Any
 
 from commonforge.errors import InputError
 from commonforge.settings import Settings
-from registry import Registry, Store
-from registry.refs import Ref
+from registry import Store
 from registry.schema import Artifact, Release
 
 FULL = "full"
@@ -50,6 +49,9 @@ class LoadedModel:
     device: Any  # torch.device
     dtype: Any  # torch.dtype of activations
     files: dict[str, Path] = field(default_factory=dict)  # release path -> verified store path
+    # The release's verified status when it was loaded (trust.status), None for files not in a
+    # registry (load_from_files) or a model built in memory.
+    status: Any = None
 
     @property
     def ref(self) -> str:
@@ -198,21 +200,25 @@ def load_release(
     device: str | None = "auto",
     dtype: str | None = None,
     settings: Settings | None = None,
+    allow_revoked: bool = False,
 ) -> LoadedModel:
-    """Verify and load a registered release (or one of its quantized variants) from the store."""
+    """Verify and load a registered release (or one of its quantized variants) from the store.
+
+    The ref resolves by verified status (``trust.status.for_use``: a bare name is the newest
+    published release, else the newest draft); a revoked release is refused unless
+    ``allow_revoked``. The status is kept on the result for whoever shows it.
+    """
+    from trust.status import for_use
+
     settings = settings or Settings.load()
-    if isinstance(ref, Release):
-        release = ref
-    else:
-        entry = Registry(settings.root).resolve(Ref.parse(ref, default_kind="model"))
-        if not isinstance(entry, Release):
-            raise InputError(f"{ref} is not a model release")
-        release = entry
+    release, status = for_use(settings.root, ref, allow_revoked=allow_revoked)
     artifacts = variant_artifacts(release, variant)
     store = Store(settings.store_dir)
     # Verify everything before anything is parsed.
     files = {key: store.path(a.sha256, what=f"{release.ref}:{a.path}") for key, a in artifacts.items()}
-    return _load(release, variant, files, device, dtype)
+    loaded = _load(release, variant, files, device, dtype)
+    loaded.status = status
+    return loaded
 
 
 def load_from_files(

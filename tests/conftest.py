@@ -8,6 +8,7 @@ release was committed. Tests that change it work on their own clone.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -17,6 +18,21 @@ import pytest
 
 from tests.helpers import cli, copy_project, forge_env, git
 from tests.privacy.audit import audited_env
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _user_config_isolated(tmp_path_factory):
+    """No test reads or writes the real user's keys or trust pins (every CLI child inherits this)."""
+    home = tmp_path_factory.mktemp("user-config")
+    saved = {k: os.environ.get(k) for k in ("COMMONFORGE_TRUST_PINS", "COMMONFORGE_KEYS")}
+    os.environ["COMMONFORGE_TRUST_PINS"] = str(home / "trust-pins.json")
+    os.environ["COMMONFORGE_KEYS"] = str(home / "keys")
+    yield home
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 @dataclass

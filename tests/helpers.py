@@ -93,10 +93,14 @@ def write_yaml(path: Path, data) -> Path:
 
 
 def make_registry(root: Path, *, release: bool = True) -> Path:
-    """A minimal valid checkout: pyproject.toml + registry/entries with a dataset, recipe, release."""
+    """A minimal valid checkout: pyproject.toml, the bootstrap governance policy, and registry/entries
+    with a dataset, recipe, release."""
     from registry.schema import BuildManifest, Recipe, Release
 
     root.mkdir(parents=True, exist_ok=True)
+    policy = root / "registry" / "governance" / "policy"
+    policy.mkdir(parents=True, exist_ok=True)
+    (policy / "0.yaml").write_bytes((REPO / "registry" / "governance" / "policy" / "0.yaml").read_bytes())
     (root / "pyproject.toml").write_text("[project]\nname='x'\n")
     (root / "texts").mkdir(parents=True, exist_ok=True)
     (root / "texts" / "a.txt").write_text("hello\n")
@@ -180,3 +184,23 @@ def load_script(path: Path):
         yield module
     finally:
         sys.modules.pop(spec.name, None)
+
+
+def found_forge(root: Path, keys_dir: Path, people: dict[str, tuple[str, list[str]]],
+                not_after: str = "2100-01-01T00:00:00Z") -> dict:
+    """Generate a key for each of ``people`` (name: (affiliation, roles)) and make them policy 1 of
+    the checkout at ``root``, every founder signing. Returns name -> (signer, KeyInfo)."""
+    from trust import keys as trust_keys
+    from trust import policy as trust_policy
+
+    signers = {}
+    for name, (affiliation, _) in people.items():
+        trust_keys.generate(keys_dir, name, affiliation, "ecdsa", None)
+        signers[name] = trust_keys.load_signer(keys_dir, name, None)
+    founders = [trust_policy.member(info.public(), list(roles), not_after)
+                for (_, info), (_, roles) in zip(signers.values(), people.values())]
+    trust_policy.propose(root, trust_policy.founding(root, founders))
+    for signer, _ in signers.values():
+        trust_policy.sign_proposal(root, signer, 1)
+    trust_policy.apply(root)
+    return signers

@@ -43,11 +43,20 @@ def test_the_whole_life_of_forge_tiny(tiny_forge, tmp_path):
     out = run("verify", "forge-tiny")
     assert f"all {len(rel.manifest.artifacts)} artifacts match the manifest" in out
 
-    # reproduce, with thread and ISA variables the pins must override.
-    out = run("reproduce", "model/forge-tiny@1.0.0",
-              extra={"ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1", "MKL_CBWR": "COMPATIBLE"})
-    assert "rebuilt bit for bit" in out
-    assert Registry(clone).rebuilds(rel)[-1].result == "identical"
+    # reproduce, with thread and ISA variables the pins must override, signed by a rebuilder of
+    # this clone's (freshly founded) governance policy.
+    from tests.helpers import found_forge
+    from trust.status import release_status
+
+    keys = tmp_path / "keys"
+    found_forge(clone, keys, {"Rita Rebuilder": ("Beta", ["maintainer", "rebuilder"]),
+                "Ann Approver": ("Acme", ["maintainer"]), "Cy Reviewer": ("Cyan", ["maintainer"])})
+    out = run("reproduce", "model/forge-tiny@1.0.0", "--key", "Rita Rebuilder",
+              extra={"ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1", "MKL_CBWR": "COMPATIBLE",
+                     "COMMONFORGE_KEYS": str(keys)})
+    assert "rebuilt bit for bit" in out and "signed rebuild statement: registry/entries/models/forge-tiny" in out
+    status = release_status(clone, rel)
+    assert [(m.name, st.predicate.result) for m, st in status.rebuilds] == [("Rita Rebuilder", "identical")]
     assert "commonforge-reproduce-" not in git(clone, "worktree", "list")  # the temporary worktree is gone
 
     # eval: lm-eval through the release loader, a few items.

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from securesystemslib.signer import Signer
 
@@ -62,6 +63,9 @@ class ReleaseStatus:
     revocations: Tally | None = None
     builders: list[tuple[str, str, str | None]] = field(default_factory=list)  # name, keyid, affiliation if a member
     rebuilds: list[tuple[Maintainer, Statement]] = field(default_factory=list)
+    # Every rebuild statement about this release: (signer's name or keyid, statement, why it did
+    # not count or None), for whoever shows rebuilds, counted or not.
+    rebuild_log: list[tuple[str, Statement, str | None]] = field(default_factory=list)
     publication: tuple[Maintainer, Statement] | None = None
     rejected: list[Rejected] = field(default_factory=list)
 
@@ -71,6 +75,50 @@ class ReleaseStatus:
     @property
     def publishable(self) -> bool:
         return all(self.check(n).holds for n in ("approvals", "rebuilds"))
+
+    @property
+    def revocation_reasons(self) -> list[str]:
+        out = []
+        for m, st in self.revocations.counted if self.revocations else []:
+            pred = st.predicate
+            if isinstance(pred, RevocationPredicate):
+                out.append(f"{m.name} ({m.affiliation}), {pred.severity}: {pred.reason}")
+        return out
+
+    @property
+    def needs(self) -> list[str]:
+        """What keeps a draft from being published, one line per rule that does not hold."""
+        if self.status != "draft":
+            return []
+        return [f"{c.name}: {c.detail}" for c in self.checks if not c.holds and c.name != "revocation"]
+
+    def governance(self) -> dict[str, Any]:
+        """Who vouched, as plain data (for the explorer and cards): names, affiliations, keyids, times."""
+        def person(m: Maintainer, st: Statement, **extra: Any) -> dict[str, Any]:
+            return {"name": m.name, "affiliation": m.affiliation, "keyid": st.keyid,
+                    "signed_at": st.predicate.signed_at, **extra}
+
+        approvals = []
+        for m, st in self.approvals.counted if self.approvals else []:
+            pred = st.predicate
+            approvals.append(person(m, st, comment=pred.comment if isinstance(pred, ApprovalPredicate) else None))
+        pub = None
+        if self.publication is not None:
+            m, st = self.publication
+            pub = person(m, st, policy_version=named(st))
+        return {
+            "status": self.status,
+            "policy_version": self.policy.version if self.policy else 0,
+            "builders": [{"name": n, "keyid": k, "affiliation": a} for n, k, a in self.builders],
+            "approvals": approvals,
+            "rebuilds": [person(m, st, result="identical") for m, st in self.rebuilds],
+            "publication": pub,
+            "revocations": self.revocation_reasons,
+            "needs": self.needs,
+            "not_counted": [f"{r.source}: {r.reason}" for r in [
+                *self.rejected, *(self.approvals.uncounted if self.approvals else []),
+                *(self.revocations.uncounted if self.revocations else [])]],
+        }
 
     def explain(self) -> list[str]:
         policy = f"policy {self.policy.version}" if self.policy else "no policy yet"
@@ -115,7 +163,8 @@ def _builders(statements: list[Statement], policy: Policy, subject: tuple[str, s
 
 
 def _rebuilds(statements: list[Statement], policy: Policy, subject: tuple[str, str], builders,
-              now: datetime, rejected: list[Rejected]) -> list[tuple[Maintainer, Statement]]:
+              now: datetime, rejected: list[Rejected],
+              log_to: list[tuple[str, Statement, str | None]] | None = None) -> list[tuple[Maintainer, Statement]]:
     """Identical rebuilds by rebuilders independent of every builder (one per key)."""
     builder_keys = {k for _, k, _ in builders}
     builder_affiliations = {a for _, _, a in builders if a}
@@ -135,8 +184,13 @@ def _rebuilds(statements: list[Statement], policy: Policy, subject: tuple[str, s
             why = f"{signer.name} is of the builder's affiliation {signer.affiliation}: not an independent rebuild"
         else:
             counted.setdefault(st.keyid, (signer, st))
+            if log_to is not None:
+                log_to.append((f"{signer.name} ({signer.affiliation})", st, None))
             continue
         rejected.append(Rejected(st.source, why))
+        if log_to is not None:
+            who = st.keyid[:12] if isinstance(signer, str) else f"{signer.name} ({signer.affiliation})"
+            log_to.append((who, st, why))
     return list(counted.values())
 
 
@@ -165,7 +219,8 @@ def release_status(root: Path, release: Release, *, chain: Chain | None = None, 
     result.revocations = tally(policy, statements, action="revoke", kind="revocation", what="revocations",
                                subject_name=subject[0], subject_digest=subject[1], now=now)
     result.builders = _builders(statements, policy, subject, result.rejected)
-    result.rebuilds = _rebuilds(statements, policy, subject, result.builders, now, result.rejected)
+    result.rebuilds = _rebuilds(statements, policy, subject, result.builders, now, result.rejected,
+                                result.rebuild_log)
     need = policy.rules.publish.identical_rebuilds
     if not result.builders:
         rebuild_detail = "no verified build statement: who built it is unknown, so no rebuild can be shown independent"
@@ -233,6 +288,33 @@ def resolve(root: Path, ref: Ref | str, *, chain: Chain | None = None, pins: Pin
     raise NotFoundError(str(ref), hint=f"every release of {ref} is revoked; name a version to use one anyway")
 
 
+def for_use(root: Path, ref: Ref | str | Release, *, allow_revoked: bool = False, pins: Pins | None = None,
+            now: datetime | None = None) -> tuple[Release, ReleaseStatus]:
+    """The release to load for inference (serving, evaluation, the explorer) with its verified status.
+
+    A bare name resolves as :func:`resolve` does; a revoked release is refused unless
+    ``allow_revoked`` (then a warning says so), whoever asks. ``pins``: default the user's
+    (``commonforge.settings.trust_pins``: a rolled-back policy chain is refused).
+    """
+    if pins is None:
+        from commonforge import settings
+
+        pins = Pins(settings.trust_pins())
+    if isinstance(ref, Release):
+        release, status = ref, release_status(root, ref, pins=pins, now=now)
+    else:
+        release, status = resolve(root, ref, pins=pins, now=now)
+    if status.status == "revoked":
+        why = "; ".join(status.revocation_reasons) or "revoked by the maintainers"
+        if not allow_revoked:
+            raise VerificationError(
+                f"{status.ref} is revoked ({why})",
+                hint="a revoked release is not used unless you insist: pass --allow-revoked (e.g. to study it)",
+            )
+        log.warning("%s is REVOKED (%s); using it because --allow-revoked was given", status.ref, why)
+    return release, status
+
+
 # --- signing statements about a release ----------------------------------------------------
 
 
@@ -242,7 +324,8 @@ def _write(root: Path, release: Release, kind: str, signer: Signer, predicate: P
     return st_mod.write(st_mod.statements_dir(root, ref), kind, signer.public_key.keyid, data)
 
 
-def _member(chain: Chain, info: KeyInfo, role: str, what: str) -> Policy:
+def require_member(chain: Chain, info: KeyInfo, role: str, what: str) -> Policy:
+    """The current policy, where it gives ``info``'s key ``role``; else a clear refusal (``what`` would not count)."""
     policy = chain.current
     member = policy.member(info.keyid) if policy else None
     if policy is None or member is None or role not in member.roles:
@@ -256,7 +339,7 @@ def _member(chain: Chain, info: KeyInfo, role: str, what: str) -> Policy:
 
 def approve(root: Path, release: Release, signer: Signer, info: KeyInfo, *, comment: str | None = None,
             chain: Chain | None = None) -> Path:
-    _member(chain or load_chain(root), info, "maintainer", "its approval")
+    require_member(chain or load_chain(root), info, "maintainer", "its approval")
     return _write(root, release, "approval", signer, ApprovalPredicate(signed_at=utc_now(), comment=comment or None))
 
 
@@ -271,7 +354,7 @@ def attest_build(root: Path, release: Release, signer: Signer, info: KeyInfo, *,
 def attest_rebuild(root: Path, release: Release, signer: Signer, info: KeyInfo, *, rebuilt_digest: str,
                    first_differing_stage: str | None = None, environment_differences: list[str] | None = None,
                    machine: dict[str, str] | None = None, chain: Chain | None = None) -> Path:
-    _member(chain or load_chain(root), info, "rebuilder", "its rebuild")
+    require_member(chain or load_chain(root), info, "rebuilder", "its rebuild")
     identical = rebuilt_digest == release.release_digest
     return _write(root, release, "rebuild", signer, RebuildPredicate(
         signed_at=utc_now(), result="identical" if identical else "different", rebuilt_digest=rebuilt_digest,
@@ -281,7 +364,7 @@ def attest_rebuild(root: Path, release: Release, signer: Signer, info: KeyInfo, 
 
 def revoke(root: Path, release: Release, signer: Signer, info: KeyInfo, *, reason: str, severity: str,
            chain: Chain | None = None) -> Path:
-    _member(chain or load_chain(root), info, "maintainer", "its revocation")
+    require_member(chain or load_chain(root), info, "maintainer", "its revocation")
     try:
         predicate = RevocationPredicate(signed_at=utc_now(), reason=reason, severity=severity)  # type: ignore[arg-type]
     except ValueError as err:
@@ -294,7 +377,7 @@ def publish(root: Path, release: Release, signer: Signer, info: KeyInfo, *, chai
             now: datetime | None = None) -> tuple[Path, ReleaseStatus]:
     """Sign the publication of ``release``; refused unless the policy's publish rule holds now."""
     chain = chain or load_chain(root, now=now)
-    policy = _member(chain, info, "maintainer", "its publication")
+    policy = require_member(chain, info, "maintainer", "its publication")
     status = release_status(root, release, chain=chain, now=now)
     if status.status == "revoked":
         raise ForgeError(f"{status.ref} is revoked; a revoked release is never published again",

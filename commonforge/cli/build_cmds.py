@@ -5,6 +5,12 @@ from __future__ import annotations
 import argparse
 
 from commonforge.cli.command import add_command
+from commonforge.cli.trust_cmds import key_options, signer_from_args
+
+BUILDER_KEY = ("your key (keyid, prefix or name): sign a build statement tying the release to you, "
+               "so that rebuilds by others can be shown independent (any key; see `commonforge keys`)")
+REBUILDER_KEY = ("your rebuilder key (keyid, prefix or name): sign the result as a rebuild statement "
+                 "(checked against the policy before the rebuild starts)")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -17,6 +23,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-release", action="store_true", help="only run the pipeline")
     p.add_argument("--replace-draft", action="store_true",
                    help="replace an existing draft release of this version with this build's")
+    key_options(p, key=False, optional_key=BUILDER_KEY)
 
     p = add_command(sub, "release", cmd_release, "release a recipe that `dvc repro` has built",
                     "Write the release of a built recipe (see `build`). Refused when the tree differs from HEAD "
@@ -24,15 +31,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("recipe", help="recipe name in params.yaml, e.g. forge-small")
     p.add_argument("--replace-draft", action="store_true", help="replace an existing draft of this version")
     p.add_argument("--no-push", action="store_true", help="don't push DVC outputs to the default remote")
+    key_options(p, key=False, optional_key=BUILDER_KEY)
 
     p = add_command(sub, "reproduce", cmd_reproduce,
                     "rebuild a release from its source commit and compare bit for bit",
                     "Rebuild a release in a clean temporary worktree at its source commit (data from the DVC "
-                    "remote or the pinned sources), compare the build manifest field by field and write a rebuild "
-                    "record. Exit 0 only when the rebuild is identical; 1 when it differs (the first differing "
+                    "remote or the pinned sources) and compare the build manifest field by field; with --key, sign "
+                    "the result as a rebuild statement beside the release. "
+                    "Exit 0 only when the rebuild is identical; 1 when it differs (the first differing "
                     "stage and any difference in the pinned environment are shown).")
     p.add_argument("ref", metavar="MODEL_REF", help="e.g. model/forge-small@1.0.0 or forge-small")
     p.add_argument("--keep", action="store_true", help="keep the temporary worktree for inspection")
+    key_options(p, key=False, optional_key=REBUILDER_KEY)
 
     p = add_command(sub, "demo", cmd_demo, "build and release forge-small end to end, then say what to try next",
                     "The quickstart's main job (`make demo`): fetch the pinned public-domain sources, prepare them, "
@@ -42,6 +52,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("recipe", nargs="?", default="forge-small", help="recipe to build (default: forge-small)")
 
 
+def _signer(args: argparse.Namespace):
+    return signer_from_args(args) if args.key else None
+
+
 def _print_release(result) -> None:
     from commonforge.cli.output import console
 
@@ -49,7 +63,9 @@ def _print_release(result) -> None:
     out.print("[green]✓[/green] " + result.note)
     if result.path is not None:
         out.print(f"  wrote {result.path}")
-        out.print("  commit it (with dvc.lock) to publish the draft for review")
+        out.print("  commit it (with dvc.lock) to put the draft up for review")
+    if result.statement is not None:
+        out.print(f"  signed build statement: {result.statement}")
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -60,7 +76,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     settings = apply()
     out = console()
     result = build(settings, args.recipe, replace_draft=args.replace_draft, do_release=not args.no_release,
-                   announce=out.print)
+                   signer=_signer(args), announce=out.print)
     if result is not None:
         _print_release(result)
     return 0
@@ -71,7 +87,8 @@ def cmd_release(args: argparse.Namespace) -> int:
     from pipelines.release import release
 
     settings = apply()
-    _print_release(release(settings, args.recipe, replace_draft=args.replace_draft, push=not args.no_push))
+    _print_release(release(settings, args.recipe, replace_draft=args.replace_draft, push=not args.no_push,
+                           signer=_signer(args)))
     return 0
 
 
@@ -84,7 +101,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     settings = apply()
     out = console()
-    rep = reproduce(settings, args.ref, keep=args.keep, announce=out.print)
+    rep = reproduce(settings, args.ref, keep=args.keep, signer=_signer(args), announce=out.print)
     rec, diff = rep.record, rep.diff
     expected = {a.path: a for a in rep.rebuilt.artifacts}
     release = Registry(settings.root).release(rec.release)
@@ -97,7 +114,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     out.print(t)
     for line in diff.environment:
         out.print(f"[yellow]environment differs:[/yellow] {line}")
-    out.print(f"rebuild record: {rep.record_path}")
+    if rep.statement is not None:
+        out.print(f"signed rebuild statement: {rep.statement.relative_to(settings.root)}")
+    else:
+        out.print(f"not signed (no --key): to vouch for it, `commonforge attest rebuild {rec.release} "
+                  f"--rebuilt-digest {rec.rebuilt_digest} --key K`")
     if rec.result != "identical":
         raise VerificationError(
             f"the rebuild of {rec.release} differs (release sha256:{rec.release_digest}, rebuild "
@@ -122,6 +143,7 @@ What to try next (all local; nothing leaves this machine):
   commonforge chat {name}                          a streaming chat in the terminal
   commonforge serve {name}                         an OpenAI-compatible server on 127.0.0.1
   commonforge explore                              the explorer in your browser
+  commonforge status {name}                        who vouched for it, and what publishing still needs
 """
 
 
@@ -154,4 +176,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out.print(t)
     out.print(f"demo finished in {total:.0f} s\n")
     out.print(NEXT_STEPS.format(name=recipe))
+    from trust.status import release_status
+
+    assert result is not None  # build() releases unless do_release=False
+    status = release_status(settings.root, result.release)
+    out.print(f"[bold]{result.release.ref} is a {status.status}[/bold] (governance: `commonforge status`):",
+              highlight=False)
+    for line in status.explain()[2:]:
+        out.print(line, highlight=False, markup=False)
+    if status.needs:
+        out.print("to be published it still needs: " + "; ".join(status.needs), highlight=False, markup=False)
     return 0

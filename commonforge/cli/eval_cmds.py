@@ -29,6 +29,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, metavar="N", help="sequences per forward pass (default: the recipe's)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default: auto)")
     p.add_argument("--output", metavar="FILE", help="also write the results (results.json format) to FILE")
+    p.add_argument("--allow-revoked", action="store_true", help="evaluate a revoked release anyway (refused otherwise)")
 
 
 def _tasks(values: list[str] | None) -> list[str] | None:
@@ -62,7 +63,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     release, ev = evaluate_release(
         settings, args.ref, tasks=_tasks(args.tasks), variants=args.variant, limit=args.limit,
-        device=args.device, batch_size=args.batch_size, announce=lambda msg: err.print(msg),
+        device=args.device, batch_size=args.batch_size, allow_revoked=args.allow_revoked,
+        announce=lambda msg: err.print(msg),
     )
     variants = list(dict.fromkeys(r.variant for r in ev.results))
     has_clean = any(r.subset == "clean" for r in ev.results)

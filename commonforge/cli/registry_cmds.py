@@ -42,16 +42,20 @@ def _registry() -> Registry:
 def cmd_list(args: argparse.Namespace) -> int:
     from commonforge.cli.output import console, table
     from registry.schema import Dataset, Recipe, Release
+    from trust.policy import load_chain
+    from trust.status import release_status
 
     reg = _registry()
     kind = args.kind.rstrip("s") if args.kind else None
     out = console()
     t = table(None, "ref", "status", "title / digest", "license")
     n = 0
+    chain = None
     for entry in reg.iter_entries(kind):
         n += 1
         if isinstance(entry, Release):
-            status = reg.status(entry)
+            chain = chain or load_chain(reg.root, pins=_pins())
+            status = release_status(reg.root, entry, chain=chain).status
             t.add_row(entry.ref, status, f"sha256:{entry.release_digest}", entry.manifest.license)
         else:
             assert isinstance(entry, (Dataset, Recipe)), "registry entries are datasets, recipes or releases (schema.ENTRY_TYPES)"
@@ -106,12 +110,29 @@ def _show_recipe(out, reg: Registry, r: Recipe) -> None:
         out.print("evaluation: " + ", ".join(f"{k} ({n} items)" for k, n in r.evaluation.tasks.items()))
 
 
-def _show_release(out, reg: Registry, rel: Release) -> None:
+def _pins():
+    from commonforge import settings
+    from trust.policy import Pins
+
+    return Pins(settings.trust_pins())
+
+
+def _entry(reg: Registry, ref: str):
+    """A pinned ref as it is; a bare model name by verified status (trust), a bare dataset or recipe: newest."""
+    from registry.refs import Ref
+    from trust.status import resolve
+
+    parsed = Ref.parse(ref, default_kind="model")
+    if parsed.kind == "model":
+        return resolve(reg.root, parsed, pins=_pins())
+    return reg.resolve(parsed), None
+
+
+def _show_release(out, reg: Registry, rel: Release, status) -> None:
     from commonforge.cli.output import human_bytes, short, table
 
     m = rel.manifest
-    status = reg.status(rel)
-    out.print(f"[bold]{rel.ref}[/bold]  status: {status}    license: {m.license}")
+    out.print(f"[bold]{rel.ref}[/bold]  status: {status.status}    license: {m.license}")
     out.print(f"release digest: sha256:{rel.release_digest}")
     if m.provenance == "imported":
         out.print("provenance: IMPORTED (not built by the forge: no recipe, no source commit, never reproducible)")
@@ -151,23 +172,26 @@ def _show_release(out, reg: Registry, rel: Release) -> None:
     card = reg.card(rel)
     if card:
         out.print(f"card: {card.path}")
-    rebuilds = reg.rebuilds(rel)
-    if rebuilds:
-        for rb in rebuilds:
-            detail = "" if rb.result == "identical" else f" (first differing stage: {rb.first_differing_stage})"
-            out.print(f"rebuilt by {rb.rebuilt_by} on {rb.machine.get('hostname', '?')} at {rb.rebuilt_at}: "
-                      f"{rb.result}{detail}")
-    else:
-        out.print("rebuilds: none recorded yet (`commonforge reproduce` makes one)")
+    gov = status.governance()
+    for b in gov["builders"]:
+        out.print(f"built (signed) by {b['name']} ({b['affiliation'] or 'not a maintainer'}, key {short(b['keyid'])})")
+    for a in gov["approvals"]:
+        out.print(f"approved by {a['name']} ({a['affiliation']}, key {short(a['keyid'])}) at {a['signed_at']}")
+    for r in gov["rebuilds"]:
+        out.print(f"rebuilt identically by {r['name']} ({r['affiliation']}, key {short(r['keyid'])}) at {r['signed_at']}")
+    for line in gov["revocations"]:
+        out.print(f"[red]revoked[/red] by {line}")
+    for need in gov["needs"]:
+        out.print(f"not published yet: {need}", markup=False, highlight=False)
+    out.print(f"governance: policy {gov['policy_version']}; `commonforge status {rel.ref}` explains every statement")
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     from commonforge.cli.output import console
-    from registry.refs import Ref
     from registry.schema import Dataset, Recipe, Release
 
     reg = _registry()
-    entry = reg.resolve(Ref.parse(args.ref, default_kind="model"))
+    entry, status = _entry(reg, args.ref)
     out = console()
     if isinstance(entry, Dataset):
         _show_dataset(out, reg, entry)
@@ -175,7 +199,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         _show_recipe(out, reg, entry)
     else:
         assert isinstance(entry, Release), "registry entries are datasets, recipes or releases (schema.ENTRY_TYPES)"
-        _show_release(out, reg, entry)
+        _show_release(out, reg, entry, status)
     return 0
 
 
@@ -183,11 +207,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from commonforge.cli.output import console
     from commonforge.errors import InputError
     from pipelines.workspace import Params
+    from trust.status import statement_problems
 
     reg = _registry()
     problems = reg.validate()
     if (reg.root / "params.yaml").is_file():
         problems += Params.load(reg.root).problems(reg)
+    # The signed statements beside releases and the policy chain (registry cannot verify signatures).
+    problems += statement_problems(reg.root, pins=_pins())
     out = console()
     if problems:
         for p in problems:
@@ -197,7 +224,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             hint="fix the entries above; nothing was changed",
         )
     n = len(reg.refs())
-    out.print(f"[green]✓[/green] {n} entries valid, every cross-reference resolves")
+    out.print(f"[green]✓[/green] {n} entries valid, every cross-reference resolves, every signed statement verifies")
     return 0
 
 
@@ -211,9 +238,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     settings = apply()
     reg = Registry(settings.root)
-    rel = reg.resolve(Ref.parse(args.ref, default_kind="model"))
-    if not isinstance(rel, Release):
+    parsed = Ref.parse(args.ref, default_kind="model")
+    if parsed.kind != "model":
         raise InputError(f"{args.ref} is not a model release", hint="verify takes a model ref")
+    rel, status = _entry(reg, args.ref)
+    assert isinstance(rel, Release)
     checks = Store(settings.store_dir).verify_release(rel.manifest)
     out = console()
     t = table(f"{rel.ref} (sha256:{rel.release_digest})", "artifact", "status", "expected sha256", "actual")
@@ -230,4 +259,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
             hint="restore them with `commonforge build` (a rebuild) or from a peer; never use this copy",
         )
     out.print(f"[green]✓[/green] all {len(checks)} artifacts match the manifest")
+    counted = len(status.approvals.counted) if status.approvals else 0
+    out.print(f"status: {status.status} under policy {status.policy.version if status.policy else 0} "
+              f"({counted} approval(s), {len(status.rebuilds)} independent rebuild(s) verified; "
+              f"`commonforge status` explains)", highlight=False)
     return 0

@@ -22,6 +22,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1 ...")
     p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],
                    help="activation dtype (default: float32 on CPU, float16 on GPU)")
+    p.add_argument("--allow-revoked", action="store_true",
+                   help="use a revoked release anyway (refused otherwise; a warning says so)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 is often fastest for small models "
                         "on a busy machine)")
@@ -89,7 +91,13 @@ def _load(args, settings):
 
             raise InputError("--threads must be at least 1")
         torch.set_num_threads(args.threads)
-    return load_release(args.ref, variant=args.variant, device=args.device, dtype=args.dtype, settings=settings)
+    loaded = load_release(args.ref, variant=args.variant, device=args.device, dtype=args.dtype, settings=settings,
+                          allow_revoked=args.allow_revoked)
+    status = loaded.status
+    print(f"{loaded.ref}: {status.status.upper() if status.status == 'revoked' else status.status} "
+          f"(policy {status.policy.version if status.policy else 0}; `commonforge status {loaded.ref}` explains)",
+          file=sys.stderr, flush=True)
+    return loaded
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -31,9 +31,12 @@ of the current and of the proposed version both hold.
 """
 
 
-def _key_options(p: argparse.ArgumentParser, *, key: bool = True) -> None:
+def key_options(p: argparse.ArgumentParser, *, key: bool = True, optional_key: str | None = None) -> None:
+    """``--key`` (required, or optional with ``optional_key`` as its help), ``--passphrase-file``, ``--keys-dir``."""
     if key:
         p.add_argument("--key", required=True, metavar="KEY", help="your key: keyid, keyid prefix or name")
+    elif optional_key:
+        p.add_argument("--key", metavar="KEY", help=optional_key)
     p.add_argument("--passphrase-file", type=Path, metavar="FILE", help="the key's passphrase (first line of FILE)")
     p.add_argument("--keys-dir", type=Path, metavar="DIR",
                    help="where your keys are (default: $XDG_CONFIG_HOME/commonforge/keys)")
@@ -46,43 +49,46 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", required=True, help="your name, as the policy will list it")
     p.add_argument("--affiliation", required=True, help="who you work for or represent (independent: say so)")
     p.add_argument("--type", choices=["ecdsa", "ed25519"], default="ecdsa", help="ecdsa = P-256 (default)")
-    _key_options(p, key=False)
+    key_options(p, key=False)
     p = add_command(ksub, "import", cmd_keys_import, "import an OpenSSH private key (ECDSA P-256 or Ed25519)")
     p.add_argument("path", type=Path, metavar="PATH", help="e.g. ~/.ssh/id_ed25519")
     p.add_argument("--name", required=True)
     p.add_argument("--affiliation", required=True)
-    _key_options(p, key=False)
+    key_options(p, key=False)
     p = add_command(ksub, "list", cmd_keys_list, "list your keys")
-    _key_options(p, key=False)
+    key_options(p, key=False)
     p = add_command(ksub, "export", cmd_keys_export, "print a key's public half (JSON) for a policy proposal")
     p.add_argument("selector", metavar="KEY", help="keyid, keyid prefix or name")
-    _key_options(p, key=False)
+    key_options(p, key=False)
 
     p = add_command(sub, "status", cmd_status, "a release's verified status and what it still needs", STATUS_HELP)
     p.add_argument("ref", metavar="MODEL_REF", help="e.g. model/forge-small@1.0.0 or forge-small")
-    _key_options(p, key=False)
+    key_options(p, key=False)
 
     p = add_command(sub, "approve", cmd_approve, "sign your approval of a release (data, recipe, evaluations, card)")
     p.add_argument("ref", metavar="MODEL_REF", help="a pinned ref, e.g. model/forge-small@1.0.0")
     p.add_argument("--comment", help="what you checked, or a caveat")
-    _key_options(p)
+    key_options(p)
 
     p = add_command(sub, "attest", cmd_attest, "sign a build or rebuild statement about a release")
     p.add_argument("what", choices=["build", "rebuild"])
     p.add_argument("ref", metavar="MODEL_REF", help="a pinned ref")
     p.add_argument("--rebuilt-digest", metavar="SHA256",
-                   help="rebuild: the digest your rebuild produced (default: from your newest rebuild record)")
-    _key_options(p)
+                   help="rebuild: the release digest your rebuild produced (`commonforge reproduce` prints it; "
+                        "`reproduce --key K` signs the statement itself)")
+    key_options(p)
 
     p = add_command(sub, "publish", cmd_publish, "sign the publication of a release (refused unless the policy holds)")
     p.add_argument("ref", metavar="MODEL_REF", help="a pinned ref")
-    _key_options(p)
+    p.add_argument("--no-card", action="store_true",
+                   help="don't re-render the model card with its governance as of publication")
+    key_options(p)
 
     p = add_command(sub, "revoke", cmd_revoke, "sign a revocation of a release")
     p.add_argument("ref", metavar="MODEL_REF", help="a pinned ref")
     p.add_argument("--reason", required=True, help="why, in a sentence at least")
     p.add_argument("--severity", required=True, choices=["low", "medium", "high", "critical"])
-    _key_options(p)
+    key_options(p)
 
     policy = add_command(sub, "policy", cmd_help, "the governance policy: init, propose, sign, apply, show", POLICY_HELP)
     psub = policy.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
@@ -95,7 +101,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="declare a key compromised since TIME (e.g. 2026-11-30T00:00:00Z): its later signatures stop counting")
     p = add_command(psub, "sign", cmd_policy_sign, "sign the pending proposal")
     p.add_argument("version", type=int, metavar="N")
-    _key_options(p)
+    key_options(p)
     add_command(psub, "apply", cmd_policy_apply, "make the pending proposal the policy (once its thresholds hold)")
     add_command(psub, "show", cmd_policy_show, "show the current policy")
 
@@ -134,7 +140,7 @@ def _root() -> Path:
     return apply().root
 
 
-def _signer(args: argparse.Namespace):
+def signer_from_args(args: argparse.Namespace):
     from trust.keys import load_signer, read_passphrase
 
     return load_signer(_keys_dir(args), args.key, read_passphrase(args.passphrase_file))
@@ -219,7 +225,7 @@ def _sign_and_show(args: argparse.Namespace, done: str, sign) -> int:
     root = _root()
     release = _release(root, args.ref)
     chain = load_chain(root, pins=_pins())
-    signer, info = _signer(args)
+    signer, info = signer_from_args(args)
     path = sign(root, release, signer, info, chain)
     print(f"{done} {release.ref} as {info.name} ({info.affiliation}): {path.relative_to(root)}", file=sys.stderr)
     _print_status(release_status(root, release, chain=chain))
@@ -234,28 +240,21 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
 
 def cmd_attest(args: argparse.Namespace) -> int:
-    from commonforge.errors import NotFoundError
-    from registry.catalog import Registry
+    from commonforge.errors import InputError
     from trust.policy import load_chain
     from trust.status import attest_build, attest_rebuild
 
     root = _root()
     release = _release(root, args.ref)
-    signer, info = _signer(args)
+    signer, info = signer_from_args(args)
     if args.what == "build":
         path = attest_build(root, release, signer, info)
     else:
-        records = Registry(root).rebuilds(release)
-        if not args.rebuilt_digest and not records:
-            raise NotFoundError(f"rebuild record of {release.ref}",
-                                hint="run `commonforge reproduce` first, or pass --rebuilt-digest")
-        newest = records[-1] if records else None
-        path = attest_rebuild(
-            root, release, signer, info, chain=load_chain(root, pins=_pins()),
-            rebuilt_digest=args.rebuilt_digest or records[-1].rebuilt_digest,  # records: checked non-empty above
-            first_differing_stage=newest.first_differing_stage if newest else None,
-            environment_differences=newest.environment_differences if newest else [],
-            machine=newest.machine if newest else {})
+        if not args.rebuilt_digest:
+            raise InputError("attest rebuild needs --rebuilt-digest: the digest your rebuild produced",
+                             hint="`commonforge reproduce REF --key K` rebuilds and signs in one step")
+        path = attest_rebuild(root, release, signer, info, chain=load_chain(root, pins=_pins()),
+                              rebuilt_digest=args.rebuilt_digest)
     print(f"signed the {args.what} statement of {release.ref}: {path.relative_to(root)}")
     return 0
 
@@ -266,10 +265,19 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
     root = _root()
     release = _release(root, args.ref)
-    signer, info = _signer(args)
+    signer, info = signer_from_args(args)
     path, status = publish(root, release, signer, info, chain=load_chain(root, pins=_pins()))
     print(f"published {release.ref}: {path.relative_to(root)}", file=sys.stderr)
     _print_status(status)
+    if status.status == "published" and not args.no_card:
+        from commonforge.settings import apply
+        from pipelines.card import publication_card
+        from registry.catalog import Registry
+
+        record = publication_card(root, release, store_dir=apply().store_dir)
+        Registry(root).save_record(release, "card", record)
+        print(f"card rendered with its governance as of publication: {record.path}", file=sys.stderr)
+    print("commit the statement (and the card) so that others see the publication", file=sys.stderr)
     return 0
 
 
@@ -354,7 +362,7 @@ def cmd_policy_sign(args: argparse.Namespace) -> int:
 
     root = _root()
     load_chain(root, pins=_pins())  # never sign on top of a rolled-back or replaced chain
-    signer, info = _signer(args)
+    signer, info = signer_from_args(args)
     path = sign_proposal(root, signer, args.version)
     print(f"signed policy {args.version} as {info.name} ({info.affiliation}): {path.relative_to(root)}")
     return 0

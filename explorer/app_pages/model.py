@@ -54,7 +54,12 @@ if missing:
         "shown below, but trying it needs the files: rebuild it (`commonforge build`) or fetch it from a peer.",
         icon=":material/inventory_2:")
 
-TABS = ["Card", "Architecture", "Training", "Evaluation", "Lineage", "Artifacts", "Reproduce", "Try it"]
+gov = summary.governance
+if summary.status == "revoked":
+    st.error("**This release is REVOKED.** " + " ".join(f"Revoked by {line}." for line in gov.get("revocations", []))
+             + " Serving, evaluating and trying it are refused unless you insist.", icon=":material/block:")
+
+TABS = ["Card", "Governance", "Architecture", "Training", "Evaluation", "Lineage", "Artifacts", "Reproduce", "Try it"]
 tabs = dict(zip(TABS, st.tabs(TABS, key="tab", bind="query-params")))
 
 
@@ -235,6 +240,45 @@ def show_artifacts() -> None:
             cols[3].badge(status, color="red", icon=":material/close:")
 
 
+# --- governance -------------------------------------------------------------------------------
+def show_governance() -> None:
+    st.caption("Computed now from the signed statements beside the release, under the policy this checkout "
+               "verifies (`commonforge status` says the same in a terminal). Nothing here is read from a stored status.")
+    policy = gov.get("policy_version", 0)
+    st.markdown(f"**Status: {summary.status}** under governance policy **{policy}**"
+                + (" (the empty bootstrap policy: no key counts yet)" if policy == 0 else ""))
+    if gov.get("needs"):
+        st.warning("**Why it is not published yet**\n\n" + "\n".join(f"- {n}" for n in gov["needs"]),
+                   icon=":material/pending:")
+    pub = gov.get("publication")
+    if pub:
+        st.success(f"Published by {pub['name']} ({pub['affiliation']}, key `{pub['keyid'][:16]}`) at "
+                   f"{pub['signed_at']} under policy {pub['policy_version']}.", icon=":material/verified:")
+    st.subheader("Built by", anchor=False)
+    if gov.get("builders"):
+        st.dataframe([{"builder": b["name"], "affiliation": b["affiliation"] or "(not a maintainer)", "keyid": b["keyid"]}
+                      for b in gov["builders"]], hide_index=True)
+    else:
+        st.info("No signed build statement: who built it is not vouched for.")
+    st.subheader("Approvals counted", anchor=False)
+    if gov.get("approvals"):
+        st.dataframe([{"maintainer": a["name"], "affiliation": a["affiliation"], "keyid": a["keyid"],
+                       "signed at": a["signed_at"], "comment": a.get("comment") or ""} for a in gov["approvals"]],
+                     hide_index=True)
+    else:
+        st.info("No approval counts yet.")
+    st.subheader("Independent rebuilds counted", anchor=False)
+    if gov.get("rebuilds"):
+        st.dataframe([{"rebuilder": r["name"], "affiliation": r["affiliation"], "keyid": r["keyid"],
+                       "signed at": r["signed_at"]} for r in gov["rebuilds"]], hide_index=True)
+    else:
+        st.info("No identical rebuild by another party counts yet.")
+    if gov.get("not_counted"):
+        with st.expander(f"{len(gov['not_counted'])} statement(s) that do not count, and why"):
+            for line in gov["not_counted"]:
+                st.markdown(f"- {line}")
+
+
 # --- reproduce ----------------------------------------------------------------------------
 def show_reproduce() -> None:
     recipe_name = detail.recipe.name if detail.recipe else None
@@ -254,11 +298,12 @@ def show_reproduce() -> None:
             st.dataframe([{"setting": k, "value": v} for k, v in sorted(env.determinism.items())], hide_index=True)
     st.subheader("Rebuilds", anchor=False)
     if not summary.rebuilds:
-        st.info("Nobody has recorded a rebuild of this release yet." if m.provenance == "built"
-                else "Imported releases are never rebuilt.")
+        st.info("Nobody has signed a rebuild of this release yet (`commonforge reproduce --key K`)."
+                if m.provenance == "built" else "Imported releases are never rebuilt.")
         return
     st.dataframe([{"result": r.result, "rebuilt by": r.by, "where": r.where, "when": r.when,
-                   "first differing stage": r.first_differing_stage or "–"} for r in summary.rebuilds],
+                   "first differing stage": r.first_differing_stage or "–",
+                   "counted": "yes" if r.not_counted is None else f"no: {r.not_counted}"} for r in summary.rebuilds],
                  hide_index=True)
     for r in summary.rebuilds:
         if r.differences or r.environment_differences:
@@ -281,6 +326,7 @@ def show_try_it() -> None:
         mode = cols[1].radio("Decoding", ["greedy", "sampling"], horizontal=True)
         temperature = cols[2].slider("Temperature (sampling)", 0.1, 2.0, 0.8)
         seed = cols[3].number_input("Seed (sampling)", min_value=0, max_value=2**31 - 1, value=0, step=1)
+        allow_revoked = (st.checkbox("Use this REVOKED release anyway") if summary.status == "revoked" else False)
         submitted = st.form_submit_button("Generate", icon=":material/play_arrow:", type="primary")
     outputs: dict = st.session_state.setdefault("generations", {})
     if submitted:
@@ -290,7 +336,7 @@ def show_try_it() -> None:
         try:
             with st.spinner(f"Verifying and loading {release.ref} ({variant})…"):
                 loaded = cache.loaded_model(forge, release, str(forge.root), str(forge.store_dir),
-                                            release.release_digest, variant)
+                                            release.release_digest, variant, allow_revoked)
             with st.spinner("Generating…"):
                 outputs[release.release_digest] = generate.generate(loaded, prompt, settings)
         except ForgeError as err:
@@ -308,7 +354,7 @@ def show_try_it() -> None:
                    f"({out.tokens_per_second:.1f} tokens/s); stopped at {stop}.")
 
 
-SECTIONS = {"Card": show_card, "Architecture": show_architecture, "Training": show_training,
+SECTIONS = {"Card": show_card, "Governance": show_governance, "Architecture": show_architecture, "Training": show_training,
             "Evaluation": show_evaluation, "Lineage": show_lineage, "Artifacts": show_artifacts,
             "Reproduce": show_reproduce, "Try it": show_try_it}
 for name, tab in tabs.items():

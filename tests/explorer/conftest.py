@@ -54,7 +54,9 @@ def known_phrase(root: Path) -> tuple[str, str]:
 @pytest.fixture(scope="session")
 def explorer_forge(tiny_forge, tmp_path_factory) -> ExplorerForge:
     from registry import Registry
-    from registry.schema import MANIFEST_SCHEMA, Artifact, BuildManifest, ProvenanceRecord, RebuildRecord, Release
+    from registry.schema import MANIFEST_SCHEMA, Artifact, BuildManifest, ProvenanceRecord, Release
+    from tests.helpers import found_forge
+    from trust.status import attest_rebuild
 
     base = tmp_path_factory.mktemp("explorer-forge")
     root = base / "forge"
@@ -65,10 +67,12 @@ def explorer_forge(tiny_forge, tmp_path_factory) -> ExplorerForge:
     if reg.evaluation(rel) is None or reg.card(rel) is None:
         pytest.fail(f"{RELEASE} of the tiny forge has no evaluation or card record: `commonforge build` "
                     "should have filed both beside the release")
-    reg.add_rebuild(rel, RebuildRecord(
-        release_digest=rel.release_digest, release=RELEASE, result="identical",
-        rebuilt_digest=rel.release_digest, rebuilt_by="Second Rebuilder", rebuilt_at="2026-11-24T23:30:00Z",
-        machine={"hostname": "rebuilder-box", "cpu": "AMD EPYC"}, wall_seconds=151.0))
+    # A governance policy with a rebuilder, who signs an identical rebuild of the release.
+    signers = found_forge(root, base / "keys", {"Second Rebuilder": ("Beta", ["maintainer", "rebuilder"]),
+                          "Ann Approver": ("Acme", ["maintainer"]), "Cy Reviewer": ("Cyan", ["maintainer"])})
+    signer, info = signers["Second Rebuilder"]
+    attest_rebuild(root, rel, signer, info, rebuilt_digest=rel.release_digest,
+                   machine={"hostname": "rebuilder-box", "cpu": "AMD EPYC"})
 
     m2 = BuildManifest.model_validate({**rel.manifest.model_dump(mode="json", exclude_none=True), "version": "2.0.0"})
     rel2 = Release.from_manifest(m2)

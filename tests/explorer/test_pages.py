@@ -202,6 +202,39 @@ def test_model_page_reproduce_commands_and_rebuilds(explorer_env):
     assert list(rebuilds["result"]) == ["identical"] and "rebuilder-box" in rebuilds["where"].iloc[0]
 
 
+def test_model_page_governance_is_computed_when_viewed(explorer_env):
+    at = open_page("model", ref=RELEASE, tab="Governance")
+    text = page_text(at)
+    assert "**Status: draft** under governance policy **1**" in text
+    assert "Why it is not published yet" in text and "approvals: 0 of 3 approvals counted" in text
+    assert "No signed build statement" in text
+    rebuilders = at.dataframe[-1].value
+    assert list(rebuilders["rebuilder"]) == ["Second Rebuilder"] and list(rebuilders["affiliation"]) == ["Beta"]
+    # A revocation shows at once (the cache key covers the statements): two maintainers sign one.
+    from registry import Ref, Registry
+    from trust import keys as trust_keys
+    from trust.statements import RevocationPredicate, sign, statements_dir, write
+    from trust.status import release_status
+
+    root = explorer_env.root
+    rel = Registry(root).release(RELEASE)
+    keys_dir = root.parent / "keys"  # where the fixture founded the forge's policy
+    folder = statements_dir(root, Ref.parse(RELEASE))
+    written = []
+    for who in ("Ann Approver", "Cy Reviewer"):
+        signer, info = trust_keys.load_signer(keys_dir, who)
+        data = sign(signer, "revocation", RELEASE, rel.release_digest, RevocationPredicate(
+            signed_at="2026-11-30T00:00:00Z", reason="Found a source whose license forbids this use.", severity="high"))
+        written.append(write(folder, "revocation", info.keyid, data))
+    try:
+        assert release_status(root, rel).status == "revoked"
+        at = open_page("model", ref=RELEASE, tab="Governance")
+        assert "This release is REVOKED." in page_text(at) and "Found a source whose license" in page_text(at)
+    finally:
+        for path in written:
+            path.unlink()
+
+
 def test_imported_release_with_missing_artifacts_says_so(explorer_env):
     at = open_page("model", ref=IMPORTED)
     text = page_text(at)

@@ -89,6 +89,7 @@ def fake_forge(tmp_path) -> Path:
     for sub in ("datasets", "recipes"):
         shutil.copytree(REPO / "registry" / "entries" / sub, root / "registry" / "entries" / sub)
     (root / "registry" / "entries" / "models").mkdir()
+    shutil.copytree(REPO / "registry" / "governance", root / "registry" / "governance")
     for name in ("pyproject.toml", "requirements.lock", "params.yaml", "dvc.yaml"):
         shutil.copy2(REPO / name, root / name)
     fake_build(root)

@@ -14,7 +14,7 @@ from pipelines import card as card_stage
 from pipelines.manifest import build_manifest, evaluation_record, model_outputs
 from registry import Registry, Store
 from registry.digest import sha256_file
-from registry.schema import NO_COMMIT, BuildManifest, ProvenanceRecord, PublicationRecord, Release
+from registry.schema import NO_COMMIT, BuildManifest, ProvenanceRecord, Release
 from tests.model_cards.conftest import assert_complete, assert_hub_card, evaluation, front_matter
 
 REF = "recipe/forge-tiny@1"
@@ -88,9 +88,8 @@ def test_publish_writes_the_cards_and_returns_their_record(fake_forge):
     assert f"]({link})" in text and (readme.parent / link).resolve().is_file()
     dataset_card = (published / "datasets" / "tiny-local" / "1" / "README.md").read_text()
     assert "`model/forge-tiny@1.0.0 (draft)`" in dataset_card
-    # Once published, the card is never rewritten with other bytes.
-    reg.save_record(rel, "publication", PublicationRecord(schema_version=1, release_digest=rel.release_digest,
-                                                         published_at="2026-11-25T12:00:00Z", approvals=["a", "b"]))
+    # A card rendered at publication (it records the governance) is never rewritten with other bytes.
+    readme.write_bytes(readme.read_bytes().replace(b"## License", card_stage.GOVERNANCE_HEADING + b"\n\n## License"))
     before = readme.read_bytes()
     with pytest.raises(ForgeError, match="never rewritten"):
         card_stage.publish_cards(fake_forge, reg.recipe(REF), rel, prov, evaluation(rel))
@@ -180,8 +179,7 @@ def test_card_publish_renders_a_drafts_card_again_and_updates_its_record(fake_fo
     # With --output it is refused; for a published release, the card stays as it was.
     both = _card_cli(fake_forge, "forge-tiny", "--publish", "-o", str(fake_forge / "x.md"))
     assert both.returncode == 2 and not (fake_forge / "x.md").exists()
-    reg.save_record(rel, "publication", PublicationRecord(schema_version=1, release_digest=rel.release_digest,
-                                                         published_at="2026-11-25T12:00:00Z", approvals=["a", "b"]))
+    readme.write_bytes(readme.read_bytes().replace(b"## License", card_stage.GOVERNANCE_HEADING + b"\n\n## License"))
     (fake_forge / "registry" / "entries" / "models" / "forge-tiny" / "1.0.0.evals.yaml").unlink()
     before = readme.read_bytes()
     refused = _card_cli(fake_forge, "forge-tiny", "--publish")

@@ -1,4 +1,7 @@
-"""Refs, resolution by status, whole-registry validation: on real files."""
+"""Refs, resolution of datasets and recipes, whole-registry validation: on real files.
+
+Resolving a bare *model* name by verified status is trust's (tests/trust/test_status.py).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import pytest
 
 from commonforge.errors import ForgeError, InputError, NotFoundError
 from registry import Ref, Registry
-from registry.schema import BuildManifest, PublicationRecord, Release, RevocationRecord
+from registry.schema import BuildManifest, Release
 from tests.helpers import make_registry, sample, snapshot, write_yaml
 
 
@@ -19,16 +22,11 @@ def _release(version: str, reg: Registry) -> Release:
     return Release.from_manifest(BuildManifest.model_validate(m))
 
 
-def _publish(reg: Registry, rel: Release) -> None:
-    reg.save_record(rel, "publication", PublicationRecord(
-        schema_version=1, release_digest=rel.release_digest, published_at="2026-11-24T12:00:00Z",
-        approvals=["maintainer-a", "maintainer-b"]))
-
-
-def _revoke(reg: Registry, rel: Release) -> None:
-    reg.save_record(rel, "revocation", RevocationRecord(
-        schema_version=1, release_digest=rel.release_digest, revoked_at="2026-11-24T13:00:00Z",
-        reason="A data licensing problem was found in one source.", revoked_by="maintainer-a"))
+def _vouch(reg: Registry, rel: Release, kind: str = "approval") -> None:
+    """A statement file beside the release (registry never verifies it: only that one is there)."""
+    folder = reg.statements_dir(rel)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{kind}-{'a' * 64}.json").write_text("{}", encoding="utf-8")
 
 
 @pytest.fixture
@@ -55,38 +53,27 @@ def test_get_and_unknown_refs_suggest_close_matches(reg):
     assert "versions of recipe/sample: 1" in str(info.value)
 
 
-def test_resolution_by_status(reg, caplog):
+def test_bare_model_names_are_left_to_trust_and_datasets_resolve_to_the_newest(reg, tmp_path):
     reg.save_release(_release("1.1.0", reg))
-    reg.save_release(_release("1.2.0", reg))
-    # No release published: the newest draft, with a warning.
-    assert reg.resolve("sample").version == "1.2.0"
-    assert "no published release" in caplog.text
-    _publish(reg, reg.release("model/sample@1.1.0"))
-    # A published release wins over newer drafts.
-    assert reg.resolve("model/sample").version == "1.1.0"
-    assert reg.status(reg.release("model/sample@1.1.0")) == "published"
-    _revoke(reg, reg.release("model/sample@1.1.0"))
-    assert reg.status(reg.release("model/sample@1.1.0")) == "revoked"
-    assert reg.resolve("sample").version == "1.2.0"  # back to the newest draft
-    # A revoked release is still reachable when named exactly.
+    with pytest.raises(InputError) as info:
+        reg.resolve("model/sample")
+    assert "depends on signed statements" in info.value.message and "1.0.0, 1.1.0" in info.value.hint
+    with pytest.raises(InputError):
+        reg.get("model/sample")  # get() of a bare ref resolves, and is refused the same way
     assert reg.resolve("model/sample@1.1.0").version == "1.1.0"
-    # Versions compare numerically.
-    reg.save_release(_release("1.10.0", reg))
-    assert reg.resolve("sample").version == "1.10.0"
+    assert reg.resolve("recipe/sample").version == "1"
+    with pytest.raises(NotFoundError):
+        reg.resolve("dataset/nothing-here")
 
 
-def test_every_release_revoked_is_not_resolved(reg):
-    _revoke(reg, reg.release("model/sample@1.0.0"))
-    with pytest.raises(NotFoundError) as info:
-        reg.resolve("sample")
-    assert "revoked" in str(info.value)
-
-
-def test_records_of_published_releases_are_never_rewritten(reg):
-    rel = reg.release("model/sample@1.0.0")
-    _publish(reg, rel)
-    with pytest.raises(ForgeError):
-        _publish(reg, rel)
+def test_legacy_unsigned_records_are_refused_with_what_to_do(reg, tmp_path):
+    folder = tmp_path / "registry" / "entries" / "models" / "sample"
+    (folder / "1.0.0.publication.yaml").write_text("published_at: x\n", encoding="utf-8")
+    (folder / "1.0.0.rebuilds").mkdir()
+    problems = reg.validate()
+    assert any("1.0.0.publication.yaml" in p and "`commonforge publish` signs" in p for p in problems)
+    assert any("1.0.0.rebuilds" in p and "reproduce --key" in p for p in problems)
+    assert len(problems) == 2
 
 
 def test_a_different_release_under_the_same_version_is_refused(reg, tmp_path):
@@ -99,12 +86,18 @@ def test_a_different_release_under_the_same_version_is_refused(reg, tmp_path):
         reg.save_release(other)
     assert "refusing to write a different release" in str(info.value)
     assert snapshot(tmp_path) == before
-    # A draft may be replaced when asked to, a published release never.
+    # A draft may be replaced when asked to (its statements go with it: they are about another
+    # build), one anybody vouched for never.
+    _vouch(reg, reg.release("model/sample@1.0.0"), "build")
     reg.save_release(other, replace_draft=True)
     assert Registry(tmp_path).release("model/sample@1.0.0").release_digest == other.release_digest
-    _publish(reg, other)
-    with pytest.raises(ForgeError):
+    assert not reg.statements_dir(other).exists()
+    _vouch(reg, other)
+    before = snapshot(tmp_path)
+    with pytest.raises(ForgeError) as info:
         Registry(tmp_path).save_release(_release("1.0.0", reg), replace_draft=True)
+    assert "maintainers signed statements about it (approval-" in info.value.message
+    assert snapshot(tmp_path) == before
 
 
 def test_validate_accepts_a_consistent_registry(reg):

@@ -13,12 +13,11 @@ from registry.schema import (
     BuildManifest,
     Dataset,
     ProvenanceRecord,
-    RebuildRecord,
     Recipe,
     Release,
 )
 from registry.yamlio import dump_model, load_model, save_model
-from tests.helpers import SHA_A, SHA_B, sample, write_yaml
+from tests.helpers import SHA_B, sample, write_yaml
 
 # The release digest of tests.helpers.MANIFEST under schema version 1. If this changes, every
 # published digest would silently change: bump the schema version instead.
@@ -33,9 +32,6 @@ def test_round_trip_every_entry_kind(tmp_path):
         Release.from_manifest(manifest),
         ProvenanceRecord(schema_version=1, release_digest=manifest.digest, built_by="a b",
                          created_at="2026-11-24T10:00:00Z", machine={"hostname": "h"}, stage_seconds={"train": 1.5}),
-        RebuildRecord(schema_version=1, release_digest=manifest.digest, release="model/sample@1.0.0",
-                      result="identical", rebuilt_digest=manifest.digest, rebuilt_by="c",
-                      rebuilt_at="2026-11-24T11:00:00Z"),
     ]
     for entry in entries:
         path = tmp_path / f"{type(entry).__name__}.yaml"
@@ -183,12 +179,6 @@ def test_sha256_fields_are_checked(tmp_path):
     data = sample("dataset")
     data["sources"][0]["sha256"] = "abc"
     assert "sources.0.sha256" in _load_error(tmp_path, Dataset, data)
-
-
-def test_rebuild_result_must_agree_with_digests():
-    with pytest.raises(ValidationError, match="identical"):
-        RebuildRecord(schema_version=1, release_digest=SHA_A, release="model/x@1.0.0", result="identical",
-                      rebuilt_digest=SHA_B, rebuilt_by="c", rebuilt_at="2026-11-24T11:00:00Z")
 
 
 V1_RELEASE = Path(__file__).resolve().parent / "data" / "forge-tiny-1.0.0-manifest-v1.yaml"

@@ -25,7 +25,7 @@ import pytest
 
 from registry.catalog import Registry
 from registry.schema import BuildManifest, Release
-from tests.helpers import REPO, make_registry, sample, write_yaml
+from tests.helpers import make_registry, sample, write_yaml
 from trust import keys as trust_keys
 from trust import policy as trust_policy
 from trust import statements as st
@@ -113,8 +113,6 @@ def _ref(rel: Release):
 def trust_forge(tmp_path_factory) -> TrustForge:
     base = tmp_path_factory.mktemp("trust-forge")
     root = make_registry(base / "forge")
-    shutil.copytree(REPO / "registry" / "governance" / "policy", root / "registry" / "governance" / "policy",
-                    ignore=shutil.ignore_patterns("[1-9]*"))
     keys_dir = base / "keys"
     keys = {name: trust_keys.generate(keys_dir, name, aff, ktype, PASSPHRASE if name == "bob" else None)
             for name, (aff, ktype, _) in PEOPLE.items()}

@@ -310,6 +310,30 @@ def test_a_revoked_release_is_never_what_a_bare_name_resolves_to(forge):
         ts.publish(forge.root, forge.releases["published"], forge.signer("ann"), forge.keys["ann"])
 
 
+def test_a_revoked_release_is_not_served_evaluated_or_loaded_unless_insisted(forge, tmp_path):
+    """The attack: serve a release the maintainers revoked. The loader every user goes through
+    (server, chat, generate, eval, the explorer) refuses it; ``--allow-revoked`` is the only way."""
+    from commonforge.errors import VerificationError
+    from commonforge.settings import Settings
+    from serving.loader import load_release
+    from tests.helpers import cli, forge_env
+
+    for who in ("bob", "cat"):
+        forge.sign(who, "revocation", "published", RevocationPredicate(
+            signed_at="2026-11-01T00:00:00Z", reason="The training data turned out to include a non-free text.",
+            severity="critical"))
+    with pytest.raises(VerificationError, match="model/sample@1.0.0 is revoked"):
+        load_release("model/sample@1.0.0", settings=Settings.load(forge.root))
+    # Allowed, it gets past the status to the release itself (a sample without weights): the refusal was the status's.
+    with pytest.raises(ForgeError, match="has no config.json"):
+        load_release("model/sample@1.0.0", settings=Settings.load(forge.root), allow_revoked=True)
+    env = forge_env(tmp_path, COMMONFORGE_TRUST_PINS=str(forge.pins_path))
+    for command in (["serve", "model/sample@1.0.0", "--port", "0"], ["eval", "model/sample@1.0.0", "--limit", "1"]):
+        result = cli(*command, cwd=forge.root, env=env, timeout=120)
+        assert result.returncode == 1, result.stderr
+        assert "model/sample@1.0.0 is revoked (" in result.stderr and "--allow-revoked" in result.stderr
+
+
 def test_approvals_made_after_their_keys_compromise_time_do_not_count(forge):
     p1 = forge.chain().current
     since = "2026-06-01T00:00:00Z"  # before the test forge's statements were made (now)

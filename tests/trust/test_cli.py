@@ -7,20 +7,18 @@ the real parser (and stops doing so once it is listed): everything else is the r
 from __future__ import annotations
 
 import os
-import shutil
 from types import SimpleNamespace
 
 import pytest
 
 import commonforge.cli as forge_cli
 from commonforge.cli import trust_cmds
-from tests.helpers import REPO, forge_env, make_registry
+from tests.helpers import forge_env, make_registry
 
 
 @pytest.fixture
 def cli(tmp_path, monkeypatch, capsys):
     root = make_registry(tmp_path / "forge")
-    shutil.copytree(REPO / "registry" / "governance" / "policy", root / "registry" / "governance" / "policy")
     real = forge_cli.build_parser
 
     def build_parser():
@@ -33,6 +31,8 @@ def cli(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(forge_cli, "build_parser", build_parser)
     saved = dict(os.environ)
     env = forge_env(tmp_path, COMMONFORGE_ROOT=str(root), XDG_CONFIG_HOME=str(tmp_path / "config"))
+    for name in ("COMMONFORGE_KEYS", "COMMONFORGE_TRUST_PINS"):  # tests/conftest.py's; here: under XDG
+        env.pop(name, None)
 
     def run(*args: str, ok: bool = True) -> SimpleNamespace:
         os.environ.clear()
@@ -98,9 +98,19 @@ def test_a_forge_founded_approved_rebuilt_published_and_revoked_from_the_command
     digest = status.splitlines()[0].split("sha256:")[1]
     cli("attest", "rebuild", REF, "--key", "bob", "--rebuilt-digest", digest)
     cli("approve", REF, "--key", "cat")
-    published = cli("publish", REF, "--key", "cat").out
+    done = cli("publish", REF, "--key", "cat")
+    published = done.out
     assert "status: published  (policy 1)" in published
     assert "✓ rebuilds: 1 of 1 identical rebuilds by another party (bob, Beta)" in published
+    # The card, rendered again at publication, records who vouched as of then, and says so.
+    card = (done.root / "model_cards" / "published" / "sample" / "1.0.0" / "README.md").read_text()
+    assert "## Governance (as of publication)" in card and "under governance policy 1" in card
+    assert "| approved by | amy (Acme)" in card or "| approved by | ann (Acme)" in card
+    assert "| rebuilt identically by | bob (Beta)" in card and "| published by | cat (Cyan)" in card
+    from registry.catalog import Registry
+    from registry.digest import sha256_bytes
+
+    assert Registry(done.root).card(Registry(done.root).release(REF)).sha256 == sha256_bytes(card.encode())
 
     revoked = cli("revoke", REF, "--key", "bob", "--severity", "high",
                   "--reason", "A source's license turned out not to allow redistribution.").out
@@ -121,10 +131,8 @@ def test_refusals_are_messages_with_exit_codes(cli):
     assert "`commonforge policy init` makes version 1" in cli("policy", "show").out
 
 
-def test_a_rebuild_record_is_signed_as_a_rebuild_statement(cli):
-    from registry.catalog import Registry
+def test_a_differing_rebuild_is_signed_and_never_counts(cli):
     from registry.refs import Ref
-    from registry.schema import RebuildRecord
     from trust.statements import read_all, statements_dir
 
     founders = make_keys(cli)
@@ -133,17 +141,10 @@ def test_a_rebuild_record_is_signed_as_a_rebuild_statement(cli):
     for who in ("ann", "bob", "cat"):
         cli("policy", "sign", "1", "--key", who)
     cli("policy", "apply")
-    reg = Registry(root)
-    release = reg.release(REF)
-    assert "run `commonforge reproduce` first" in cli("attest", "rebuild", REF, "--key", "bob", ok=False).err
-    reg.add_rebuild(release, RebuildRecord(
-        release_digest=release.release_digest, release=REF, result="different", rebuilt_digest="f" * 64,
-        rebuilt_by="bob", rebuilt_at="2026-11-30T12:00:00Z", first_differing_stage="train",
-        machine={"hostname": "bobs-box"}, environment_differences=["torch 2.13.0+cpu != 2.13.1+cpu"]))
-    cli("attest", "rebuild", REF, "--key", "bob")
+    refused = cli("attest", "rebuild", REF, "--key", "bob", ok=False)
+    assert refused.code == 2 and "needs --rebuilt-digest" in refused.err and "reproduce REF --key K" in refused.err
+    cli("attest", "rebuild", REF, "--key", "bob", "--rebuilt-digest", "f" * 64)
     (statement,), _ = read_all(statements_dir(root, Ref("model", "sample", "1.0.0")))
     assert statement.kind == "rebuild"
-    assert statement.predicate.model_dump(exclude={"signed_at"}) == {
-        "result": "different", "rebuilt_digest": "f" * 64, "first_differing_stage": "train",
-        "environment_differences": ["torch 2.13.0+cpu != 2.13.1+cpu"], "machine": {"hostname": "bobs-box"}}
-    assert "bob's rebuild differs (sha256:ffffffffffff, first differing stage: train)" in cli("status", REF).out
+    assert statement.predicate.result == "different" and statement.predicate.rebuilt_digest == "f" * 64
+    assert "bob's rebuild differs (sha256:ffffffffffff" in cli("status", REF).out

@@ -45,3 +45,65 @@ def test_a_bad_statement_is_a_problem_named_with_its_file(forge):
                         "model/gone@1.0.0 for it to be about",
                         f"{rel}: key {forge.keys['eve'].keyid[:12]} is not in policy 1"]
     assert ts.statement_problems(forge.root, only={added.resolve()}) == problems[1:]
+
+
+# --- resolving a bare name by verified status (moved here from registry.catalog) -----------------
+
+
+def _revoke(forge, which: str) -> None:
+    from trust.statements import RevocationPredicate
+
+    for who in ("bob", "cat"):  # two affiliations: the revoke rule holds
+        forge.sign(who, "revocation", which, RevocationPredicate(
+            signed_at="2026-11-30T00:00:00Z", reason="A source's license does not allow redistribution.",
+            severity="high"))
+
+
+def test_a_bare_name_is_the_newest_verified_published_release(forge, caplog):
+    from registry.refs import Ref
+
+    release, status = ts.resolve(forge.root, "sample", pins=forge.pins())
+    assert (release.version, status.status) == ("1.0.0", "published")  # not the newer draft 1.1.0
+    assert ts.resolve(forge.root, Ref("model", "sample", "1.1.0"), pins=forge.pins())[1].status == "draft"
+    _revoke(forge, "published")
+    release, status = ts.resolve(forge.root, "model/sample", pins=forge.pins())
+    assert (release.version, status.status) == ("1.1.0", "draft")
+    assert "has no published release; using the draft model/sample@1.1.0" in caplog.text
+    # Named exactly, a revoked release is still found (to read about it); for use it is refused.
+    assert ts.resolve(forge.root, "model/sample@1.0.0", pins=forge.pins())[1].status == "revoked"
+
+
+def test_a_revoked_release_is_refused_for_use_unless_allowed(forge, caplog):
+    from commonforge.errors import VerificationError
+
+    _revoke(forge, "published")
+    try:
+        ts.for_use(forge.root, "model/sample@1.0.0", pins=forge.pins())
+        raise AssertionError("a revoked release was handed out for use")
+    except VerificationError as err:
+        assert "model/sample@1.0.0 is revoked (bob (Beta), high: A source's license" in err.message
+        assert "--allow-revoked" in err.hint
+    release, status = ts.for_use(forge.root, "model/sample@1.0.0", pins=forge.pins(), allow_revoked=True)
+    assert status.status == "revoked" and "is REVOKED" in caplog.text
+
+
+def test_a_name_whose_every_release_is_revoked_resolves_to_none(forge):
+    from commonforge.errors import NotFoundError
+
+    _revoke(forge, "other")
+    try:
+        ts.resolve(forge.root, "other", pins=forge.pins())
+        raise AssertionError("resolved a name whose only release is revoked")
+    except NotFoundError as err:
+        assert "every release of model/other is revoked" in str(err)
+
+
+def test_governance_lists_who_vouched(trust_forge):
+    gov = trust_forge.status("published").governance()
+    assert gov["status"] == "published" and gov["policy_version"] == 1
+    assert sorted(a["affiliation"] for a in gov["approvals"]) == ["Acme", "Beta", "Cyan"]
+    assert [r["name"] for r in gov["rebuilds"]] == ["bob"]
+    assert gov["publication"]["name"] == "cat" and gov["publication"]["policy_version"] == 1
+    assert gov["builders"][0]["name"] == "ann" and gov["needs"] == []
+    draft = trust_forge.status("draft").governance()
+    assert draft["needs"][0].startswith("approvals: 2 of 3 approvals counted")
