@@ -17,8 +17,9 @@ Isolation, because CI and a contributor's own checkout both run it:
 * its own DVC cache (a temporary folder; never the checkout's ``.dvc/cache``), its own MLflow
   database, Hugging Face home and store, all under the same temporary folder; pinned sources
   come from the download cache the check is given (``CheckInput.cache``);
-* the build runs in its own process group under a wall-clock budget (option ``budget_s``,
-  default 300 s: the issue's five minutes on two cores); past it the whole group is killed.
+* the build (``dvc repro``, data stages included) runs in its own process group under a
+  wall-clock budget (option ``budget_s``, default 300 s: five minutes on two cores); past it
+  the whole group is killed and the check fails.
 
 What is judged, from the files the train stage writes (``build/models/<recipe>/train/``:
 ``loss.csv`` has every step's training loss, ``val_loss.csv`` the validation losses,
@@ -131,7 +132,8 @@ def check_dry_run(inp: CheckInput) -> CheckResult:
         try:
             plan = _plan(work, ref, steps)
         except (ForgeError, ValueError) as err:  # pydantic's ValidationError is a ValueError
-            why = err.message if isinstance(err, ForgeError) else str(err).splitlines()[0]
+            text = (err.message if isinstance(err, ForgeError) else str(err)).replace(f"{work}/", "")
+            why = " ".join(line.strip() for line in text.splitlines() if line.strip())[:300]
             return replace(CheckResult.skipped(CHECK, f"not built: {inp.ref} does not load ({why}); "
                                                "the schema check reports it", ref=inp.ref),
                            seconds=time.perf_counter() - started)
