@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 
+from commonforge.errors import InputError
 from contributions.report import CheckResult
 from contributions.review import FieldChange, differences, flatten, review
 from contributions.scaffold import new_dataset, new_recipe
@@ -79,3 +81,37 @@ def test_flatten_and_differences_name_nested_fields():
     assert flatten({"a": {"b": 1, "c": [1, {"d": 2}]}, "e": []}) == {"a.b": 1, "a.c[0]": 1, "a.c[1].d": 2, "e": []}
     assert differences({"a": {"b": 1}, "gone": 1}, {"a": {"b": 2}, "new": 3}) == [
         FieldChange("a.b", 1, 2), FieldChange("new", "(none)", 3), FieldChange("gone", 1, "(none)")]
+
+
+def test_the_commands_parse_to_their_functions():
+    from commonforge.cli import build_parser
+
+    parser = build_parser()
+    for argv, target in (
+        (["new", "dataset", "psalms", "--source", "local:x", "--license", "CC0-1.0"], "cmd_new_dataset"),
+        (["new", "recipe", "forge-wide", "--from", "recipe/forge-tiny@1"], "cmd_new_recipe"),
+        (["contribute", "dataset/psalms@1", "--push", "upstream", "--description-file", "pr.md"], "cmd_contribute"),
+        (["review", "contrib/dataset-psalms-1", "--format", "json"], "cmd_review"),
+    ):
+        assert parser.parse_args(argv)._target == ("commonforge.cli.contrib_cmds", target)
+
+
+def test_the_review_command_prints_json_for_a_pushed_contribution(contrib_repos, contrib_psalms):
+    import os
+    import subprocess
+
+    from tests.helpers import VENV_BIN
+
+    clone = contrib_repos.clone
+    new_dataset(clone, "psalms", ["local:registry/local_sources/psalms"], license="CC0-1.0", cache=clone / ".c")
+    answer(clone / "registry/entries/datasets/psalms/1.yaml")
+    contribute(clone, ["dataset/psalms@1"], push="upstream", checks=Recorder())
+    contrib_repos.repo().git.fetch("upstream")
+    env = {**os.environ, "COMMONFORGE_ROOT": str(clone)}
+    proc = subprocess.run([str(VENV_BIN / "commonforge"), "review", "upstream/contrib/dataset-psalms-1", "--format", "json"],
+                          cwd=clone, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert [e["ref"] for e in data["entries"]] == ["dataset/psalms@1"] and data["other_files"] == []
+    with pytest.raises(InputError, match="unknown branch"):
+        review(clone, "contrib/nothing")
