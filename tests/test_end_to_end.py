@@ -49,8 +49,8 @@ def test_the_whole_life_of_forge_tiny(tiny_forge, tmp_path):
     from trust.status import release_status
 
     keys = tmp_path / "keys"
-    found_forge(clone, keys, {"Rita Rebuilder": ("Beta", ["maintainer", "rebuilder"]),
-                "Ann Approver": ("Acme", ["maintainer"]), "Cy Reviewer": ("Cyan", ["maintainer"])})
+    people = found_forge(clone, keys, {"Rita Rebuilder": ("Beta", ["maintainer", "rebuilder"]),
+                         "Ann Approver": ("Acme", ["maintainer"]), "Cy Reviewer": ("Cyan", ["maintainer"])})
     out = run("reproduce", "model/forge-tiny@1.0.0", "--key", "Rita Rebuilder",
               extra={"ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1", "MKL_CBWR": "COMPATIBLE",
                      "COMMONFORGE_KEYS": str(keys)})
@@ -67,7 +67,20 @@ def test_the_whole_life_of_forge_tiny(tiny_forge, tmp_path):
     run("card", "forge-tiny", "-o", str(tmp_path / "card" / "README.md"))
     assert rel.release_digest in (tmp_path / "card" / "README.md").read_text()
 
-    # serve: the OpenAI-compatible API through the real `openai` client.
+    # governance: Ann signs that she built it, three affiliations approve, Cy publishes (which
+    # renders the card again with who vouched, from this clone's own build outputs).
+    from trust import status as ts
+
+    ts.attest_build(clone, rel, *people["Ann Approver"])
+    for name in people:
+        ts.approve(clone, rel, *people[name], comment=f"{name} read the card and the data")
+    out = run("publish", "model/forge-tiny@1.0.0", "--key", "Cy Reviewer", extra={"COMMONFORGE_KEYS": str(keys)})
+    assert "status: published  (policy 1)" in out
+    card = (clone / "model_cards" / "published" / "forge-tiny" / "1.0.0" / "README.md").read_text()
+    assert "## Governance (as of publication)" in card and "| rebuilt identically by | Rita Rebuilder (Beta)" in card
+    assert "loss.png" in card  # rendered from the build outputs: the training logs are still there
+
+    # serve: the OpenAI-compatible API through the real `openai` client (the bare name: the published release).
     from openai import OpenAI
 
     from tests.serving.conftest import start_server, stop_server
@@ -84,6 +97,17 @@ def test_the_whole_life_of_forge_tiny(tiny_forge, tmp_path):
         assert chat.choices[0].message.role == "assistant"
     finally:
         stop_server(server)
+    assert "model/forge-tiny@1.0.0: published (policy 1" in server.log.read_text()
+
+    # revoke: two affiliations revoke it; nothing serves or generates it unless insisted.
+    for name in ("Rita Rebuilder", "Ann Approver"):
+        ts.revoke(clone, rel, *people[name], reason="A source turned out not to be public domain.", severity="high")
+    refused = cli("generate", "forge-tiny", "Call me", "--max-tokens", "2", cwd=clone, env=env, timeout=300)
+    assert refused.returncode == 2 and "every release of model/forge-tiny is revoked" in refused.stderr
+    refused = cli("generate", "model/forge-tiny@1.0.0", "Call me", "--max-tokens", "2", cwd=clone, env=env, timeout=300)
+    assert refused.returncode == 1 and "model/forge-tiny@1.0.0 is revoked (" in refused.stderr
+    out = run("generate", "model/forge-tiny@1.0.0", "Call me", "--max-tokens", "2", "--allow-revoked")
+    assert out.strip()
 
     # explore: the explorer in a real browser shows the release.
     if not CHROMIUM.exists():
