@@ -91,11 +91,12 @@ def _entry_ref(root: Path, given: str) -> tuple[Ref, str]:
         rel = Registry(root).entry_path(ref).relative_to(root).as_posix()
     else:
         path = Path(given)
-        path = (path if path.is_absolute() else Path.cwd() / path).resolve()
-        if not path.is_relative_to(root) and not (root / given).exists():
+        if not path.is_absolute():  # relative to where the command runs inside the repository, else to its root
+            here = (Path.cwd() / path).resolve()
+            path = here if here.is_relative_to(root) and here.exists() else root / path
+        path = path.resolve()
+        if not path.is_relative_to(root):
             raise InputError(f"{given} is not inside the repository {root}", hint="name entries under registry/entries/")
-        if not path.is_relative_to(root) or not path.exists():
-            path = (root / given).resolve()
         rel = path.relative_to(root).as_posix()
         parts = rel.split("/")
         dirs = {v: k for k, v in KIND_DIRS.items()}
@@ -147,7 +148,7 @@ def fast_checks(root: Path, paths: list[str]) -> Any:
     return run_checks(root, paths, fast=True)
 
 
-def _files_of(root: Path, repo, base_tree, ref: Ref, rel: str, entry: Entry) -> dict[str, bytes]:
+def _files_of(root: Path, base_tree, ref: Ref, rel: str, entry: Entry) -> dict[str, bytes]:
     """``{path: bytes}`` to commit for one entry."""
     from contributions.scaffold import list_recipe
 
@@ -179,7 +180,7 @@ def _files_of(root: Path, repo, base_tree, ref: Ref, rel: str, entry: Entry) -> 
 
 
 def _description(entries: list[tuple[Ref, str, Entry]], files: dict[str, bytes], report: Any | None,
-                 root: Path, cache: Path | None) -> str:
+                 cache: Path | None) -> str:
     lines = ["## What this adds", ""]
     for ref, rel, entry in entries:
         title = getattr(entry, "title", "")
@@ -188,7 +189,7 @@ def _description(entries: list[tuple[Ref, str, Entry]], files: dict[str, bytes],
             for s in entry.sources:
                 pin = s.path or s.url or f"{s.package}=={s.version} ({s.file})"
                 lines.append(f"  - source `{s.id}`: {s.kind} {pin}, license `{s.license}`, "
-                             f"{_size_of(root, s, files, cache)}, sha256 `{s.sha256[:16]}…`")
+                             f"{_size_of(s, files, cache)}, sha256 `{s.sha256[:16]}…`")
         if isinstance(entry, Recipe):
             a, t = entry.architecture, entry.training
             lines.append(f"  - {a.num_hidden_layers} layers × {a.hidden_size} hidden, {t.steps} steps × "
@@ -204,7 +205,7 @@ def _description(entries: list[tuple[Ref, str, Entry]], files: dict[str, bytes],
     return "\n".join(lines) + "\n"
 
 
-def _size_of(root: Path, source, files: dict[str, bytes], cache: Path | None) -> str:
+def _size_of(source, files: dict[str, bytes], cache: Path | None) -> str:
     if source.kind == "local" and source.path:
         inside = [b for p, b in files.items() if p == source.path or p.startswith(source.path.rstrip("/") + "/")]
         return f"{sum(len(b) for b in inside):,} bytes in {len(inside)} files"
@@ -250,7 +251,7 @@ def contribute(root: Path, entries: Sequence[str], *, push: str | None = None, b
     nothing changed) a missing identity, an entry that ``base`` already has, a branch that
     exists, an unknown remote; a failed check is a VerificationError carrying the report.
     """
-    from git import Actor, GitCommandError
+    from git import Actor, BadName, GitCommandError
 
     root = Path(root).resolve()
     repo = _repo(root)
@@ -259,8 +260,8 @@ def contribute(root: Path, entries: Sequence[str], *, push: str | None = None, b
     name, email = identity(repo)
     try:
         base_commit = repo.commit(base)
-    except (ValueError, GitCommandError, Exception) as err:  # BadName, BadObject: unknown ref
-        raise InputError(f"no branch or commit {base!r} to start from ({type(err).__name__})",
+    except (BadName, ValueError, GitCommandError):
+        raise InputError(f"no branch or commit {base!r} to start from",
                          hint="fetch the forge's main branch, or pass --base REF") from None
     named = list(dict.fromkeys(_entry_ref(root, e) for e in entries))
     loaded: list[tuple[Ref, str, Entry]] = []
@@ -291,7 +292,7 @@ def contribute(root: Path, entries: Sequence[str], *, push: str | None = None, b
                          hint=f"add it: git remote add {push} URL")
     files: dict[str, bytes] = {}
     for ref, rel, entry in loaded:
-        files.update(_files_of(root, repo, base_commit.tree, ref, rel, entry))
+        files.update(_files_of(root, base_commit.tree, ref, rel, entry))
     report = checks(root, [rel for _, rel, _ in loaded]) if checks is not None else None
     if report is not None and (getattr(report, "verdict", None) == "failed"
                                or any(r.outcome == "failed" for r in results_of(report))):
@@ -300,7 +301,7 @@ def contribute(root: Path, entries: Sequence[str], *, push: str | None = None, b
     what = ", ".join(str(r) for r, _, _ in loaded)
     titles = "\n".join(f"- {r}: {getattr(e, 'title', '')}" for r, _, e in loaded)
     message = f"Add {what}\n\n{titles}\n\nSigned-off-by: {name} <{email}>\n"
-    description = _description(loaded, files, report, root, cache)
+    description = _description(loaded, files, report, cache)
     actor = Actor(name, email)
     commit = _commit(repo, base_commit, files, message, actor)
     repo.create_head(branch, commit)  # refs/heads/<branch>: new, so nothing is rewritten
