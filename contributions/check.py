@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import importlib
 import json
 import shutil
@@ -301,13 +302,13 @@ def check(repo_root: Path, base: str | None = None, head: str | None = None, *, 
     """
     started = time.perf_counter()
     found = classify(Path(repo_root), base, head)
-    changes, entries = list(found.changes), []
+    changes: list[Change] = list(found.changes)
+    entries: list[EntryReport] = []
     if any(c.verdict == "check" for c in changes):
         with contextlib.ExitStack() as stack:
             tree = stack.enter_context(worktree(Path(repo_root), found.head))
             base_root = None if fast else stack.enter_context(worktree(Path(repo_root), found.merge_base))
             changes, entries = run_table(tree, changes, fast=fast, cache=cache, base_root=base_root, options=options)
-            # Results must not point into a worktree that is gone when they are read.
     return Report(changes, entries, fast, time.perf_counter() - started, found.base, found.head, found.merge_base,
                   {"base": base, "head": head or "HEAD"})
 
@@ -353,19 +354,28 @@ def check_params(inp: CheckInput) -> CheckResult:
                                         "dataset(s), consistently")
 
 
-def check_local_source(inp: CheckInput) -> CheckResult:
-    """An added file under registry/local_sources must be a local source of a dataset this change adds
-    (a merged dataset's files are pinned: adding to its directory would change what it pins)."""
+@functools.lru_cache(maxsize=8)
+def _local_sources(root: str, stamp: tuple[tuple[str, int, int], ...]) -> tuple[tuple[str, str], ...]:
+    """(dataset ref, local source path) of every dataset in the checkout; ``stamp`` (the dataset
+    files' names, sizes and mtimes) is the cache key, so a corpus of many files reads the registry once."""
     from registry.catalog import Registry
     from registry.schema import Dataset
 
-    added = set(inp.options.get("added_refs") or [])
-    owners = []
-    for entry in Registry(inp.root).iter_entries("dataset"):
+    found = []
+    for entry in Registry(Path(root)).iter_entries("dataset"):
         assert isinstance(entry, Dataset)
-        for s in entry.sources:
-            if s.kind == "local" and s.path and (inp.path == s.path or inp.path.startswith(s.path.rstrip("/") + "/")):
-                owners.append(entry.ref)
+        found += [(entry.ref, s.path.rstrip("/")) for s in entry.sources if s.kind == "local" and s.path]
+    return tuple(found)
+
+
+def check_local_source(inp: CheckInput) -> CheckResult:
+    """An added file under registry/local_sources must be a local source of a dataset this change adds
+    (a merged dataset's files are pinned: adding to its directory would change what it pins)."""
+    added = set(inp.options.get("added_refs") or [])
+    files = sorted((inp.root / "registry" / "entries" / "datasets").glob("*/*.yaml"))
+    stamp = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    owners = [ref for ref, path in _local_sources(str(inp.root), stamp)
+              if inp.path == path or inp.path.startswith(f"{path}/")]
     new_owners = sorted(r for r in owners if r in added)
     if new_owners:
         return CheckResult.passed("local source", f"text of {', '.join(new_owners)}", owners=new_owners)
@@ -400,6 +410,23 @@ def _headline(report: Report) -> str:
     return f"{where} · {mode} · {len(report.changes)} changed path(s) · {report.seconds:.1f} s"
 
 
+def _summary_rows(report: Report) -> list[tuple[str, str, list[EntryReport]]]:
+    """(label, kind, entries) per row of the summary: an entry each, but a new local source's files
+    as one row per directory under registry/local_sources (a corpus may be hundreds of files)."""
+    rows: list[tuple[str, str, list[EntryReport]]] = []
+    folders: dict[str, list[EntryReport]] = {}
+    for e in report.entries:
+        if e.change.kind == "local-source":
+            top = "/".join(e.change.path.split("/")[:3]) + "/"
+            if top not in folders:
+                folders[top] = []
+                rows.append((top, "local-source", folders[top]))
+            folders[top].append(e)
+        else:
+            rows.append((e.change.ref or e.change.path, e.change.kind, [e]))
+    return rows
+
+
 def to_markdown(report: Report) -> str:
     """The report as a bot would post it on the pull request."""
     v = report.verdict
@@ -407,10 +434,14 @@ def to_markdown(report: Report) -> str:
     if report.entries:
         names = [n for n in CHECKS if any(r.check == n for e in report.entries for r in e.results)]
         out += ["| entry | kind | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
-        for e in report.entries:
-            by = {r.check: r for r in e.results}
-            cells = [ICONS[by[n].outcome] if n in by else "—" for n in names]
-            out.append(f"| `{_cell(e.change.ref or e.change.path)}` | {e.change.kind} | " + " | ".join(cells) + " |")
+        for label, kind, group in _summary_rows(report):
+            cells = []
+            for n in names:
+                outcomes = [r.outcome for e in group for r in e.results if r.check == n]
+                worst = next((o for o in ("failed", "skipped", "passed") if o in outcomes), None)
+                cells.append(ICONS[worst] if worst else "—")
+            files = f" ({len(group)} file{'s' if len(group) > 1 else ''})" if kind == "local-source" else ""
+            out.append(f"| `{_cell(label)}`{files} | {kind} | " + " | ".join(cells) + " |")
         out += ["", "✅ passed · ❌ failed · ⏭ skipped · — not run for this kind", ""]
     failed = [(e, r) for e in report.entries for r in e.results if r.outcome == "failed"]
     if failed:
@@ -454,11 +485,9 @@ def to_markdown(report: Report) -> str:
     return "\n".join(out)
 
 
-def to_text(report: Report) -> str:
-    """The report for a terminal."""
-    marks = {"passed": "✓", "failed": "✗", "skipped": "-"}
-    out = [f"commonforge check: {report.verdict} (exit {report.exit_code})", _headline(report).replace("`", ""), ""]
-    for e in report.entries:
+def _entries_text(entries: list[EntryReport], marks: dict[str, str]) -> list[str]:
+    out = []
+    for e in entries:
         out.append(f"{e.change.ref or e.change.path}  [{e.change.kind}: {e.verdict}]  {e.change.path}")
         for r in e.results:
             out.append(f"  {marks[r.outcome]} {r.check:<14} {r.seconds:6.2f} s  {r.summary}")
@@ -467,6 +496,18 @@ def to_text(report: Report) -> str:
                 if p.fix:
                     out.append(f"        fix: {p.fix}")
         out.append("")
+    return out
+
+
+def to_text(report: Report) -> str:
+    """The report for a terminal."""
+    marks = {"passed": "✓", "failed": "✗", "skipped": "-"}
+    out = [f"commonforge check: {report.verdict} (exit {report.exit_code})", _headline(report).replace("`", ""), ""]
+    for label, kind, group in _summary_rows(report):
+        if kind == "local-source" and all(e.verdict == "passed" for e in group):
+            out += [f"{label}  [{kind}: passed]  {len(group)} new file(s), each a local source of a dataset added here", ""]
+            continue
+        out += _entries_text(group, marks)
     for title, verdicts in (("refused", ("refused",)), ("needs a maintainer", ("review", "unknown"))):
         found = report.changes_of(*verdicts)
         if found:
