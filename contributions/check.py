@@ -524,7 +524,8 @@ def to_text(report: Report) -> str:
 
 def to_json(report: Report) -> str:
     """The report as a JSON document (schema: docs/contributions.md, ``schema_version`` :data:`REPORT_SCHEMA`)."""
-    return json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n"
+    # default=str: a check's details that JSON cannot hold (a Path...) are written as text, not a crash.
+    return json.dumps(report.to_dict(), indent=2, ensure_ascii=False, default=str) + "\n"
 
 
 RENDERERS: dict[str, Callable[[Report], str]] = {"text": to_text, "markdown": to_markdown, "json": to_json}

@@ -15,7 +15,7 @@ import streamlit as st
 from commonforge.errors import ForgeError
 from explorer import ui
 
-BASE = "main"
+BASE = "main"  # what contributions are made against; a clone without it falls back to origin/main
 VERDICT_BADGE: dict[str, tuple[str, ui.BadgeColor]] = {
     "passed": ("fast checks passed", "green"), "failed": ("fast checks failed", "red"),
     "needs-review": ("needs a maintainer", "orange")}
@@ -43,7 +43,7 @@ def fast_report(root: str, branch: str, commit: str) -> tuple[dict[str, Any], st
 
     from contributions.check import check, to_markdown
 
-    report = check(Path(root), BASE, commit, fast=True)
+    report = check(Path(root), None, commit, fast=True)  # None: main, else origin/main
     return report.to_dict(), to_markdown(report)
 
 
@@ -52,10 +52,13 @@ def branch_review(root: str, branch: str, commit: str) -> str | None:
     """The review's Markdown (:func:`contributions.review.review`); None where this checkout has no review."""
     from pathlib import Path
 
+    import git
+
+    names = {r.name for r in git.Repo(root).references}
     try:
         from contributions.review import review
 
-        return review(Path(root), branch, base=BASE).markdown()
+        return review(Path(root), branch, base=BASE if BASE in names else f"origin/{BASE}").markdown()
     except ImportError:
         return None
 

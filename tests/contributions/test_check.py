@@ -157,6 +157,19 @@ def test_a_change_to_a_merged_entry_is_refused_and_code_is_left_for_review(clone
     assert (report.verdict, report.exit_code) == ("needs-review", 0)
 
 
+def test_a_release_copied_under_another_version_fails_its_schema_at_the_line(clone):
+    path = "registry/entries/models/forge-tiny/2.0.0.yaml"
+    text = (clone / "registry/entries/models/forge-tiny/1.0.0.yaml").read_text().replace(
+        "version: 1.0.0", "version: 2.0.0", 1)
+    write(clone, path, text)
+    commit(clone, "a copied release", "registry")
+    schema = result(check(clone, fast=True), "model/forge-tiny@2.0.0", "schema")
+    assert schema.outcome == "failed"
+    (problem,) = schema.problems
+    assert "manifest is for forge-tiny@1.0.0, not forge-tiny@2.0.0" in problem.message
+    assert problem.path == path and problem.line is not None
+
+
 def test_an_added_statement_that_does_not_verify_fails(clone):
     path = "registry/entries/models/forge-tiny/1.0.0.statements/approval-" + "ab" * 32 + ".json"
     write(clone, path, '{"payloadType": "nonsense"}\n')
