@@ -38,9 +38,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import resultlog  # noqa: E402  (the repository is on sys.path from here)
+from trust.policy import Role  # noqa: E402
 
 REF = "model/forge-small@1.0.0"
-PEOPLE = {"ann": ("Acme", ["maintainer"]), "amy": ("Acme", ["maintainer"]),
+PEOPLE: dict[str, tuple[str, list[Role]]] = {"ann": ("Acme", ["maintainer"]), "amy": ("Acme", ["maintainer"]),
           "bob": ("Beta", ["maintainer", "rebuilder"]), "cat": ("Cyan", ["maintainer"])}
 FIELDS = ["when", "commit", "machine", "cpu", "cores", "what", "statements", "artifact_bytes", "rounds",
           "median_ms", "min_ms", "max_ms"]

@@ -10,7 +10,7 @@ changes (from their merge base, as a pull request shows them), and per entry fil
   local source, how many files and bytes of it the branch holds (those files belong to the
   entry, they are not code to review);
 * a new recipe: its differences from its parent field by field, nested fields flattened
-  (``architecture.num_hidden_layers: 2 → 4``); the parent is the ``# parent:`` comment that
+  (``architecture.num_hidden_layers: 2 → 4``); the parent is the recipe's ``parent`` field that
   ``commonforge new recipe`` writes, else the newest older version of the same name in base;
 * a changed or deleted entry (merged entries never change: the check refuses it), an entry
   that does not validate, and files outside the registry (a maintainer reviews the code).
@@ -177,7 +177,7 @@ def differences(old: Entry | dict[str, Any], new: Entry | dict[str, Any]) -> lis
     """Field-by-field differences, in the new entry's field order, then fields it dropped."""
     a = flatten(old.model_dump(mode="json") if isinstance(old, Entry) else old)
     b = flatten(new.model_dump(mode="json") if isinstance(new, Entry) else new)
-    skip = {"name", "version"}  # what makes it a new entry, shown in the heading
+    skip = {"name", "version", "parent"}  # what makes it a new entry, and where from: shown in the heading
     out = [FieldChange(k, a.get(k, MISSING), v) for k, v in b.items() if k not in skip and a.get(k, MISSING) != v]
     out += [FieldChange(k, v, MISSING) for k, v in a.items() if k not in skip and k not in b]
     return out
@@ -287,7 +287,7 @@ def review(root: Path, branch: str, *, base: str = "main",
     params_changed = False
     for d in mb.diff(head):
         change: Change = "added" if d.new_file else "deleted" if d.deleted_file else "modified"
-        path = d.b_path if not d.deleted_file else d.a_path
+        path = (d.b_path if not d.deleted_file else d.a_path) or ""
         if path == "params.yaml":
             params_changed = True
             continue

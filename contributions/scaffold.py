@@ -16,8 +16,8 @@ checks refuse an entry while any is left, so a scaffold can be validated and com
 branch but never merged as it is.
 
 A recipe is copied from its parent with a new version (or a new name); the parent is recorded
-in a ``# parent: recipe/NAME@VERSION`` comment at the top of the file, because the schema has
-no lineage field yet, and the recipe is listed in params.yaml (:func:`list_recipe`), which is
+in the recipe's ``parent`` field (out of the digest when absent, so older recipes keep theirs),
+and the recipe is listed in params.yaml (:func:`list_recipe`), which is
 where ``dvc repro`` learns what to build.
 """
 
@@ -41,7 +41,6 @@ from registry.schema import Dataset, Entry, Extract, Recipe, Source, spdx_ids, u
 from registry.yamlio import dump_model
 
 UNANSWERED = "TODO(contributor)"  # starts every question a person still has to answer
-PARENT_COMMENT = re.compile(r"^# parent: (?P<ref>recipe/\S+@\S+)\s*$", re.MULTILINE)
 
 # "Datasheets for Datasets" (Gebru et al.): the questions each section answers.
 DATASHEET_QUESTIONS: dict[str, str] = {
@@ -301,7 +300,7 @@ def new_dataset(root: Path, name: str, sources: Sequence[str | SourceSpec], *, l
             name=name, version=version,
             title=title or marker("a one-line title"),
             description=marker("two or three sentences: what the text is, how much of it, and why it is here"),
-            license=license, sources=built, datasheet=datasheet,  # type: ignore[arg-type]
+            license=license, sources=built, datasheet=datasheet,
         )
     except ValueError as err:  # pydantic's ValidationError is a ValueError
         raise InputError(f"the scaffolded entry does not validate: {err}",
@@ -324,9 +323,15 @@ def new_dataset(root: Path, name: str, sources: Sequence[str | SourceSpec], *, l
 
 
 def parent_of(text: str) -> str | None:
-    """The parent ref recorded in a scaffolded recipe's header comment, if any."""
-    m = PARENT_COMMENT.search(text)
-    return m["ref"] if m else None
+    """The parent ref a recipe's YAML records (its ``parent`` field), if any."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+    parent = data.get("parent") if isinstance(data, dict) else None
+    return parent if isinstance(parent, str) else None
 
 
 def _flow(name: str, item: dict[str, Any]) -> str:
@@ -407,11 +412,11 @@ def new_recipe(root: Path, name: str, *, parent: str, version: str | None = None
         **source.model_dump(mode="json"), "name": name, "version": version,
         "description": marker(f"what this recipe changes from {source.ref}, and why. The parent says: "
                               f"{source.description}"),
+        "parent": source.ref,
     })
     params = list_recipe(params_path.read_text(encoding="utf-8"), copy)
     rel = path.relative_to(root).as_posix()
-    header = (f"# parent: {source.ref}\n"
-              f"# Scaffolded by `commonforge new recipe` from {source.ref}. Edit what you change, answer the\n"
+    header = (f"# Scaffolded by `commonforge new recipe` from {source.ref}. Edit what you change, answer the\n"
               f"# {UNANSWERED} question, then `commonforge contribute {rel}`.\n")
     _write_new(path, header + dump_model(copy))
     try:

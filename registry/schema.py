@@ -353,6 +353,9 @@ class Recipe(Entry):
     limitations: list[Prose] = Field(min_length=1)
     quantization: list[QuantVariant] = []
     evaluation: Evaluation = Evaluation()
+    # The recipe this one was copied from (`commonforge new recipe --from`), for reviewers. Left
+    # out of the digest when absent, so recipes written before the field keep theirs.
+    parent: RecipeRef | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Recipe:

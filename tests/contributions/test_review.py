@@ -44,7 +44,8 @@ def test_a_recipe_branch_shows_its_differences_from_the_parent_field_by_field(co
     data = yaml.safe_load(path.read_text())
     data["architecture"]["num_hidden_layers"] = 4
     data["evaluation"]["tasks"]["arc_easy"] = 8
-    path.write_text("# parent: recipe/forge-tiny@1\n" + yaml.safe_dump(data, sort_keys=False))
+    assert data["parent"] == "recipe/forge-tiny@1"  # new recipe records where it came from
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
     made = contribute(clone, [str(path)], checks=Recorder())
     r = review(clone, made.branch, checks=Recorder(CheckResult.passed("schema", "valid")))
     (entry,) = r.entries
