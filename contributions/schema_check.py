@@ -14,6 +14,7 @@ on the line of the field it names), then resolves the entry's references in the 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,7 @@ def _named_key_line(node: yaml.Node | None, message: str) -> int | None:
     return best[1] if best else None
 
 
-def _fix_for(error: dict[str, Any], model: type[BaseModel]) -> str:
+def _fix_for(error: Mapping[str, Any], model: type[BaseModel]) -> str:
     field = ".".join(str(p) for p in error["loc"])
     if error["type"] == "missing":
         return f"add `{field}` ({model.__name__} in {SCHEMA_FILE} says what it holds)"
@@ -210,9 +211,9 @@ def _reference_problems(inp: CheckInput, entry: BaseModel, node: yaml.Node | Non
             except ForgeError as err:
                 problems.append(Problem(f"sources[{i}].path: {err.message}", fix=err.hint, path=inp.path, line=line))
     else:  # releases and records: the registry's own whole-checkout validation, this file's part of it
-        ref = _ref_of(inp.path)
+        own = _ref_of(inp.path)
         for message in reg.validate():
-            if inp.path in message or (ref and (message.startswith(f"{ref}:") or f" {ref} " in message)):
+            if inp.path in message or (own and (message.startswith(f"{own}:") or f" {own} " in message)):
                 problems.append(Problem(message, fix="a release and its records are written by `commonforge release`; "
                                         "rebuild rather than edit", path=inp.path))
     return problems
