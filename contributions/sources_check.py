@@ -10,7 +10,8 @@ For each source, in entry order, with the project's own code (nothing here re-im
    directory is re-digested where it is). The artifact's sha256 must equal the pin; a mismatch
    names both digests. From the download cache an artifact is verified again before use, so a
    cache hit is as good as a fresh download; option ``refetch`` asks the registry again;
-2. its **size** is recorded (and compared with the entry's ``size`` where the entry has one);
+2. its **size** is measured and compared with the size ``commonforge new`` recorded in the
+   source's ``notes`` ("the artifact is 12,345 bytes"), where the entry records one;
 3. its **members are read** with :func:`pipelines.extract.read_members` under extract.py's
    budgets: a member whose path leaves the archive (absolute, ``..``), a link or device among
    the included files, a file over ``extract.max_file_bytes`` or members together over
@@ -139,6 +140,16 @@ def is_available(source: Source, root: Path, cache: Path) -> bool:
     return cache_path(cache, source).is_file()
 
 
+_RECORDED_SIZE = re.compile(r"\bthe artifact is ([0-9][0-9,]*) bytes\b")
+
+
+def recorded_size(source: Source) -> int | None:
+    """The artifact's size as ``commonforge new`` recorded it in the source's ``notes`` ("the artifact
+    is 12,345 bytes"), None where the entry records none (the schema has no size field)."""
+    m = _RECORDED_SIZE.search(source.notes or "")
+    return int(m.group(1).replace(",", "")) if m else None
+
+
 def artifact_size(path: Path) -> int:
     """Bytes of a file, or of every regular file under a directory."""
     if path.is_dir():
@@ -263,11 +274,13 @@ def _check_source(source: Source, index: int, dataset: Dataset, entry: EntryFile
     size = artifact_size(artifact)
     facts.update(artifact=source.path if source.kind == "local" else artifact.name, size=size)
     problems: list[Problem] = []
-    pinned_size = getattr(source, "size", None)  # entries written by `commonforge new` may record it
+    pinned_size = recorded_size(source)
+    facts["recorded_size"] = pinned_size
     if pinned_size is not None and pinned_size != size:
-        problems.append(Problem(f"source {source.id}: the artifact is {size} bytes, the entry says {pinned_size}",
-                                fix="the artifact differs from the one pinned: check it, then fix the pin in a new version",
-                                path=entry.path, line=entry.line(*at, "size")))
+        problems.append(Problem(f"source {source.id}: the artifact is {size:,} bytes, the entry records {pinned_size:,}",
+                                fix="the artifact differs from the one scaffolded: check it, then fix the pin and the "
+                                "note in a new version",
+                                path=entry.path, line=entry.line(*at, "notes")))
     try:
         members = read_members(artifact, source, max_total_bytes=max_total)
     except ForgeError as err:

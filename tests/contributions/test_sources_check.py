@@ -177,3 +177,15 @@ def test_an_include_glob_that_matches_nothing_is_named(tmp_path):
     assert result.outcome == "failed"
     (p,) = result.problems
     assert "include pattern 'chapters/*.md' matches no file" in p.message
+
+
+def test_a_size_other_than_the_scaffold_recorded_fails(tmp_path):
+    root = tmp_path / "repo"
+    inp = make_dataset(root, source={"notes": "Scaffolded by `commonforge new dataset`: the artifact is 1,234 bytes."})
+    result = run(root, inp)
+    assert result.outcome == "failed"
+    (p,) = result.problems
+    size = sum(len(t) for t in PROSE)
+    assert p.message == f"source texts: the artifact is {size:,} bytes, the entry records 1,234"
+    assert p.line == line_of(root, inp, "notes")
+    assert result.details["sources"]["texts"]["recorded_size"] == 1234
