@@ -192,6 +192,14 @@ def _reference_problems(inp: CheckInput, entry: BaseModel, node: yaml.Node | Non
     reg = Registry(inp.root)
     problems = []
     if isinstance(entry, Recipe):
+        parent = entry.parent  # the recipe `commonforge new recipe` copied it from
+        if parent:
+            try:
+                reg.recipe(parent)
+            except ForgeError as err:
+                problems.append(Problem(f"parent: {parent}: {err.message}",
+                                        fix=err.hint or "name the recipe this one was copied from, or leave parent out",
+                                        path=inp.path, line=line_of(node, ("parent",))[0]))
         for i, ref in enumerate(entry.datasets):
             try:
                 reg.dataset(ref)

@@ -112,7 +112,8 @@ def test_a_recipe_whose_heads_do_not_divide_the_hidden_size_fails_at_that_line(c
 
 def test_unknown_fields_missing_references_and_a_wrong_path_each_get_their_line(clone):
     path = entry_path("recipe", "forge-mini")
-    text = entry_text("recipe", "forge-mini", datasets=["dataset/nope@1"]).replace("version: '1'", "version: '2'")
+    text = entry_text("recipe", "forge-mini", datasets=["dataset/nope@1"], parent="recipe/forge-gone@1").replace(
+        "version: '1'", "version: '2'")
     text += "colour: blue\n"
     write(clone, path, text)
     commit(clone, "broken", "registry")
@@ -125,7 +126,8 @@ def test_unknown_fields_missing_references_and_a_wrong_path_each_get_their_line(
     commit(clone, "less broken", "registry")
     schema = result(check(clone, fast=True), "recipe/forge-mini@1", "schema")
     found = {p.message.split(":")[0]: p.line for p in schema.problems}
-    assert found == {"version": line_of_text(text, "version: '2'"), "datasets[0]": line_of_text(text, "dataset/nope@1")}
+    assert found == {"version": line_of_text(text, "version: '2'"), "datasets[0]": line_of_text(text, "dataset/nope@1"),
+                     "parent": line_of_text(text, "parent:")}
 
 
 def test_an_unanswered_question_fails_at_its_line(clone):
