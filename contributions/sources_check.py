@@ -16,9 +16,12 @@ For each source, in entry order, with the project's own code (nothing here re-im
    budgets: a member whose path leaves the archive (absolute, ``..``), a link or device among
    the included files, a file over ``extract.max_file_bytes`` or members together over
    ``max_total_bytes`` refuse the source; every ``include`` glob must match at least one file;
-4. an archive whose included files unpack to more than ``max_compression_ratio`` times its own
-   size is refused as an **archive bomb** (text compresses 3-5:1 with gzip or xz; 100:1 is a
-   file of one repeated byte, not prose);
+4. **archive bombs**: a tar or zip whose members (included or not) declare more than
+   ``max_archive_bytes`` together is refused before anything is unpacked (the headers are
+   counted one by one, so a huge skipped member is never decompressed), and one whose included
+   files unpack to more than ``max_compression_ratio`` times its own size is refused after
+   reading them within the caps (text compresses 3-5:1 with gzip or xz; 100:1 is a file of one
+   repeated byte, not prose);
 5. its **text is extracted** with :func:`pipelines.extract.extract_documents` (undecodable bytes
    name the file and the byte offset) and each document must be valid UTF-8 text, not binary
    (:func:`text_problem`: NUL or control characters, U+FFFD replacement characters, long
@@ -27,15 +30,13 @@ For each source, in entry order, with the project's own code (nothing here re-im
 
 Options (``CheckInput.options``):
 
-==========================  =================================  ==============================================
-key                         default                            meaning
-==========================  =================================  ==============================================
-``refetch``                 ``False``                          fetch non-local sources into a fresh temporary
-                                                               cache instead of the download cache
-``max_total_bytes``         ``extract.MAX_TOTAL_BYTES`` (1 GiB)  all included members of one artifact together
-``max_compression_ratio``   ``100``                            included bytes / archive bytes above which an
-                                                               archive is refused as a bomb
-==========================  =================================  ==============================================
+* ``refetch`` (default ``False``): fetch non-local sources into a fresh temporary cache, so the
+  registry is asked again, instead of through the download cache;
+* ``max_total_bytes`` (default ``pipelines.extract.MAX_TOTAL_BYTES``, 1 GiB): all included
+  members of one artifact together;
+* ``max_archive_bytes`` (default 4 GiB): what all members of a tar or zip may declare together;
+* ``max_compression_ratio`` (default 100): included bytes per archive byte above which an
+  archive is refused as a bomb.
 
 The data-policy and contamination checks read a dataset's text through
 :func:`dataset_documents` and :func:`cleaned_documents` here, so all three see the same bytes.
@@ -45,7 +46,10 @@ Nothing is written anywhere but the download cache (and only by ``fetch_source``
 from __future__ import annotations
 
 import re
+import tarfile
 import tempfile
+import zipfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -66,6 +70,7 @@ from registry.yamlio import _line_of, parse_yaml, validate_data
 
 NAME = "sources"
 MAX_COMPRESSION_RATIO = 100.0  # included bytes per archive byte (see the module docstring)
+MAX_ARCHIVE_BYTES = 4 << 30  # what all members of an archive may declare together, included or not
 _ARCHIVES = (".whl", ".zip", ".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tbz2", ".deb")
 EXAMPLES = 5  # documents named per problem
 
@@ -148,6 +153,29 @@ def recorded_size(source: Source) -> int | None:
     is 12,345 bytes"), None where the entry records none (the schema has no size field)."""
     m = _RECORDED_SIZE.search(source.notes or "")
     return int(m.group(1).replace(",", "")) if m else None
+
+
+def declared_total(artifact: Path, limit: int) -> int | None:
+    """Bytes all members of a tar or zip archive declare, counted header by header and stopped past
+    ``limit``, so a bomb among the members that ``include`` skips is found without unpacking it
+    (reading past a skipped tar member decompresses it). None for other artifacts, or where the
+    archive does not parse (the reader then says why)."""
+    name = artifact.name.lower()
+    try:
+        if name.endswith((".whl", ".zip")):
+            with zipfile.ZipFile(artifact) as zf:
+                return sum(i.file_size for i in zf.infolist())
+        if name.endswith((".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tbz2")):
+            total = 0
+            with tarfile.open(artifact, mode="r:*") as tf:
+                while (info := tf.next()) is not None:
+                    total += info.size
+                    if total > limit:
+                        break
+            return total
+    except (OSError, EOFError, tarfile.TarError, zipfile.BadZipFile, zlib.error):
+        return None
+    return None
 
 
 def artifact_size(path: Path) -> int:
@@ -281,6 +309,15 @@ def _check_source(source: Source, index: int, dataset: Dataset, entry: EntryFile
                                 fix="the artifact differs from the one scaffolded: check it, then fix the pin and the "
                                 "note in a new version",
                                 path=entry.path, line=entry.line(*at, "notes")))
+    max_archive = int(inp.options.get("max_archive_bytes", MAX_ARCHIVE_BYTES))
+    declared = declared_total(artifact, max_archive) if is_archive(artifact) else None
+    if declared is not None and declared > max_archive:
+        problems.append(Problem(
+            f"source {source.id}: the members of {artifact.name} ({human_bytes(size)}) declare more than "
+            f"{human_bytes(max_archive)} unpacked: an archive bomb, or an artifact far too large to check",
+            fix="pin an artifact that holds the text and little else",
+            path=entry.path, line=entry.line(*at)))
+        return problems, facts
     try:
         members = read_members(artifact, source, max_total_bytes=max_total)
     except ForgeError as err:

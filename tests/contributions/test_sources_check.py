@@ -189,3 +189,15 @@ def test_a_size_other_than_the_scaffold_recorded_fails(tmp_path):
     assert p.message == f"source texts: the artifact is {size:,} bytes, the entry records 1,234"
     assert p.line == line_of(root, inp, "notes")
     assert result.details["sources"]["texts"]["recorded_size"] == 1234
+
+
+def test_a_bomb_among_the_skipped_members_is_refused_before_unpacking(tmp_path):
+    root = tmp_path / "repo"
+    archive = tarball(root / "registry" / "local_sources" / "skipped.tar.gz",
+                      {"texts/a.txt": PROSE[0].encode(), "data/zeros.bin": bytes(3 << 20)})
+    inp = archive_source(root, "skipped", archive)
+    inp = CheckInput(root=inp.root, ref=inp.ref, path=inp.path, cache=inp.cache, options={"max_archive_bytes": 1 << 20})
+    result = run(root, inp)
+    assert result.outcome == "failed"
+    (p,) = result.problems
+    assert "declare more than 1.0 MiB unpacked: an archive bomb" in p.message
