@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -179,7 +179,7 @@ def alternatives(parsed: Any) -> list[frozenset[str]]:
     elif isinstance(parsed, lic.AND):
         out = [frozenset()]
         for arg in parsed.args:
-            out = [a | b for a, b in itertools.product(out, alternatives(arg))]
+            out = list({a | b for a, b in itertools.product(out, alternatives(arg))})
             if len(out) > MAX_ALTERNATIVES:
                 raise InputError(f"{parsed} has more than {MAX_ALTERNATIVES} alternatives",
                                  hint="write the license expression in a simpler form")
@@ -208,8 +208,9 @@ class Judged:
     """One license field of the entry: parsed, judged, with its problems."""
 
     expression: str
-    parsed: Any = None
+    parsed: Any = None  # None when it does not parse
     verdicts: tuple[Verdict, ...] = ()
+    alternatives: list[frozenset[str]] = field(default_factory=list)  # its disjunctive normal form
 
     @property
     def keys(self) -> set[str]:
@@ -235,7 +236,9 @@ def judge_field(expression: Any, what: str, policy: Policy, entry: EntryFile, lo
     judged = Judged(expression)
     try:
         judged.parsed = parse(expression)
+        judged.alternatives = alternatives(judged.parsed)
     except InputError as err:
+        judged.parsed = None
         problems.append(Problem(f"{what}: {err.message}",
                                 fix="use SPDX ids (https://spdx.org/licenses/) joined with AND, OR and WITH",
                                 path=entry.path, line=line))
@@ -276,7 +279,7 @@ def _check_dataset(entry: EntryFile, policy: Policy) -> tuple[list[Problem], dic
     details: dict[str, Any] = {"license": str(dataset.parsed) if dataset.parsed is not None else dataset.expression,
                                "sources": {}, "attribution": [], "share_alike": dataset.share_alike,
                                "policy": policy.source}
-    dataset_alts = alternatives(dataset.parsed) if dataset.parsed is not None else None
+    dataset_alts = dataset.alternatives if dataset.parsed is not None else None
     for i, source in enumerate(sources):
         if not isinstance(source, dict):
             continue
@@ -296,7 +299,7 @@ def _check_dataset(entry: EntryFile, policy: Policy) -> tuple[list[Problem], dic
                     path=entry.path, line=entry.line("sources", i, "attribution")))
         if dataset_alts is None or judged.parsed is None:
             continue
-        source_alts = alternatives(judged.parsed)
+        source_alts = judged.alternatives
         for alt in dataset_alts:
             if not any(s <= alt for s in source_alts):
                 shown = " AND ".join(sorted(alt))
@@ -320,7 +323,7 @@ def _check_recipe(inp: CheckInput, entry: EntryFile, policy: Policy) -> tuple[li
     model = judge_field(data.get("license"), "model license", policy, entry, ("license",), problems)
     details: dict[str, Any] = {"license": str(model.parsed) if model.parsed is not None else model.expression,
                                "datasets": {}, "attributions": {}, "policy": policy.source}
-    model_alts = alternatives(model.parsed) if model.parsed is not None else []
+    model_alts = model.alternatives
     registry = Registry(inp.root)
     refs = data.get("datasets") if isinstance(data.get("datasets"), list) else []
     for j, ref in enumerate(refs):
