@@ -68,7 +68,7 @@ CHECKS: dict[str, CheckSpec] = {s.name: s for s in (
 # Which checks each kind of change (contributions.diff's classification) runs, in order.
 KIND_CHECKS: dict[str, tuple[str, ...]] = {
     "dataset": ("schema", "questions", "licenses", "sources", "data policy", "contamination", "dry-run build"),
-    "recipe": ("schema", "questions", "licenses", "dry-run build"),
+    "recipe": ("schema", "questions", "licenses", "contamination", "dry-run build"),
     "release": ("schema",),
     "record": ("schema",),
     "statement": ("statements",),

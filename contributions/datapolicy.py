@@ -265,12 +265,20 @@ def overlap(inp: CheckInput, dataset: Dataset, docs: list[Document]) -> dict[str
     # Only an existing document that shares a shingle with the new text can be near it (its
     # Jaccard similarity with every new document is 0 otherwise): the others get no signature.
     ours = [index.hasher.shingles(d.text) for d in docs]
-    new_shingles = np.unique(np.concatenate(ours)) if ours else np.zeros(0, dtype=np.uint64)
+    new_shingles = np.unique(np.concatenate(ours)) if ours else np.zeros(0, dtype=np.uint64)  # sorted
+
+    def shares_a_shingle(text: str) -> bool:
+        # Binary search in the sorted new shingles (np.isin would sort both arrays for every document).
+        theirs = index.hasher.shingles(text)
+        if not len(theirs) or not len(new_shingles):
+            return False
+        at = np.minimum(np.searchsorted(new_shingles, theirs), len(new_shingles) - 1)
+        return bool((new_shingles[at] == theirs).any())
+
     compared: dict[str, int] = {}
     for ref, found in existing:
         for d in found:
-            index.add(ref, d.id, d.text,
-                      near=bool(np.isin(index.hasher.shingles(d.text), new_shingles, assume_unique=False).any()))
+            index.add(ref, d.id, d.text, near=shares_a_shingle(d.text))
         compared[ref] = len(found)
     matches = [m for d in docs if (m := index.match(d.id, d.text)) is not None]
     name = dataset.name

@@ -27,6 +27,9 @@ What is judged, from the files the train stage writes (``build/models/<recipe>/t
 finite, and it stayed within the budget. Options (``CheckInput.options``): ``budget_s``,
 ``steps`` (default 5), ``dvc_cache`` (a DVC cache folder to share between dry runs, e.g. a CI
 cache; the data stages are then restored from DVC's run cache instead of re-run).
+
+A new dataset that a recipe added by the same change trains on is not dry-run on its own: the
+recipe's dry run builds it (skipped, "covered by the dry run of recipe/...").
 """
 
 from __future__ import annotations
@@ -96,6 +99,18 @@ class BuildRun:
         return self.returncode is None
 
 
+def _covering_recipe(root: Path, dataset_ref: str, added: Any) -> str | None:
+    """A recipe the same change adds that trains on ``dataset_ref``: its dry run builds the dataset too."""
+    for other in added:
+        try:
+            parsed = Ref.parse(str(other))
+            if parsed.kind == "recipe" and parsed.pinned and dataset_ref in Registry(root).recipe(str(parsed)).datasets:
+                return str(parsed)
+        except (ForgeError, ValueError):
+            continue  # a recipe that does not load gets its own dry run (and schema) verdict
+    return None
+
+
 def check_dry_run(inp: CheckInput) -> CheckResult:
     """Dry-run build of the recipe or dataset ``inp.ref`` names (see the module docstring).
 
@@ -115,6 +130,11 @@ def check_dry_run(inp: CheckInput) -> CheckResult:
     budget = _positive(options.get("budget_s", DEFAULT_BUDGET_S), "budget_s")
     steps = int(_positive(options.get("steps", DEFAULT_STEPS), "steps"))
     root = Path(inp.root).resolve()
+    if ref.kind == "dataset":
+        covering = _covering_recipe(root, inp.ref, options.get("added_refs") or ())
+        if covering:
+            return CheckResult.skipped(CHECK, f"covered by the dry run of {covering}, which this change adds and "
+                                              f"which trains on {inp.ref}", covered_by=covering)
     repo = git_repo(root)
     shared_cache = _shared_cache(root, options.get("dvc_cache"))
 

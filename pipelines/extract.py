@@ -172,10 +172,10 @@ def _kind(path: Path) -> str:
 def _tar_members(tf: tarfile.TarFile, artifact: str, source: Source, budget: _Budget) -> Iterator[Member]:
     for info in tf:
         path = normalize_member(info.name, artifact)
-        if not selected(path, source.include, source.exclude):
-            continue
+        if info.isdir() or not selected(path, source.include, source.exclude):
+            continue  # a directory holds no text of its own (a glob such as `**` matches it too)
         if not info.isreg():
-            what = "link" if info.issym() or info.islnk() else "device, fifo or directory"
+            what = "link" if info.issym() or info.islnk() else "device or fifo"
             raise InputError(f"{artifact}: included member {path} is a {what}",
                              hint="only regular files are read; narrow `include` to skip it")
         budget.check_declared(path, info.size)

@@ -35,6 +35,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fast", action="store_true",
                    help="only the fast checks: schema, questions, licenses, statements, params (seconds, no network)")
     p.add_argument("--output", type=Path, metavar="FILE", help="also write the report to FILE")
+    p.add_argument("--json-output", type=Path, metavar="FILE",
+                   help="also write the JSON report to FILE, whatever --format says (one run, both reports)")
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -55,5 +57,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     rendered = RENDERERS[args.format](report)
     if args.output:
         atomic_write_text(args.output.absolute(), rendered)
+    if args.json_output:
+        atomic_write_text(args.json_output.absolute(), RENDERERS["json"](report))
     sys.stdout.write(rendered)
     return report.exit_code
