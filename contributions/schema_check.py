@@ -24,33 +24,12 @@ from pydantic import BaseModel, ValidationError
 from commonforge.errors import ForgeError
 from contributions.report import CheckInput, CheckResult, Problem
 from registry.schema import ENTRY_TYPES, RECORD_SUFFIXES, Dataset, Entry, Recipe
-from registry.yamlio import MAX_ENTRY_BYTES, parse_yaml
+from registry.yamlio import MAX_ENTRY_BYTES, node_at, parse_yaml
 
 SCHEMA_FILE = "registry/schema.py"
 
 
 # --- where a field is --------------------------------------------------------------------------
-
-
-def line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> tuple[int | None, yaml.Node | None]:
-    """1-based line of the field at ``loc`` (a pydantic error location) in a composed YAML tree,
-    and the node found there. Stops at the deepest part that exists (an unknown key is reported
-    at the key itself, a missing one at its parent)."""
-    line = node.start_mark.line + 1 if node is not None else None
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                if key.value == part:
-                    node, line = value, key.start_mark.line + 1
-                    break
-            else:
-                return line, node
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            return line, node
-    return line, node
 
 
 def _named_key_line(node: yaml.Node | None, message: str) -> int | None:
@@ -85,7 +64,7 @@ def validation_problems(err: ValidationError, model: type[BaseModel], path: str,
     for e in err.errors():
         loc = tuple(e["loc"])
         field = ".".join(str(p) for p in loc) or "(top level)"
-        line, found = line_of(node, loc)
+        line, found = node_at(node, loc)
         msg = str(e["msg"]).removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown field (not in schema version 1)"
@@ -153,7 +132,7 @@ def check_schema(inp: CheckInput) -> CheckResult:
     if problems:
         return CheckResult.failed("schema", f"{inp.path} cannot be read", problems)
     if data.get("schema_version") not in (None, 1):
-        line, _ = line_of(node, ("schema_version",))
+        line, _ = node_at(node, ("schema_version",))
         return CheckResult.failed("schema", "unknown schema version", [Problem(
             f"schema_version {data.get('schema_version')!r}: this commonforge reads schema version 1",
             fix="write the entry for schema version 1", path=inp.path, line=line)])
@@ -181,7 +160,7 @@ def _path_problems(inp: CheckInput, entry: Entry, node: yaml.Node | None) -> lis
         if declared != expected:
             problems.append(Problem(f"{field}: declares {declared!r}, but the file's path says {expected!r}",
                                     fix=f"set {field}: {expected!r}, or move the file to match",
-                                    path=inp.path, line=line_of(node, (field,))[0]))
+                                    path=inp.path, line=node_at(node, (field,))[0]))
     return problems
 
 
@@ -199,19 +178,19 @@ def _reference_problems(inp: CheckInput, entry: BaseModel, node: yaml.Node | Non
             except ForgeError as err:
                 problems.append(Problem(f"parent: {parent}: {err.message}",
                                         fix=err.hint or "name the recipe this one was copied from, or leave parent out",
-                                        path=inp.path, line=line_of(node, ("parent",))[0]))
+                                        path=inp.path, line=node_at(node, ("parent",))[0]))
         for i, ref in enumerate(entry.datasets):
             try:
                 reg.dataset(ref)
             except ForgeError as err:
                 problems.append(Problem(f"datasets[{i}]: {ref}: {err.message}",
                                         fix=err.hint or "name a dataset in the registry, or add it in this change",
-                                        path=inp.path, line=line_of(node, ("datasets", i))[0]))
+                                        path=inp.path, line=node_at(node, ("datasets", i))[0]))
     elif isinstance(entry, Dataset):
         for i, s in enumerate(entry.sources):
             if s.kind != "local" or not s.path:
                 continue
-            line = line_of(node, ("sources", i, "path"))[0]
+            line = node_at(node, ("sources", i, "path"))[0]
             try:
                 if not resolve_inside(reg.root, s.path, what=f"source {s.id} path").exists():
                     problems.append(Problem(f"sources[{i}].path: {s.path} does not exist in this checkout",
@@ -259,6 +238,6 @@ def check_questions(inp: CheckInput) -> CheckResult:
     for dotted in open_questions:
         problems.append(Problem(f"{dotted}: still the scaffold's {UNANSWERED} question",
                                 fix="answer it in your own words: what a reader of the card needs to know",
-                                path=inp.path, line=line_of(node, _loc(dotted))[0]))
+                                path=inp.path, line=node_at(node, _loc(dotted))[0]))
     return CheckResult.failed("questions", f"{len(problems)} question(s) unanswered", problems,
                               unanswered=open_questions)

@@ -66,7 +66,7 @@ from pipelines.extract import MAX_TOTAL_BYTES, Document, extract_documents, glob
 from pipelines.sources import cache_path, fetch_source
 from pipelines.textclean import clean_text, is_short
 from registry.schema import Dataset, Source
-from registry.yamlio import _line_of, parse_yaml, validate_data
+from registry.yamlio import line_of, parse_yaml, validate_data
 
 NAME = "sources"
 MAX_COMPRESSION_RATIO = 100.0  # included bytes per archive byte (see the module docstring)
@@ -89,7 +89,7 @@ class EntryFile:
     def line(self, *loc: str | int) -> int | None:
         """1-based line of the field at ``loc`` (e.g. ``("sources", 0, "sha256")``); the nearest parent's
         line where the field is absent."""
-        return _line_of(self.node, loc)
+        return line_of(self.node, loc)
 
 
 def read_entry(inp: CheckInput) -> EntryFile:

@@ -44,24 +44,30 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
-    """1-based line of the field at ``loc`` (a pydantic error location) in a composed YAML tree."""
+def node_at(node: yaml.Node | None, loc: tuple[Any, ...]) -> tuple[int | None, yaml.Node | None]:
+    """1-based line of the field at ``loc`` (a pydantic error location) in a composed YAML tree,
+    and the node found there. Stops at the deepest part that exists: an unknown key is reported
+    at the key itself, a missing one at its parent."""
     line = node.start_mark.line + 1 if node is not None else None
     for part in loc:
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
                 if key.value == part:
-                    # An unknown key is reported at the key itself.
                     node, line = value, key.start_mark.line + 1
                     break
             else:
-                return line
+                return line, node
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
             node = node.value[part]
             line = node.start_mark.line + 1
         else:
-            return line
-    return line
+            return line, node
+    return line, node
+
+
+def line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """1-based line of the field at ``loc`` in a composed YAML tree (see :func:`node_at`)."""
+    return node_at(node, loc)[0]
 
 
 def _read_text(path: Path) -> str:
@@ -97,7 +103,7 @@ def format_validation_error(err: ValidationError, source: str, node: yaml.Node |
     for e in err.errors():
         loc = tuple(e["loc"])
         field = ".".join(str(p) for p in loc) or "(top level)"
-        line = _line_of(node, loc)
+        line = line_of(node, loc)
         where = f"{source}:{line}" if line else source
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
