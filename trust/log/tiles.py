@@ -113,7 +113,8 @@ def encode_bundle(entries: list[bytes]) -> bytes:
 
 def decode_bundle(data: bytes, width: int, name: str) -> list[bytes]:
     """The ``width`` entries of a bundle; anything short, left over or cut off is refused."""
-    entries, pos = [], 0
+    entries: list[bytes] = []
+    pos = 0
     while pos < len(data):
         if pos + 2 > len(data):
             raise LogError(f"{name}: entry {len(entries)} has a cut-off length prefix at byte {pos}")
