@@ -17,7 +17,9 @@ those) it measures, on that tree:
 * **bytes on disk**: entry bundles, hash tiles and the checkpoint (apparent sizes), the files'
   allocated size, and the file count. Partial tiles and bundles are never deleted (the spec
   lets a client still fetch the ones an older checkpoint needs), so a log appended in small
-  batches carries one partial file per append per tile level beside its full tiles;
+  batches carries one partial file per append per tile level beside its full tiles. With
+  ``--batch 1`` (one statement per append, the forge's own rhythm) the partial bundles dominate:
+  each append rewrites its bundle's entries so far, about 128 entries on average;
 * **inclusion proofs** for ``--samples`` random entries: hashes (median and maximum, against
   ``ceil(log2 n)``), bytes (32 per hash), time to build one (median: ``warm`` from one open
   ``TileLog`` whose tiles stay cached in memory; ``cold`` from a freshly opened one, so the
