@@ -58,9 +58,11 @@ class LogOperator:
         """The current checkpoint, verified with the log's own key (and ``witnesses``)."""
         opened = ck.open_checkpoint(self.checkpoint_note(), self.verifier, witnesses, need, origin=self.origin)
         if (opened.checkpoint.size, opened.checkpoint.root_hash) != (self.log.size, self.log.checkpoint_root):
+            self.log = TileLog(self.directory)  # another process appended since we read the log
+        if (opened.checkpoint.size, opened.checkpoint.root_hash) != (self.log.size, self.log.checkpoint_root):
             raise LogError(
-                f"{self.directory / 'checkpoint'} changed under the operator (size {opened.checkpoint.size}, "
-                f"it had read {self.log.size}); reopen the log"
+                f"{self.directory / 'checkpoint'} changed while it was read (size {opened.checkpoint.size}, "
+                f"then {self.log.size}): another process is appending; try again"
             )
         return opened
 

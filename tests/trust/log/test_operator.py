@@ -95,6 +95,7 @@ def test_an_append_by_another_process_is_seen_when_cosigning(tmp_path: Path) -> 
     op = LogOperator(tmp_path / "log", ORIGIN, signer)
     op.append(entries(0, 2))
     LogOperator(tmp_path / "log", ORIGIN, signer).append(entries(2, 7))  # another operator process
+    assert op.opened().checkpoint.size == 7 and op.size == 7 and op.entry(6) == b"statement 6"
     line = ck.cosign((tmp_path / "log" / "checkpoint").read_bytes(), w, 5)
     assert op.add_cosignature(line, w.verifier()).checkpoint.size == 7
 
