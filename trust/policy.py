@@ -361,6 +361,17 @@ class Pins:
             atomic_write_text(Path(self.path), json.dumps(self.data, indent=2, sort_keys=True) + "\n")
 
 
+def user_pins() -> Pins:
+    """This user's pins (``commonforge.settings.trust_pins``), the default wherever a chain is loaded for use.
+
+    One place for the CLI and ``trust.status.for_use``; settings is imported here, not at the top, to keep
+    ``import trust`` light.
+    """
+    from commonforge import settings
+
+    return Pins(settings.trust_pins())
+
+
 @dataclass(frozen=True)
 class Chain:
     """The verified policy versions of a checkout: ``bootstrap`` (0) and 1..N."""
