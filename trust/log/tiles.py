@@ -18,16 +18,15 @@ never replaced, only joined by a wider one at another path). Afterwards it is at
 Files an interrupted append left beyond the committed size are never read, and the next append
 writes over every one it needs. A kill -9 anywhere leaves the log at the old or the new size.
 
-The size is read from the checkpoint, whose body is C2SP tlog-checkpoint: origin line, decimal
-tree size, base64 root hash. :meth:`TileLog.append` checks that the bytes its ``checkpoint``
-callable returns name exactly the tree it was given, so a checkpoint can never commit to a tree
-that is not on disk. The signature lines are the signed-note code's business, not this file's.
+The size is read from the checkpoint, whose body is C2SP tlog-checkpoint (origin line, decimal
+tree size, base64 root hash), parsed by checkpoint.py's ``Checkpoint.parse``. :meth:`TileLog.append`
+checks that the bytes its ``checkpoint`` callable returns name exactly the tree it was given, so a
+checkpoint can never commit to a tree that is not on disk. The signature lines are the
+signed-note code's business, not this file's.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import fcntl
 import struct
 from collections.abc import Callable, Iterator
@@ -37,6 +36,7 @@ from pathlib import Path
 from commonforge.errors import InputError
 from registry import fsutil
 from trust.log import merkle
+from trust.log.checkpoint import Checkpoint, CheckpointError
 from trust.log.merkle import HASH_SIZE, LogError
 
 TILE_WIDTH = 256  # hashes (or entries) in a full tile
@@ -88,23 +88,20 @@ def tiles_for_size(size: int) -> list[tuple[int, int, int]]:
 
 
 def parse_checkpoint(data: bytes, *, name: str = "checkpoint") -> tuple[str, int, bytes]:
-    """(origin, size, root) from a tlog-checkpoint's first three lines."""
-    lines = data.split(b"\n")
+    """(origin, size, root) of the checkpoint note ``data``, parsed by checkpoint.py's parser.
+
+    One parser for the format, so that the log never commits or reads a checkpoint its clients
+    would refuse. The body ends at the first blank line (no checkpoint line may be empty); the
+    signature lines after it are not read here (opening the note is the clients' business). A
+    malformed checkpoint is a :class:`LogError` (exit 1): the log on disk does not check out.
+    """
+    cut = data.find(b"\n\n")
+    body = data if cut < 0 else data[: cut + 1]
     try:
-        if len(lines) < 4:
-            raise ValueError("it has fewer than three lines")
-        origin = lines[0].decode("utf-8")
-        size_text = lines[1].decode("ascii")
-        if not size_text.isdigit() or (size_text.startswith("0") and size_text != "0"):
-            raise ValueError(f"the size line {size_text!r} is not a decimal number without leading zeros")
-        root = base64.b64decode(lines[2], validate=True)
-        if len(root) != HASH_SIZE:
-            raise ValueError(f"the root line decodes to {len(root)} bytes, not {HASH_SIZE}")
-    except (ValueError, UnicodeDecodeError, binascii.Error) as err:
-        raise LogError(f"{name} is not a tlog-checkpoint (origin, size, base64 root): {err}") from None
-    if not origin:
-        raise LogError(f"{name} is not a tlog-checkpoint: the origin line is empty")
-    return origin, int(size_text), root
+        cp = Checkpoint.parse(body)
+    except CheckpointError as err:
+        raise LogError(f"{name} is not a tlog-checkpoint (origin, size, base64 root): {err.message}") from None
+    return cp.origin, cp.size, cp.root_hash
 
 
 def encode_bundle(entries: list[bytes]) -> bytes:

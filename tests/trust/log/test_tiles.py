@@ -251,3 +251,22 @@ def test_kill_9_at_every_write_leaves_the_old_or_the_new_log(tmp_path: Path) -> 
                 assert log.append([entry(i) for i in range(old, new)], checkpoint) == (new, new_root)
                 TileLog(directory).verify()
             merkle.verify_consistency(old, new, old_root, new_root, TileLog(directory).consistency_proof(old))
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda b: b.replace(b"\n300\n", b"\n0300\n"), "tree size '0300' is not a decimal"),
+        (lambda b: b.replace(b"\n300\n", b"\n\n"), "body has 1 lines, at least 3 are needed"),
+        (lambda b: b[:20], "body does not end in a newline"),
+        (lambda b: b"\xff" + b, "not valid UTF-8"),
+    ],
+)
+def test_a_damaged_checkpoint_file_fails_verification(log300: TileLog, damage, message: str) -> None:
+    """checkpoint.py's parser reads the file; its refusal surfaces as a LogError (exit 1) naming the file."""
+    path = log300.directory / "checkpoint"
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(LogError, match=message) as err:
+        TileLog(log300.directory)
+    assert f"{path} is not a tlog-checkpoint" in str(err.value)
+    assert err.value.exit_code == 1
