@@ -184,10 +184,16 @@ def api_key() -> str | None:
     return os.environ.get(API_KEY_ENV) or None
 
 
-def keys_dir() -> Path:
-    """Where a user's signing keys live: per user, never in a repository (``trust.keys`` refuses one)."""
+def keys_dir(config_home: Path | None = None) -> Path:
+    """Where a user's signing keys live: per user, never in a repository (``trust.keys`` refuses one).
+
+    ``COMMONFORGE_KEYS``, else under ``$XDG_CONFIG_HOME`` (``~/.config``); with ``config_home``, under that
+    configuration directory instead (``trust.keys.keys_dir``: the one place the layout is spelled).
+    """
+    if config_home is not None:
+        return Path(config_home) / "commonforge" / "keys"
     value = os.environ.get("COMMONFORGE_KEYS")
-    return Path(value) if value else _xdg("XDG_CONFIG_HOME", ".config") / "commonforge" / "keys"
+    return Path(value) if value else keys_dir(_xdg("XDG_CONFIG_HOME", ".config"))
 
 
 def trust_pins() -> Path:

@@ -56,8 +56,13 @@ DIR_MODE = 0o700
 
 
 def keys_dir(config_home: Path) -> Path:
-    """Where keys live under a user's configuration directory (``$XDG_CONFIG_HOME`` or ``~/.config``)."""
-    return Path(config_home) / "commonforge" / "keys"
+    """Where keys live under a user's configuration directory (``$XDG_CONFIG_HOME`` or ``~/.config``).
+
+    ``commonforge.settings.keys_dir`` spells the layout, so the CLI's default and this never drift apart.
+    """
+    from commonforge import settings
+
+    return settings.keys_dir(config_home)
 
 
 class PublicKey(BaseModel):

@@ -30,7 +30,7 @@ from registry.schema import Release, utc_now
 from trust import statements as st_mod
 from trust.errors import SignatureError
 from trust.keys import KeyInfo, sslib_key
-from trust.policy import Chain, Maintainer, Pins, Policy, Tally, check_signer, elsewhere, load_chain, tally
+from trust.policy import Chain, Maintainer, Pins, Policy, Tally, check_signer, elsewhere, load_chain, tally, user_pins
 from trust.statements import (
     ApprovalPredicate,
     BuildPredicate,
@@ -294,12 +294,10 @@ def for_use(root: Path, ref: Ref | str | Release, *, allow_revoked: bool = False
 
     A bare name resolves as :func:`resolve` does; a revoked release is refused unless
     ``allow_revoked`` (then a warning says so), whoever asks. ``pins``: default the user's
-    (``commonforge.settings.trust_pins``: a rolled-back policy chain is refused).
+    (``trust.policy.user_pins``: a rolled-back policy chain is refused).
     """
     if pins is None:
-        from commonforge import settings
-
-        pins = Pins(settings.trust_pins())
+        pins = user_pins()
     if isinstance(ref, Release):
         release, status = ref, release_status(root, ref, pins=pins, now=now)
     else:

@@ -42,7 +42,7 @@ def _registry() -> Registry:
 def cmd_list(args: argparse.Namespace) -> int:
     from commonforge.cli.output import console, table
     from registry.schema import Dataset, Recipe, Release
-    from trust.policy import load_chain
+    from trust.policy import load_chain, user_pins
     from trust.status import release_status
 
     reg = _registry()
@@ -54,7 +54,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     for entry in reg.iter_entries(kind):
         n += 1
         if isinstance(entry, Release):
-            chain = chain or load_chain(reg.root, pins=_pins())
+            chain = chain or load_chain(reg.root, pins=user_pins())
             status = release_status(reg.root, entry, chain=chain).status
             t.add_row(entry.ref, status, f"sha256:{entry.release_digest}", entry.manifest.license)
         else:
@@ -110,21 +110,15 @@ def _show_recipe(out, reg: Registry, r: Recipe) -> None:
         out.print("evaluation: " + ", ".join(f"{k} ({n} items)" for k, n in r.evaluation.tasks.items()))
 
 
-def _pins():
-    from commonforge import settings
-    from trust.policy import Pins
-
-    return Pins(settings.trust_pins())
-
-
 def _entry(reg: Registry, ref: str):
     """A pinned ref as it is; a bare model name by verified status (trust), a bare dataset or recipe: newest."""
     from registry.refs import Ref
+    from trust.policy import user_pins
     from trust.status import resolve
 
     parsed = Ref.parse(ref, default_kind="model")
     if parsed.kind == "model":
-        return resolve(reg.root, parsed, pins=_pins())
+        return resolve(reg.root, parsed, pins=user_pins())
     return reg.resolve(parsed), None
 
 
@@ -207,6 +201,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from commonforge.cli.output import console
     from commonforge.errors import InputError
     from pipelines.workspace import Params
+    from trust.policy import user_pins
     from trust.status import statement_problems
 
     reg = _registry()
@@ -214,7 +209,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if (reg.root / "params.yaml").is_file():
         problems += Params.load(reg.root).problems(reg)
     # The signed statements beside releases and the policy chain (registry cannot verify signatures).
-    problems += statement_problems(reg.root, pins=_pins())
+    problems += statement_problems(reg.root, pins=user_pins())
     out = console()
     if problems:
         for p in problems:

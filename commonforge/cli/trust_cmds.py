@@ -14,7 +14,7 @@ from commonforge.cli.command import add_command
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see registry_cmds)
 if TYPE_CHECKING:
     from registry.schema import Release
-    from trust.policy import Maintainer, Pins, Role
+    from trust.policy import Maintainer, Role
 
 STATUS_HELP = """\
 Show a release's status, computed from the signed statements beside it under the current
@@ -127,13 +127,6 @@ def _keys_dir(args: argparse.Namespace) -> Path:
     return args.keys_dir or settings.keys_dir()
 
 
-def _pins() -> Pins:
-    from commonforge import settings
-    from trust.policy import Pins
-
-    return Pins(settings.trust_pins())
-
-
 def _root() -> Path:
     from commonforge.settings import apply
 
@@ -210,21 +203,22 @@ def _print_status(status) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from trust.policy import user_pins
     from trust.status import resolve
 
-    _, status = resolve(_root(), args.ref, pins=_pins())
+    _, status = resolve(_root(), args.ref, pins=user_pins())
     _print_status(status)
     return 0
 
 
 def _sign_and_show(args: argparse.Namespace, done: str, sign) -> int:
     """Sign a statement about ``args.ref`` with ``sign(root, release, signer, info, chain)``, then show the status."""
-    from trust.policy import load_chain
+    from trust.policy import load_chain, user_pins
     from trust.status import release_status
 
     root = _root()
     release = _release(root, args.ref)
-    chain = load_chain(root, pins=_pins())
+    chain = load_chain(root, pins=user_pins())
     signer, info = signer_from_args(args)
     path = sign(root, release, signer, info, chain)
     print(f"{done} {release.ref} as {info.name} ({info.affiliation}): {path.relative_to(root)}", file=sys.stderr)
@@ -241,7 +235,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
 def cmd_attest(args: argparse.Namespace) -> int:
     from commonforge.errors import InputError
-    from trust.policy import load_chain
+    from trust.policy import load_chain, user_pins
     from trust.status import attest_build, attest_rebuild
 
     root = _root()
@@ -253,20 +247,20 @@ def cmd_attest(args: argparse.Namespace) -> int:
         if not args.rebuilt_digest:
             raise InputError("attest rebuild needs --rebuilt-digest: the digest your rebuild produced",
                              hint="`commonforge reproduce REF --key K` rebuilds and signs in one step")
-        path = attest_rebuild(root, release, signer, info, chain=load_chain(root, pins=_pins()),
+        path = attest_rebuild(root, release, signer, info, chain=load_chain(root, pins=user_pins()),
                               rebuilt_digest=args.rebuilt_digest)
     print(f"signed the {args.what} statement of {release.ref}: {path.relative_to(root)}")
     return 0
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from trust.policy import load_chain
+    from trust.policy import load_chain, user_pins
     from trust.status import publish
 
     root = _root()
     release = _release(root, args.ref)
     signer, info = signer_from_args(args)
-    path, status = publish(root, release, signer, info, chain=load_chain(root, pins=_pins()))
+    path, status = publish(root, release, signer, info, chain=load_chain(root, pins=user_pins()))
     print(f"published {release.ref}: {path.relative_to(root)}", file=sys.stderr)
     _print_status(status)
     if status.status == "published" and not args.no_card:
@@ -338,10 +332,10 @@ def cmd_policy_init(args: argparse.Namespace) -> int:
 
 def cmd_policy_propose(args: argparse.Namespace) -> int:
     from commonforge.errors import InputError
-    from trust.policy import changed, load_chain, propose
+    from trust.policy import changed, load_chain, propose, user_pins
 
     root = _root()
-    current = load_chain(root, pins=_pins()).current
+    current = load_chain(root, pins=user_pins()).current
     if current is None:
         raise InputError("the forge has no policy yet", hint="founders start with `commonforge policy init`")
     compromised = {}
@@ -358,10 +352,10 @@ def cmd_policy_propose(args: argparse.Namespace) -> int:
 
 
 def cmd_policy_sign(args: argparse.Namespace) -> int:
-    from trust.policy import load_chain, sign_proposal
+    from trust.policy import load_chain, sign_proposal, user_pins
 
     root = _root()
-    load_chain(root, pins=_pins())  # never sign on top of a rolled-back or replaced chain
+    load_chain(root, pins=user_pins())  # never sign on top of a rolled-back or replaced chain
     signer, info = signer_from_args(args)
     path = sign_proposal(root, signer, args.version)
     print(f"signed policy {args.version} as {info.name} ({info.affiliation}): {path.relative_to(root)}")
@@ -369,20 +363,20 @@ def cmd_policy_sign(args: argparse.Namespace) -> int:
 
 
 def cmd_policy_apply(args: argparse.Namespace) -> int:
-    from trust.policy import apply, load_chain
+    from trust.policy import apply, load_chain, user_pins
 
     root = _root()
-    load_chain(root, pins=_pins())  # this checkout's chain is not older than what you accepted before
+    load_chain(root, pins=user_pins())  # this checkout's chain is not older than what you accepted before
     policy = apply(root)
-    load_chain(root, pins=_pins())  # verify the whole chain again and remember the new version
+    load_chain(root, pins=user_pins())  # verify the whole chain again and remember the new version
     print(f"policy {policy.version} (sha256:{policy.digest}) is now the forge's policy")
     return 0
 
 
 def cmd_policy_show(args: argparse.Namespace) -> int:
-    from trust.policy import load_chain
+    from trust.policy import load_chain, user_pins
 
-    current = load_chain(_root(), pins=_pins()).current
+    current = load_chain(_root(), pins=user_pins()).current
     if current is None:
         print("policy 0: the bootstrap (no maintainers); `commonforge policy init` makes version 1")
         return 0
