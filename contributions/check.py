@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from commonforge.errors import ForgeError, InputError
+from contributions import logfiles
 from contributions.diff import Change, classify, classify_path, open_repo
 from contributions.report import CheckInput, CheckResult, Problem
 
@@ -59,6 +60,7 @@ CHECKS: dict[str, CheckSpec] = {s.name: s for s in (
     CheckSpec("statements", "contributions.check:check_statements", fast=True, needs_schema=False),
     CheckSpec("params", "contributions.check:check_params", fast=True, needs_schema=False),
     CheckSpec("local source", "contributions.check:check_local_source", fast=True, needs_schema=False),
+    CheckSpec(logfiles.CHECK, "contributions.logfiles:check_log_file", fast=True, needs_schema=False),
     CheckSpec("sources", "contributions.sources_check:check_sources", fast=False),
     CheckSpec("data policy", "contributions.datapolicy:check_data_policy", fast=False),
     CheckSpec("contamination", "contributions.contamination:check_contamination", fast=False),
@@ -74,6 +76,7 @@ KIND_CHECKS: dict[str, tuple[str, ...]] = {
     "statement": ("statements",),
     "params": ("params",),
     "local-source": ("local source",),
+    logfiles.KIND: (logfiles.CHECK,),  # a transparency log's file, wherever it is (contributions.logfiles)
 }
 
 Verdict = Literal["passed", "failed", "needs-review"]
@@ -269,8 +272,29 @@ def run_checks(root: Path, entry_paths: list[str], *, fast: bool, cache: Path | 
             raise InputError(f"{given}: no such file", hint="name entry files, e.g. registry/entries/datasets/NAME/1.yaml")
         rel = path.relative_to(root).as_posix()
         changes.append(classify_path(rel, "added", mode="120000" if path.is_symlink() else None))
+    changes = logfiles.mark(changes, lambda c: _file_bytes(root / c.path))
     changes, entries = run_table(root, changes, fast=fast, cache=cache, base_root=None, options=options)
     return Report(changes, entries, fast, time.perf_counter() - started)
+
+
+def _file_bytes(path: Path) -> bytes | None:
+    return path.read_bytes() if path.is_file() and not path.is_symlink() else None
+
+
+def _blob_reader(repo_root: Path, commit: str) -> Callable[[Change], bytes | None]:
+    """Reads a changed path's content in ``commit`` (None for a symlink, a submodule, a path it lacks)."""
+    tree = open_repo(repo_root).commit(commit).tree
+
+    def read(change: Change) -> bytes | None:
+        try:
+            blob = tree / change.path
+        except KeyError:
+            return None
+        if getattr(blob, "type", None) != "blob" or blob.mode == 0o120000:
+            return None
+        return blob.data_stream.read(logfiles.MAX_SCAN)
+
+    return read
 
 
 @contextlib.contextmanager
@@ -302,7 +326,7 @@ def check(repo_root: Path, base: str | None = None, head: str | None = None, *, 
     """
     started = time.perf_counter()
     found = classify(Path(repo_root), base, head)
-    changes: list[Change] = list(found.changes)
+    changes: list[Change] = logfiles.mark(list(found.changes), _blob_reader(Path(repo_root), found.head))
     entries: list[EntryReport] = []
     if any(c.verdict == "check" for c in changes):
         with contextlib.ExitStack() as stack:
