@@ -1,5 +1,6 @@
 """The log against independent implementations: its Merkle tree against pymerkle's (PyPI, RFC 9162
-hashing: SHA-256, 0x00 leaf and 0x01 node prefixes).
+hashing: SHA-256, 0x00 leaf and 0x01 node prefixes), its signed notes against Go's
+golang.org/x/mod/sumdb/note.
 
 Our proofs are the RFC's (audit path leaf first, consistency proof as RFC 9162 §2.1.4.1);
 pymerkle's inclusion proof is the same audit path behind the leaf hash, with a "rule" of
@@ -15,12 +16,18 @@ checked against the published RFC 6962 vectors in test_merkle.py.
 
 from __future__ import annotations
 
+import base64
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from trust.log import checkpoint as ck
-from trust.log import merkle
+from trust.log import merkle, note
 from trust.log.merkle import LogError
 from trust.log.tiles import TileLog
 
@@ -157,3 +164,96 @@ def test_consistency_proofs_verify_both_ways(trees, new: int) -> None:
             with pytest.raises(pymerkle.InvalidProof):
                 pymerkle.verify_consistency(forked, new_root, made)
 
+
+# --- signed notes against Go's golang.org/x/mod/sumdb/note --------------------------------------
+# tests/trust/log/go/notecheck.go, built offline in GOPATH mode against Debian's sources of
+# golang.org/x/mod (the golang-golang-x-mod-dev package); the build takes about a second.
+
+GO_SOURCE = Path(__file__).parent / "go" / "notecheck.go"
+GOPATH = Path("/usr/share/gocode")  # where Debian's golang-*-dev packages put Go sources
+
+
+@pytest.fixture(scope="module")
+def notecheck(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    go = shutil.which("go")
+    if go is None:
+        pytest.skip("go is not installed (Debian: apt-get install golang-go); the Go note interop test needs it")
+    if not (GOPATH / "src/golang.org/x/mod/sumdb/note/note.go").is_file():
+        pytest.skip(f"Go's golang.org/x/mod/sumdb/note sources are not under {GOPATH} (Debian: golang-golang-x-mod-dev)")
+    out = tmp_path_factory.mktemp("go")
+    env = {
+        **os.environ,
+        "GO111MODULE": "off",  # GOPATH mode: imports resolve from GOPATH/src, never from the network
+        "GOPATH": str(GOPATH),
+        "GOPROXY": "off",
+        "GOFLAGS": "",
+        "GOCACHE": str(out / "cache"),
+    }
+    started = time.monotonic()
+    built = subprocess.run(
+        [go, "build", "-o", str(out / "notecheck"), GO_SOURCE.name],
+        cwd=GO_SOURCE.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, f"go build failed after {time.monotonic() - started:.1f}s:\n{built.stderr}"
+    return out / "notecheck"
+
+
+def _go(notecheck: Path, tmp_path: Path, command: str, key: str, data: bytes) -> subprocess.CompletedProcess[bytes]:
+    (tmp_path / "key").write_text(key + "\n")
+    (tmp_path / "data").write_bytes(data)
+    return subprocess.run([notecheck, command, tmp_path / "key", tmp_path / "data"], capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def log_key() -> tuple[note.Signer, note.Verifier]:
+    signer = note.parse_signer(note.generate_key(ORIGIN)[0])
+    return signer, signer.verifier()
+
+
+def test_go_opens_a_checkpoint_our_note_code_signed(notecheck: Path, trees, log_key, tmp_path: Path) -> None:
+    log, _ = trees
+    signer, verifier = log_key
+    cp = ck.Checkpoint(ORIGIN, log.size, log.root(), ("an extension line",))
+    signed = ck.sign_checkpoint(cp, signer)
+    # A witness's cosignature/v1 line too: Go does not know key type 0x04 and must ignore it (the spec).
+    witness = note.parse_signer(note.generate_key("witness.example", note.ALG_COSIGNATURE_V1)[0])
+    signed = ck.add_cosignature(signed, ck.cosign(signed, witness, 1_700_000_000, log_verifier=verifier))
+    opened = _go(notecheck, tmp_path, "verify", verifier.text(), signed)
+    assert opened.returncode == 0, opened.stderr.decode()
+    assert opened.stdout == cp.body()
+    assert f"verified {verifier.label}".encode() in opened.stderr
+    assert note.open_note(signed, [verifier]).text == cp.body()
+
+
+def test_go_refuses_a_tampered_note_as_we_do(notecheck: Path, trees, log_key, tmp_path: Path) -> None:
+    log, _ = trees
+    signer, verifier = log_key
+    signed = ck.sign_checkpoint(ck.Checkpoint(ORIGIN, log.size, log.root()), signer)
+    text, sigs = note.split(signed)
+    raw = bytearray(base64.b64decode(sigs[0].b64))
+    raw[-1] ^= 1
+    impostor = note.parse_signer(note.generate_key(ORIGIN)[0])  # same name, another key
+    tampered = {
+        "a grown size": signed.replace(f"\n{log.size}\n".encode(), f"\n{log.size + 1}\n".encode()),
+        "a flipped signature bit": text + b"\n" + note.Signature(sigs[0].name, sigs[0].key_id, note.b64encode(bytes(raw))).line(),
+        "another key's signature": ck.sign_checkpoint(ck.Checkpoint(ORIGIN, log.size, log.root()), impostor),
+    }
+    for what, data in tampered.items():
+        refused = _go(notecheck, tmp_path, "verify", verifier.text(), data)
+        assert refused.returncode == 1, what
+        assert b"notecheck: open:" in refused.stderr and refused.stdout == b"", what
+        with pytest.raises(note.NoteSignatureError):
+            note.open_note(data, [verifier])
+
+
+def test_we_open_a_note_go_signed_with_our_key_text(notecheck: Path, log_key, tmp_path: Path) -> None:
+    signer, verifier = log_key
+    text = ck.Checkpoint(ORIGIN, 5, merkle.leaf_hash(b"x")).body()
+    signed = _go(notecheck, tmp_path, "sign", signer.text(), text)
+    assert signed.returncode == 0, signed.stderr.decode()
+    assert note.open_note(signed.stdout, [verifier]).text == text
+    assert signed.stdout == note.sign(text, [signer])  # Ed25519 is deterministic: the same bytes
