@@ -28,6 +28,8 @@ kernel tuning cache    ``$XDG_CACHE_HOME/commonforge/kernel_tuning.json``  ``COM
 server API key         none (no key asked)                         ``COMMONFORGE_API_KEY``
 signing keys           ``$XDG_CONFIG_HOME/commonforge/keys``       ``COMMONFORGE_KEYS``
 accepted policy pins   ``$XDG_CONFIG_HOME/commonforge/trust-pins.json``  ``COMMONFORGE_TRUST_PINS``
+transparency log copy  ``$XDG_DATA_HOME/commonforge/log``          ``COMMONFORGE_LOG``
+accepted checkpoints   ``$XDG_STATE_HOME/commonforge/log-state.json``  ``COMMONFORGE_LOG_STATE``
 =====================  ==========================================  =========================
 
 The DVC remote and the download cache live outside the clone on purpose: a second clone,
@@ -200,6 +202,18 @@ def trust_pins() -> Path:
     """The governance policy versions this user has accepted (trust on first use, no rollback)."""
     value = os.environ.get("COMMONFORGE_TRUST_PINS")
     return Path(value) if value else _xdg("XDG_CONFIG_HOME", ".config") / "commonforge" / "trust-pins.json"
+
+
+def log_dir() -> Path:
+    """This machine's copy of the forge's transparency log (the operator's, or one pulled from a peer)."""
+    value = os.environ.get("COMMONFORGE_LOG")
+    return Path(value) if value else _xdg("XDG_DATA_HOME", ".local/share") / "commonforge" / "log"
+
+
+def log_state() -> Path:
+    """The newest log checkpoint this user accepted, per log (so a rollback or a fork is refused)."""
+    value = os.environ.get("COMMONFORGE_LOG_STATE")
+    return Path(value) if value else _xdg("XDG_STATE_HOME", ".local/state") / "commonforge" / "log-state.json"
 
 
 def triton_interpreter() -> bool:

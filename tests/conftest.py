@@ -22,11 +22,14 @@ from tests.privacy.audit import audited_env
 
 @pytest.fixture(scope="session", autouse=True)
 def _user_config_isolated(tmp_path_factory):
-    """No test reads or writes the real user's keys or trust pins (every CLI child inherits this)."""
+    """No test reads or writes the real user's keys, trust pins or log copy (every CLI child inherits this)."""
     home = tmp_path_factory.mktemp("user-config")
-    saved = {k: os.environ.get(k) for k in ("COMMONFORGE_TRUST_PINS", "COMMONFORGE_KEYS")}
+    saved = {k: os.environ.get(k) for k in ("COMMONFORGE_TRUST_PINS", "COMMONFORGE_KEYS", "COMMONFORGE_LOG",
+                                             "COMMONFORGE_LOG_STATE")}
     os.environ["COMMONFORGE_TRUST_PINS"] = str(home / "trust-pins.json")
     os.environ["COMMONFORGE_KEYS"] = str(home / "keys")
+    os.environ["COMMONFORGE_LOG"] = str(home / "log")
+    os.environ["COMMONFORGE_LOG_STATE"] = str(home / "log-state.json")
     yield home
     for k, v in saved.items():
         if v is None:

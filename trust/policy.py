@@ -30,6 +30,7 @@ import math
 import re
 import shutil
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,7 +38,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from commonforge.errors import InputError, NotFoundError
+from commonforge.errors import ForgeError, InputError, NotFoundError
 from registry.digest import canonical_digest
 from registry.fsutil import atomic_write_text
 from registry.schema import Timestamp, utc_now
@@ -60,9 +61,66 @@ class Maintainer(Strict):
     not_after: Timestamp  # signatures made after this do not count
     # Declared by a policy change: signatures this key made at or after this time do not count.
     compromised_since: Timestamp | None = None
+    # The same, in the log's order (the forge's trusted time, when the policy names a log): this
+    # key's statements count only when the log holds them at a position before this entry.
+    compromised_from_entry: int | None = Field(None, ge=0)
 
     def public(self) -> PublicKey:
         return PublicKey(keyid=self.keyid, name=self.name, affiliation=self.affiliation, public_key=self.public_key)
+
+
+class WitnessSpec(Strict):
+    """A witness the policy trusts: its cosignature/v1 note key and who runs it."""
+
+    name: Label
+    affiliation: Label
+    key: str  # a note verifier key, name+hash+base64, of type 0x04 (cosignature/v1)
+
+    def verifier(self):
+        from trust.log import note
+
+        return note.parse_verifier(self.key)
+
+
+class LogSpec(Strict):
+    """The forge's transparency log (``docs/trust.md``): what a checkpoint of it must carry."""
+
+    origin: Label  # the checkpoint's origin line
+    key: str  # the log's Ed25519 note verifier key, name+hash+base64 (type 0x01)
+    witnesses: list[WitnessSpec] = []
+    witnesses_required: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> LogSpec:
+        from trust.log import note
+        from trust.log.checkpoint import Checkpoint
+
+        try:
+            Checkpoint(self.origin, 0, bytes(32))  # an origin a checkpoint can carry
+            log_key = self.verifier()
+            keys = [(w, w.verifier()) for w in self.witnesses]
+        except ForgeError as err:
+            raise ValueError(err.message) from None
+        if log_key.alg != note.ALG_ED25519:
+            raise ValueError("log.key must be an Ed25519 note key (type 0x01)")
+        seen = set()
+        for w, v in keys:
+            if v.alg != note.ALG_COSIGNATURE_V1:
+                raise ValueError(f"witness {w.name}'s key must be a cosignature/v1 note key (type 0x04)")
+            if (v.name, v.key_id) in seen:
+                raise ValueError(f"witness key {v.label} is listed twice")
+            seen.add((v.name, v.key_id))
+        if self.witnesses_required > len(self.witnesses):
+            raise ValueError(f"log.witnesses_required {self.witnesses_required} exceeds the {len(self.witnesses)} witnesses")
+        return self
+
+    def verifier(self):
+        from trust.log import note
+
+        return note.parse_verifier(self.key)
+
+    def witness_verifiers(self) -> list:
+        return [w.verifier() for w in self.witnesses]
 
 
 class Rule(Strict):
@@ -102,6 +160,7 @@ class Policy(Strict):
     version: int = Field(ge=0)
     maintainers: list[Maintainer] = []
     rules: Rules
+    log: LogSpec | None = None  # from the version that names it, publication goes through this log
 
     @model_validator(mode="after")
     def _check(self) -> Policy:
@@ -115,6 +174,8 @@ class Policy(Strict):
             return self
         for m in self.maintainers:
             m.public().sslib_key()  # the keyid must be the key's
+            if m.compromised_from_entry is not None and self.log is None:
+                raise ValueError(f"{m.name}'s compromised_from_entry needs a log: the policy names none")
         voters = self.holders("maintainer")
         if not voters:
             raise ValueError("a policy needs at least one maintainer whose key is not compromised")
@@ -146,14 +207,18 @@ class Policy(Strict):
     def holders(self, role: Role) -> list[Maintainer]:
         """Who holds ``role`` and can still sign: a key declared compromised stays listed (its
         earlier signatures count) but signs nothing new, so thresholds are met without it."""
-        return [m for m in self.maintainers if role in m.roles and m.compromised_since is None]
+        return [m for m in self.maintainers if role in m.roles and m.compromised_since is None
+                and m.compromised_from_entry is None]
 
 
 # --- counting signatures ------------------------------------------------------------------
 
 
-def check_signer(policy: Policy, st: Statement, role: Role, now: datetime) -> Maintainer | str:
-    """The maintainer whose valid signature ``st`` carries, or why it does not count."""
+def check_signer(policy: Policy, st: Statement, role: Role, now: datetime,
+                 position: int | None = None) -> Maintainer | str:
+    """The maintainer whose valid signature ``st`` carries, or why it does not count.
+
+    ``position``: where the log holds ``st`` (None: not logged, or no log is known)."""
     member = policy.member(st.keyid)
     if member is None:
         return f"key {st.keyid[:12]} is not in policy {policy.version}"
@@ -172,6 +237,10 @@ def check_signer(policy: Policy, st: Statement, role: Role, now: datetime) -> Ma
     if member.compromised_since is not None and signed >= parse_time(member.compromised_since):
         return (f"{who} signed at {st.predicate.signed_at}, after the key was declared compromised "
                 f"since {member.compromised_since}")
+    cut = member.compromised_from_entry
+    if cut is not None and (position is None or position >= cut):
+        where = "the log does not hold it" if position is None else f"the log holds it at entry {position}"
+        return f"{who}'s key was declared compromised from log entry {cut} and {where}"
     return member
 
 
@@ -216,7 +285,8 @@ def _times(n: int) -> str:
 
 
 def tally(policy: Policy, statements: list[Statement], *, action: Action, kind: str, what: str,
-          subject_name: str, subject_digest: str, now: datetime) -> Tally:
+          subject_name: str, subject_digest: str, now: datetime,
+          position: Callable[[Statement], int | None] | None = None) -> Tally:
     """Count ``kind`` statements about the subject under ``policy``'s rule for ``action``.
 
     A statement counts when it names exactly this subject (ref and digest: no replay from
@@ -234,7 +304,7 @@ def tally(policy: Policy, statements: list[Statement], *, action: Action, kind: 
         if (st.subject_name, st.subject_digest) != (subject_name, subject_digest):
             result.uncounted.append(Rejected(st.source, elsewhere(st, subject_name, subject_digest)))
             continue
-        signer = check_signer(policy, st, "maintainer", now)
+        signer = check_signer(policy, st, "maintainer", now, position(st) if position else None)
         if isinstance(signer, str):
             result.uncounted.append(Rejected(st.source, signer))
             continue
@@ -463,13 +533,15 @@ def _policy_rule(rule: Rule, voters: list[Maintainer]) -> Rule:
                 affiliations=math.ceil(signatures / rule.max_per_affiliation))
 
 
-def _build(version: int, maintainers: list[Maintainer], rules: Rules, *, exact: bool = False) -> Policy:
+def _build(version: int, maintainers: list[Maintainer], rules: Rules, *, exact: bool = False,
+           log: LogSpec | None = None) -> Policy:
     """Policy ``version``; its policy rule set to the floor for its maintainers unless ``exact``."""
-    voters = [m for m in maintainers if "maintainer" in m.roles and m.compromised_since is None]
+    voters = [m for m in maintainers if "maintainer" in m.roles and m.compromised_since is None
+              and m.compromised_from_entry is None]
     if not exact:
         rules = rules.model_copy(update={"policy": _policy_rule(rules.policy, voters)})
     try:
-        return Policy(version=version, maintainers=maintainers, rules=rules)
+        return Policy(version=version, maintainers=maintainers, rules=rules, log=log)
     except ValueError as err:  # pydantic's ValidationError is a ValueError
         raise InputError(f"policy {version} would not be valid: {err}",
                          hint="a policy needs enough maintainers in enough affiliations to meet its rules") from None
@@ -480,27 +552,35 @@ def member(key: PublicKey, roles: list[Role], not_after: str) -> Maintainer:
                       roles=roles, not_after=not_after)
 
 
-def founding(root: Path, maintainers: list[Maintainer]) -> Policy:
+def founding(root: Path, maintainers: list[Maintainer], log: LogSpec | None = None) -> Policy:
     """Policy 1 for a forge's founders, with the bootstrap's rules (policy rule raised to ⌈2n/3⌉)."""
     chain = load_chain(root)
     if chain.current is not None:
         raise PolicyError(f"{policy_dir(root)} already has policy {chain.current.version}",
                           hint="change it with `commonforge policy propose`")
-    return _build(1, maintainers, chain.bootstrap.rules)
+    return _build(1, maintainers, chain.bootstrap.rules, log=log)
 
 
 def changed(current: Policy, *, add: list[Maintainer] = (), remove: list[str] = (),  # type: ignore[assignment]
-            compromised: dict[str, str] | None = None, rules: Rules | None = None) -> Policy:
-    """Policy ``current.version + 1``: maintainers added, removed, or declared compromised since a time."""
+            compromised: dict[str, str] | None = None, rules: Rules | None = None,
+            compromised_from_entry: dict[str, int] | None = None, log: LogSpec | None = None) -> Policy:
+    """Policy ``current.version + 1``: maintainers added, removed, or declared compromised since a
+    time (or, once the policy names a log, from a log entry on); ``log`` names (or replaces) the log."""
     compromised = compromised or {}
-    unknown = sorted((set(remove) | set(compromised)) - {m.keyid for m in current.maintainers})
+    from_entry = compromised_from_entry or {}
+    log = log or current.log
+    if from_entry and log is None:
+        raise InputError("a compromise from a log entry needs a log, and the policy names none",
+                         hint="name the log first (`policy propose --log-origin … --log-key …`), or give a time")
+    unknown = sorted((set(remove) | set(compromised) | set(from_entry)) - {m.keyid for m in current.maintainers})
     if unknown:
         raise InputError(f"keys not in policy {current.version}: {', '.join(unknown)}",
                          hint="name keys by their full keyid (`commonforge policy show`)")
     # model_validate, not model_copy: a compromise time given on the command line is checked too.
-    kept = [Maintainer.model_validate({**m.model_dump(), "compromised_since": compromised.get(m.keyid, m.compromised_since)})
+    kept = [Maintainer.model_validate({**m.model_dump(), "compromised_since": compromised.get(m.keyid, m.compromised_since),
+                                       "compromised_from_entry": from_entry.get(m.keyid, m.compromised_from_entry)})
             for m in current.maintainers if m.keyid not in remove]
-    return _build(current.version + 1, [*kept, *add], rules or current.rules, exact=rules is not None)
+    return _build(current.version + 1, [*kept, *add], rules or current.rules, exact=rules is not None, log=log)
 
 
 def sign_proposal(root: Path, signer, version: int) -> Path:

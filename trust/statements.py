@@ -28,7 +28,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -163,6 +163,7 @@ class Statement:
     envelope: Envelope
     digest: str  # sha256 of the file's bytes: how a publication names what it counted
     source: str  # the file, for messages
+    data: bytes = field(default=b"", repr=False, compare=False)  # the file's bytes (what the log holds)
 
     @property
     def signed_at(self) -> datetime:
@@ -236,7 +237,7 @@ def parse_envelope(data: bytes, source: str = "statement") -> Statement:
     envelope = Envelope(payload, doc.payloadType, {keyid: Signature(keyid, sig.hex())})
     subject = statement.subject[0]
     return Statement(kind, subject.name, subject.digest["sha256"], predicate, keyid, envelope,
-                     sha256_bytes(data), source)
+                     sha256_bytes(data), source, data)
 
 
 def sign(signer: Signer, kind: str, subject_name: str, subject_digest: str, predicate: Predicate) -> bytes:

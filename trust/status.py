@@ -27,6 +27,7 @@ from commonforge.errors import ForgeError, InputError, NotFoundError, Verificati
 from registry.catalog import Registry, Status
 from registry.refs import Ref
 from registry.schema import Release, utc_now
+from trust import policy as trust_policy
 from trust import statements as st_mod
 from trust.errors import SignatureError
 from trust.keys import KeyInfo, sslib_key
@@ -68,6 +69,10 @@ class ReleaseStatus:
     rebuild_log: list[tuple[str, Statement, str | None]] = field(default_factory=list)
     publication: tuple[Maintainer, Statement] | None = None
     rejected: list[Rejected] = field(default_factory=list)
+    # The verified copy of the policy's transparency log, and where it holds each statement that
+    # counted (file digest -> entry); None when the policy names no log or no copy verified.
+    log: Any = None
+    logged: dict[str, int] = field(default_factory=dict)
 
     def check(self, name: str) -> Check:
         return next(c for c in self.checks if c.name == name)
@@ -115,6 +120,11 @@ class ReleaseStatus:
             "publication": pub,
             "revocations": self.revocation_reasons,
             "needs": self.needs,
+            "log": None if self.log is None else {
+                "origin": self.log.opened.checkpoint.origin, "size": self.log.size,
+                "root": self.log.opened.checkpoint.root_hash.hex(),
+                "cosigned_by": [c.name for c in self.log.opened.cosignatures],
+                "entries": sorted(self.logged.values())},
             "not_counted": [f"{r.source}: {r.reason}" for r in [
                 *self.rejected, *(self.approvals.uncounted if self.approvals else []),
                 *(self.revocations.uncounted if self.revocations else [])]],
@@ -164,13 +174,14 @@ def _builders(statements: list[Statement], policy: Policy, subject: tuple[str, s
 
 def _rebuilds(statements: list[Statement], policy: Policy, subject: tuple[str, str], builders,
               now: datetime, rejected: list[Rejected],
-              log_to: list[tuple[str, Statement, str | None]] | None = None) -> list[tuple[Maintainer, Statement]]:
+              log_to: list[tuple[str, Statement, str | None]] | None = None,
+              position=None) -> list[tuple[Maintainer, Statement]]:
     """Identical rebuilds by rebuilders independent of every builder (one per key)."""
     builder_keys = {k for _, k, _ in builders}
     builder_affiliations = {a for _, _, a in builders if a}
     counted: dict[str, tuple[Maintainer, Statement]] = {}
     for st in _about(statements, "rebuild", subject, rejected):
-        signer = check_signer(policy, st, "rebuilder", now)
+        signer = check_signer(policy, st, "rebuilder", now, position(st) if position else None)
         pred = st.predicate
         assert isinstance(pred, RebuildPredicate)
         if isinstance(signer, str):
@@ -200,9 +211,48 @@ def named(publication: Statement) -> int:
     return pred.policy_version if isinstance(pred, PublicationPredicate) else 0
 
 
+NOT_LOGGED = "not in the transparency log yet: its operator runs `commonforge log append`"
+
+
+def _with_log(policy: Policy, statements: list[Statement], subject: tuple[str, str], view, result: ReleaseStatus,
+              ) -> tuple[list[Statement], Any]:
+    """The statements that may count once the policy names a log, and their positions in it.
+
+    The log's statements about the release join the checkout's (a revocation deleted from a
+    checkout or a git remote still counts); approvals, rebuilds and publications count only when
+    logged; revocations and build statements count either way (a revocation can only make a
+    release less trusted)."""
+    from trust.log import forge as log_forge
+
+    assert policy.log is not None
+    view = view if view is not None else log_forge.try_view(policy.log)
+    if isinstance(view, str):
+        result.checks.append(Check("log", False, f"no verified copy of log {policy.log.origin}: {view}"))
+        view = None
+    else:
+        result.log = view
+        have = {st.digest for st in statements}
+        for entry in view.about(subject[0]):
+            if entry.statement.digest not in have:
+                statements.append(entry.statement)
+                have.add(entry.statement.digest)
+    position = view.position if view is not None else (lambda st: None)
+    kept = []
+    for st in statements:
+        if st.kind in ("approval", "rebuild", "publication") and position(st) is None:
+            if (st.subject_name, st.subject_digest) == subject:
+                result.rejected.append(Rejected(st.source, NOT_LOGGED))
+            continue
+        kept.append(st)
+    return kept, position
+
+
 def release_status(root: Path, release: Release, *, chain: Chain | None = None, pins: Pins | None = None,
-                   now: datetime | None = None) -> ReleaseStatus:
-    """The status of ``release`` in the checkout at ``root``, with its reasons."""
+                   now: datetime | None = None, view=None) -> ReleaseStatus:
+    """The status of ``release`` in the checkout at ``root``, with its reasons.
+
+    When the policy names a transparency log, ``view`` is a verified copy of it
+    (``trust.log.forge.open_view``; default: this machine's copy, verified now)."""
     now = now or datetime.now(UTC)
     chain = chain or load_chain(root, pins=pins, now=now)
     ref = Ref("model", release.name, release.version)
@@ -214,13 +264,16 @@ def release_status(root: Path, release: Release, *, chain: Chain | None = None, 
         result.checks.append(Check("policy", False, "the forge has only its bootstrap policy (version 0): nothing can "
                                                     "be published until founders run `commonforge policy init`"))
         return result
+    position = None
+    if policy.log is not None:
+        statements, position = _with_log(policy, statements, subject, view, result)
     result.approvals = tally(policy, statements, action="publish", kind="approval", what="approvals",
-                             subject_name=subject[0], subject_digest=subject[1], now=now)
+                             subject_name=subject[0], subject_digest=subject[1], now=now, position=position)
     result.revocations = tally(policy, statements, action="revoke", kind="revocation", what="revocations",
-                               subject_name=subject[0], subject_digest=subject[1], now=now)
+                               subject_name=subject[0], subject_digest=subject[1], now=now, position=position)
     result.builders = _builders(statements, policy, subject, result.rejected)
     result.rebuilds = _rebuilds(statements, policy, subject, result.builders, now, result.rejected,
-                                result.rebuild_log)
+                                result.rebuild_log, position)
     need = policy.rules.publish.identical_rebuilds
     if not result.builders:
         rebuild_detail = "no verified build statement: who built it is unknown, so no rebuild can be shown independent"
@@ -232,7 +285,7 @@ def release_status(root: Path, release: Release, *, chain: Chain | None = None, 
     result.checks.append(Check("approvals", result.approvals.holds, result.approvals.explain()))
     result.checks.append(Check("rebuilds", bool(result.builders) and len(result.rebuilds) >= need, rebuild_detail))
     for pub in _about(statements, "publication", subject, result.rejected):
-        signer = check_signer(policy, pub, "maintainer", now)
+        signer = check_signer(policy, pub, "maintainer", now, position(pub) if position else None)
         if isinstance(signer, str):
             result.rejected.append(Rejected(pub.source, signer))
         elif named(pub) > policy.version:
@@ -253,9 +306,17 @@ def release_status(root: Path, release: Release, *, chain: Chain | None = None, 
                                    f"under policy {pred.policy_version}{still}"))
     result.checks.append(Check("revocation", not result.revocations.holds,
                                ("REVOKED: " if result.revocations.holds else "") + result.revocations.explain()))
+    if result.log is not None:
+        counted = [st for _, st in [*result.approvals.counted, *result.rebuilds, *result.revocations.counted]]
+        if result.publication is not None:
+            counted.append(result.publication[1])
+        result.logged = {st.digest: p for st in counted if (p := result.log.position(st)) is not None}
+        entries = ", ".join(f"#{p}" for p in sorted(result.logged.values())) or "none yet"
+        result.checks.append(Check("log", True, f"{result.log.describe()}; entries that count here: {entries}"))
     if result.revocations.holds:
         result.status = "revoked"
-    elif result.publication is not None and result.publishable:
+    elif result.publication is not None and result.publishable and all(c.holds for c in result.checks
+                                                                          if c.name == "log"):
         result.status = "published"
     return result
 
@@ -371,9 +432,29 @@ def revoke(root: Path, release: Release, signer: Signer, info: KeyInfo, *, reaso
     return _write(root, release, "revocation", signer, predicate)
 
 
+def log_statement(root: Path, path: Path, op=None, *, chain: Chain | None = None) -> str:
+    """Append the statement file ``path`` to the policy's log when ``op`` (its operator) is at hand;
+    a line saying where it went, or who must append it."""
+    policy = (chain or load_chain(root)).current
+    if policy is None or policy.log is None:
+        return "the policy names no transparency log: nothing to append"
+    if op is None:
+        return (f"{path.name} is not in log {policy.log.origin} yet: until its operator runs "
+                "`commonforge log append`, it does not count")
+    from trust.log import forge as log_forge
+
+    st = st_mod.parse_envelope(Path(path).read_bytes(), f"{path.parent.name}/{path.name}")
+    new = log_forge.append(op, [st])
+    where = f"entry #{new[0].index}" if new else "already logged"
+    return f"{path.name}: {where} of log {policy.log.origin} (witnesses cosign next: `commonforge log witness`)"
+
+
 def publish(root: Path, release: Release, signer: Signer, info: KeyInfo, *, chain: Chain | None = None,
-            now: datetime | None = None) -> tuple[Path, ReleaseStatus]:
-    """Sign the publication of ``release``; refused unless the policy's publish rule holds now."""
+            now: datetime | None = None, op=None) -> tuple[Path, ReleaseStatus]:
+    """Sign the publication of ``release``; refused unless the policy's publish rule holds now.
+
+    Where the policy names a log, ``op`` (the log's operator) appends the publication at once;
+    without it the release stays a draft until the operator appends it."""
     chain = chain or load_chain(root, now=now)
     policy = require_member(chain, info, "maintainer", "its publication")
     status = release_status(root, release, chain=chain, now=now)
@@ -390,12 +471,55 @@ def publish(root: Path, release: Release, signer: Signer, info: KeyInfo, *, chai
     counted = sorted({s.digest for _, s in status.approvals.counted} | {s.digest for _, s in status.rebuilds})
     path = _write(root, release, "publication", signer, PublicationPredicate(
         signed_at=utc_now(), policy_version=policy.version, policy_digest=policy.digest, counted=counted))
+    if policy.log is not None and op is not None:
+        log_statement(root, path, op, chain=chain)
     return path, release_status(root, release, chain=chain, now=now)
 
 
 # --- checking every statement (for `validate` and a pull request's `check`) ------------------------
 
 ROLE_OF = {"approval": "maintainer", "revocation": "maintainer", "publication": "maintainer", "rebuild": "rebuilder"}
+
+
+def _why_not(st: Statement, subject: tuple[str, str], policy: Policy | None, chain: Chain, now: datetime) -> str | None:
+    """Why the statement ``st`` beside the release ``subject`` would not count (None: it would)."""
+    if (st.subject_name, st.subject_digest) != subject:
+        return elsewhere(st, *subject)
+    if st.kind == "build":
+        found: list[Rejected] = []
+        _builders([st], policy or chain.bootstrap, subject, found)
+        return found[0].reason if found else None
+    if policy is None:
+        return "the forge has only its bootstrap policy: no key counts yet"
+    signer = check_signer(policy, st, ROLE_OF.get(st.kind, "maintainer"), now)  # type: ignore[arg-type]
+    return signer if isinstance(signer, str) else None
+
+
+def loggable(root: Path, *, chain: Chain | None = None, now: datetime | None = None) -> list[Statement]:
+    """Every statement of the checkout the policy lets count: what ``commonforge log append`` adds
+    (the policy versions' signatures, then the releases' statements). Nothing else enters the log."""
+    now = now or datetime.now(UTC)
+    chain = chain or load_chain(root, now=now)
+    found: list[Statement] = []
+    previous = None
+    for version in chain.versions:
+        folder = trust_policy.signatures_dir(trust_policy.policy_dir(root), version.version)
+        for st in st_mod.read_all(folder)[0]:
+            if st.kind != "policy" or (st.subject_name, st.subject_digest) != (version.subject, version.digest):
+                continue
+            if any(isinstance(check_signer(p, st, "maintainer", now), Maintainer) for p in (previous, version) if p):
+                found.append(st)
+        previous = version
+    reg = Registry(root)
+    for folder in sorted((Path(root) / "registry" / "entries" / "models").glob("*/*.statements")):
+        ref = Ref("model", folder.parent.name, folder.name[: -len(".statements")])
+        try:
+            release = reg.release(str(ref))
+        except ForgeError:
+            continue
+        subject = (st_mod.release_subject(ref), release.release_digest)
+        found += [st for st in st_mod.read_all(folder)[0] if _why_not(st, subject, chain.current, chain, now) is None]
+    return found
 
 
 def statement_problems(root: Path, *, only: set[Path] | None = None, pins: Pins | None = None,
@@ -429,18 +553,7 @@ def statement_problems(root: Path, *, only: set[Path] | None = None, pins: Pins 
         policy = chain.current
         subject = (st_mod.release_subject(ref), release.release_digest)
         for st in statements:
-            why: str | None = None
-            if (st.subject_name, st.subject_digest) != subject:
-                why = elsewhere(st, *subject)
-            elif st.kind == "build":
-                found: list[Rejected] = []
-                _builders([st], policy or chain.bootstrap, subject, found)
-                why = found[0].reason if found else None
-            elif policy is None:
-                why = "the forge has only its bootstrap policy: no key counts yet"
-            else:
-                signer = check_signer(policy, st, ROLE_OF.get(st.kind, "maintainer"), now)  # type: ignore[arg-type]
-                why = signer if isinstance(signer, str) else None
+            why = _why_not(st, subject, policy, chain, now)
             if why:
                 rejected.append(Rejected(st.source, why))
         problems += [f"{folder.relative_to(root)}/{r.source.split('/', 1)[1]}: {r.reason}" for r in rejected
