@@ -258,4 +258,34 @@ def cmd_verify(args: argparse.Namespace) -> int:
     out.print(f"status: {status.status} under policy {status.policy.version if status.policy else 0} "
               f"({counted} approval(s), {len(status.rebuilds)} independent rebuild(s) verified; "
               f"`commonforge status` explains)", highlight=False)
+    _verify_logged(out, status)
     return 0
+
+
+def _verify_logged(out, status) -> None:
+    """The release's statements in the policy's transparency log: each counted one proven included
+    in the accepted checkpoint; a logged revocation or an unverifiable copy is a failure."""
+    from commonforge.errors import VerificationError
+
+    policy = status.policy
+    if policy is None or policy.log is None:
+        out.print("log: the policy names no transparency log", highlight=False)
+        return
+    if status.log is None:
+        raise VerificationError(f"{status.ref}: {status.check('log').detail}",
+                                hint="fetch a copy of the forge's log (COMMONFORGE_LOG) and verify again")
+    kinds = {st.digest: st.kind for _, st in [*status.approvals.counted, *status.rebuilds,
+                                              *status.revocations.counted]}
+    if status.publication is not None:
+        kinds[status.publication[1].digest] = "publication"
+    for digest, index in sorted(status.logged.items(), key=lambda item: item[1]):
+        proof = status.log.prove(index)  # verified against the accepted root before it is returned
+        out.print(f"[green]✓[/green] {kinds.get(digest, 'statement')} is entry #{index} of {status.log.describe()}"
+                  f" (inclusion proof: {len(proof)} hashes)", highlight=False)
+    revoked = [st for _, st in status.revocations.counted if st.digest in status.logged]
+    if status.status == "revoked" or revoked:
+        raise VerificationError(f"{status.ref} is revoked: " + "; ".join(status.revocation_reasons),
+                                hint="the log holds the revocation; do not use this release")
+    if status.publication is not None and status.publication[1].digest not in status.logged:
+        raise VerificationError(f"{status.ref}: its publication is not in log {policy.log.origin}",
+                                hint="the operator runs `commonforge log append`; until then it is not published")

@@ -83,27 +83,106 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-card", action="store_true",
                    help="don't re-render the model card with its governance as of publication")
     key_options(p)
+    _log_key_option(p, "the publication")
 
     p = add_command(sub, "revoke", cmd_revoke, "sign a revocation of a release")
     p.add_argument("ref", metavar="MODEL_REF", help="a pinned ref")
     p.add_argument("--reason", required=True, help="why, in a sentence at least")
     p.add_argument("--severity", required=True, choices=["low", "medium", "high", "critical"])
     key_options(p)
+    _log_key_option(p, "the revocation")
 
     policy = add_command(sub, "policy", cmd_help, "the governance policy: init, propose, sign, apply, show", POLICY_HELP)
     psub = policy.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
     p = add_command(psub, "init", cmd_policy_init, "propose policy 1 for a forge's founders")
     _member_options(p)
+    _log_options(p)
     p = add_command(psub, "propose", cmd_policy_propose, "propose the next policy version")
     _member_options(p)
+    _log_options(p)
+    p.add_argument("--compromised-from-entry", action="append", default=[], metavar="KEYID=N",
+                   help="once the policy names a log: the key's statements count only where the log holds them "
+                        "before entry N (the log's order is the forge's trusted time; a signer can backdate a "
+                        "statement's time, not its place in the log)")
     p.add_argument("--remove", action="append", default=[], metavar="KEYID", help="drop a maintainer")
     p.add_argument("--compromised", action="append", default=[], metavar="KEYID=TIME",
                    help="declare a key compromised since TIME (e.g. 2026-11-30T00:00:00Z): its later signatures stop counting")
     p = add_command(psub, "sign", cmd_policy_sign, "sign the pending proposal")
     p.add_argument("version", type=int, metavar="N")
     key_options(p)
-    add_command(psub, "apply", cmd_policy_apply, "make the pending proposal the policy (once its thresholds hold)")
+    p = add_command(psub, "apply", cmd_policy_apply, "make the pending proposal the policy (once its thresholds hold)")
+    _log_key_option(p, "the policy's signatures")
     add_command(psub, "show", cmd_policy_show, "show the current policy")
+
+
+def _log_key_option(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--log-signer", type=Path, metavar="FILE",
+                   help=f"the log operator's private note key (`commonforge log keygen`): append {what} to the transparency "
+                        "log at once; without it the operator's `commonforge log append` does, and until then it "
+                        "does not count")
+    p.add_argument("--log", type=Path, metavar="DIR", help="the log's directory (default: COMMONFORGE_LOG)")
+
+
+def _log_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-origin", metavar="ORIGIN",
+                   help="name the forge's transparency log: its checkpoint origin line, e.g. forge.example/log")
+    p.add_argument("--log-key", metavar="VKEY",
+                   help="the log's Ed25519 note verifier key, name+hash+base64 (`commonforge log keygen` prints it)")
+    p.add_argument("--witness", action="append", default=[], metavar="NAME,AFFILIATION,VKEY",
+                   help="a witness the clients trust: who runs it and its cosignature/v1 verifier key "
+                        "(`commonforge log keygen --witness`), repeatable")
+    p.add_argument("--witnesses-required", type=int, metavar="N",
+                   help="how many of the witnesses must cosign a checkpoint before clients accept it")
+
+
+def _log_spec(args: argparse.Namespace, current=None):
+    """The LogSpec the options name (None: they name none, and the current one is kept)."""
+    from commonforge.errors import InputError
+    from trust.policy import LogSpec, WitnessSpec
+
+    given = args.log_origin or args.log_key or args.witness or args.witnesses_required is not None
+    if not given:
+        return None
+    base = current.log if current is not None and current.log is not None else None
+    origin = args.log_origin or (base.origin if base else None)
+    key = args.log_key or (base.key if base else None)
+    if not origin or not key:
+        raise InputError("naming a log needs --log-origin and --log-key",
+                         hint="`commonforge log keygen ORIGIN` makes the log's key and prints its verifier key")
+    witnesses = list(base.witnesses) if base and not args.witness else []
+    for item in args.witness:
+        parts = item.split(",", 2)
+        if len(parts) != 3:
+            raise InputError(f"--witness {item!r}: write NAME,AFFILIATION,VKEY", hint="e.g. --witness 'W1,Beta,w1+…'")
+        witnesses.append(WitnessSpec(name=parts[0].strip(), affiliation=parts[1].strip(), key=parts[2].strip()))
+    required = args.witnesses_required if args.witnesses_required is not None else (
+        base.witnesses_required if base else min(1, len(witnesses)))
+    try:
+        return LogSpec(origin=origin, key=key, witnesses=witnesses, witnesses_required=required)
+    except ValueError as err:
+        raise InputError(f"bad log: {err}", hint="check the keys `commonforge log keygen` printed") from None
+
+
+def _operator(root: Path, args: argparse.Namespace, chain):
+    """The log's operator when ``--log-signer`` was given (its key must be the policy's log key)."""
+    if not getattr(args, "log_signer", None):
+        return None
+    from commonforge.errors import InputError
+    from trust.log import forge as log_forge
+
+    policy = chain.current
+    if policy is None or policy.log is None:
+        raise InputError("--log-signer was given but the policy names no transparency log",
+                         hint="name one with `commonforge policy propose --log-origin … --log-key …`")
+    return log_forge.operator(policy.log, log_forge.load_note_key(args.log_signer), args.log)
+
+
+def _logged(root: Path, path: Path, args: argparse.Namespace, chain) -> None:
+    from trust.status import log_statement
+
+    policy = chain.current
+    if policy is not None and policy.log is not None:
+        print(log_statement(root, path, _operator(root, args, chain), chain=chain), file=sys.stderr)
 
 
 def _member_options(p: argparse.ArgumentParser) -> None:
@@ -260,8 +339,15 @@ def cmd_publish(args: argparse.Namespace) -> int:
     root = _root()
     release = _release(root, args.ref)
     signer, info = signer_from_args(args)
-    path, status = publish(root, release, signer, info, chain=load_chain(root, pins=user_pins()))
-    print(f"published {release.ref}: {path.relative_to(root)}", file=sys.stderr)
+    chain = load_chain(root, pins=user_pins())
+    op = _operator(root, args, chain)  # before signing: a wrong log key refuses before anything is written
+    path, status = publish(root, release, signer, info, chain=chain)
+    print(f"signed the publication of {release.ref}: {path.relative_to(root)}", file=sys.stderr)
+    if chain.current is not None and chain.current.log is not None:
+        from trust.status import log_statement, release_status
+
+        print(log_statement(root, path, op, chain=chain), file=sys.stderr)
+        status = release_status(root, release, chain=chain)
     _print_status(status)
     if status.status == "published" and not args.no_card:
         from commonforge.settings import apply
@@ -271,6 +357,10 @@ def cmd_publish(args: argparse.Namespace) -> int:
         record = publication_card(root, release, store_dir=apply().store_dir)
         Registry(root).save_record(release, "card", record)
         print(f"card rendered with its governance as of publication: {record.path}", file=sys.stderr)
+    elif status.status == "draft" and status.publishable:
+        print("it counts as published once the log holds the publication and enough witnesses cosigned "
+              "(`commonforge log append`, `commonforge log witness`); its card keeps the draft's governance",
+              file=sys.stderr)
     print("commit the statement (and the card) so that others see the publication", file=sys.stderr)
     return 0
 
@@ -278,8 +368,12 @@ def cmd_publish(args: argparse.Namespace) -> int:
 def cmd_revoke(args: argparse.Namespace) -> int:
     from trust.status import revoke
 
-    return _sign_and_show(args, "signed a revocation of", lambda root, release, signer, info, chain: revoke(
-        root, release, signer, info, reason=args.reason, severity=args.severity, chain=chain))
+    def sign(root, release, signer, info, chain):
+        path = revoke(root, release, signer, info, reason=args.reason, severity=args.severity, chain=chain)
+        _logged(root, path, args, chain)
+        return path
+
+    return _sign_and_show(args, "signed a revocation of", sign)
 
 
 # --- policy -----------------------------------------------------------------------------------
@@ -326,7 +420,7 @@ def cmd_policy_init(args: argparse.Namespace) -> int:
     from trust.policy import founding, propose
 
     root = _root()
-    policy = founding(root, _members(args))
+    policy = founding(root, _members(args), log=_log_spec(args))
     return _proposed(root, propose(root, policy), policy)
 
 
@@ -344,8 +438,15 @@ def cmd_policy_propose(args: argparse.Namespace) -> int:
         if not sep:
             raise InputError(f"--compromised {item!r}: write KEYID=TIME", hint="e.g. ab12...=2026-11-30T00:00:00Z")
         compromised[keyid] = since
+    from_entry = {}
+    for item in args.compromised_from_entry:
+        keyid, sep, entry = item.partition("=")
+        if not sep or not entry.isdigit():
+            raise InputError(f"--compromised-from-entry {item!r}: write KEYID=N", hint="N: a log entry number")
+        from_entry[keyid] = int(entry)
     try:
-        policy = changed(current, add=_members(args), remove=args.remove, compromised=compromised)
+        policy = changed(current, add=_members(args), remove=args.remove, compromised=compromised,
+                         compromised_from_entry=from_entry, log=_log_spec(args, current))
     except ValueError as err:
         raise InputError(f"bad proposal: {err}") from None
     return _proposed(root, propose(root, policy), policy)
@@ -368,8 +469,19 @@ def cmd_policy_apply(args: argparse.Namespace) -> int:
     root = _root()
     load_chain(root, pins=user_pins())  # this checkout's chain is not older than what you accepted before
     policy = apply(root)
-    load_chain(root, pins=user_pins())  # verify the whole chain again and remember the new version
+    chain = load_chain(root, pins=user_pins())  # verify the whole chain again and remember the new version
     print(f"policy {policy.version} (sha256:{policy.digest}) is now the forge's policy")
+    if chain.current is not None and chain.current.log is not None:
+        op = _operator(root, args, chain)
+        if op is None:
+            print(f"its signatures go into log {chain.current.log.origin} when the operator runs "
+                  "`commonforge log append`", file=sys.stderr)
+        else:
+            from trust.log import forge as log_forge
+            from trust.status import loggable
+
+            new = log_forge.append(op, [st for st in loggable(root, chain=chain) if st.kind == "policy"])
+            print(f"logged {len(new)} policy signature(s) in {chain.current.log.origin}", file=sys.stderr)
     return 0
 
 
@@ -384,10 +496,19 @@ def cmd_policy_show(args: argparse.Namespace) -> int:
     print(f"policy {current.version}  sha256:{current.digest}")
     for m in current.maintainers:
         flag = f"  compromised since {m.compromised_since}" if m.compromised_since else ""
+        if m.compromised_from_entry is not None:
+            flag += f"  compromised from log entry {m.compromised_from_entry}"
         print(f"  {m.keyid}  {m.name} ({m.affiliation})  {', '.join(m.roles)}  not after {m.not_after}{flag}")
     for action in ("publish", "revoke", "policy"):
         rule = getattr(r, action)
         extra = f", {rule.identical_rebuilds} identical rebuild(s)" if action == "publish" else ""
         print(f"  {action}: {rule.signatures} signatures, at most {rule.max_per_affiliation} per affiliation, "
               f"{rule.affiliations} affiliations{extra}")
+    if current.log is None:
+        print("  log: none named (publication does not go through a transparency log)")
+    else:
+        print(f"  log: {current.log.origin}  key {current.log.key}")
+        print(f"       {current.log.witnesses_required} of {len(current.log.witnesses)} witnesses must cosign")
+        for w in current.log.witnesses:
+            print(f"       witness {w.name} ({w.affiliation})  {w.key}")
     return 0
