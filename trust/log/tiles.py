@@ -18,6 +18,16 @@ never replaced, only joined by a wider one at another path). Afterwards it is at
 Files an interrupted append left beyond the committed size are never read, and the next append
 writes over every one it needs. A kill -9 anywhere leaves the log at the old or the new size.
 
+**Partials go once the full tile is committed.** After the checkpoint, the append deletes the
+partial versions of each tile and bundle that the new size has full (the spec allows it: a log
+"MAY delete any partial tile once the corresponding full tile is available"), so a log grown one
+entry at a time keeps at most 255 partials per level, not 255 per tile. A partial that a
+checkpoint named stays until then. A reader still at an older size whose partial is gone reads
+the first hashes of the tile at the width the current checkpoint names (never a wider file that
+no checkpoint names: a killed append may have left one). A kill while deleting leaves partials of
+a full tile, which are never read (the next append deletes those of the tile just before the
+first one it writes at each level, which is where one-entry appends leave them).
+
 The size is read from the checkpoint, whose body is C2SP tlog-checkpoint (origin line, decimal
 tree size, base64 root hash), parsed by checkpoint.py's ``Checkpoint.parse``. :meth:`TileLog.append`
 checks that the bytes its ``checkpoint`` callable returns name exactly the tree it was given, so a
@@ -143,12 +153,36 @@ class TileLog:
 
     # --- reading ------------------------------------------------------------------------------
 
-    def _read(self, relative: str) -> bytes:
-        path = self.directory / relative
+    def _read_tile(self, level: int | str, index: int, width: int) -> tuple[str, int, bytes]:
+        """(path, width, bytes) of tile ``index`` at ``level`` (``"entries"``: the bundle) at
+        ``width``, or of a wider version of it, whose first ``width`` hashes or entries are the same.
+
+        A wider one is read when an append since this reader loaded its checkpoint made the tile
+        full and pruned its partials (see :meth:`_prune`). Only the width that the
+        log's current checkpoint names is read: a wider partial that no checkpoint names may hold
+        the entries of an append that was killed before it committed.
+        """
+        relative = tile_path(level, index, width)
         try:
-            return path.read_bytes()
+            return relative, width, (self.directory / relative).read_bytes()
         except FileNotFoundError:
-            raise LogError(f"{path} is missing: the log at size {self.size} needs it") from None
+            if width == TILE_WIDTH:  # full tiles are never removed
+                raise LogError(f"{self.directory / relative} is missing: the log at size {self.size} needs it") from None
+        for _ in range(3):  # each try reads the newest checkpoint; appends can prune again meanwhile
+            checkpoint = self.directory / "checkpoint"
+            try:
+                _, current, _ = parse_checkpoint(checkpoint.read_bytes(), name=str(checkpoint))
+            except FileNotFoundError:
+                break
+            count = current if level == "entries" else hashes_at_level(current, int(level))
+            wider = min(TILE_WIDTH, count - index * TILE_WIDTH)
+            if wider <= width:
+                break
+            try:
+                return tile_path(level, index, wider), wider, (self.directory / tile_path(level, index, wider)).read_bytes()
+            except FileNotFoundError:
+                continue
+        raise LogError(f"{self.directory / relative} is missing: the log at size {self.size} needs it")
 
     def _tile(self, level: int, index: int, size: int | None = None) -> list[bytes]:
         """The hashes of tile ``index`` at ``level`` as the tree of ``size`` (default: the
@@ -159,13 +193,14 @@ class TileLog:
             raise InputError(f"tile {index} at level {level} is beyond the log's size {self.size}")
         relative = tile_path(level, index, width)
         if relative not in self._cache:
-            data = self._read(relative)
-            if len(data) != width * HASH_SIZE:
-                kind = "truncated" if len(data) < width * HASH_SIZE else "oversize"
+            read, read_width, data = self._read_tile(level, index, width)
+            if len(data) != read_width * HASH_SIZE:
+                kind = "truncated" if len(data) < read_width * HASH_SIZE else "oversize"
                 raise LogError(
-                    f"{self.directory / relative} is {kind}: {len(data)} bytes, a tile of {width} hashes has {width * HASH_SIZE}"
+                    f"{self.directory / read} is {kind}: {len(data)} bytes, a tile of {read_width} hashes has "
+                    f"{read_width * HASH_SIZE}"
                 )
-            self._cache[relative] = [data[i : i + HASH_SIZE] for i in range(0, len(data), HASH_SIZE)]
+            self._cache[relative] = [data[i : i + HASH_SIZE] for i in range(0, width * HASH_SIZE, HASH_SIZE)]
         return self._cache[relative]
 
     def _bundle(self, index: int, size: int | None = None) -> list[bytes]:
@@ -173,8 +208,8 @@ class TileLog:
         width = min(TILE_WIDTH, count - index * TILE_WIDTH)
         if width <= 0:
             raise InputError(f"entry bundle {index} is beyond the log's size {self.size}")
-        relative = tile_path("entries", index, width)
-        return decode_bundle(self._read(relative), width, str(self.directory / relative))
+        read, read_width, data = self._read_tile("entries", index, width)
+        return decode_bundle(data, read_width, str(self.directory / read))[:width]
 
     def read_entry(self, index: int) -> bytes:
         """Entry ``index``, checked against its leaf hash in the level-0 tile."""
@@ -288,9 +323,11 @@ class TileLog:
             first_bundle = old // TILE_WIDTH
             carried = self._bundle(first_bundle) if old % TILE_WIDTH else []
             pending = carried + list(entries)
+            touched: list[tuple[int | str, int]] = [("entries", first_bundle - 1)] if first_bundle else []
             for n, start in enumerate(range(0, len(pending), TILE_WIDTH), first_bundle):
                 chunk = pending[start : start + TILE_WIDTH]
                 _write(self.directory / tile_path("entries", n, len(chunk)), encode_bundle(chunk))
+                touched.append(("entries", n))
 
             # Hash tiles, level by level: the new hashes at level L are the leaf hashes (L = 0)
             # or the roots of the level-(L-1) tiles that this append made full.
@@ -302,9 +339,11 @@ class TileLog:
                 carried = self._tile(level, first_tile, old) if before % TILE_WIDTH else []
                 pending = carried + fresh
                 fresh = []
+                touched += [(level, first_tile - 1)] if first_tile else []
                 for n, start in enumerate(range(0, len(pending), TILE_WIDTH), first_tile):
                     chunk = pending[start : start + TILE_WIDTH]
                     _write(self.directory / tile_path(level, n, len(chunk)), b"".join(chunk))
+                    touched.append((level, n))
                     if len(chunk) == TILE_WIDTH:
                         fresh.append(merkle.root(chunk))
                 level += 1
@@ -324,7 +363,39 @@ class TileLog:
                 _write(self.directory / "checkpoint", note)
             finally:
                 self._load_checkpoint()
+            self._prune(touched)
             return new, new_root
+
+    def _prune(self, touched: list[tuple[int | str, int]]) -> None:
+        """Remove the partial versions of the tiles and bundles in ``touched`` that are full at the
+        committed size. tlog-tiles: a log "MAY delete any partial tile once the corresponding full
+        tile is available". Without it a log grown one entry at a time keeps up to 255 partials of
+        every tile and bundle (benchmarks/log_scale.py: 79 MB of partial bundles after 1,000 appends,
+growing with the square of the bundle width); with it, only those of the rightmost ones.
+
+        Runs after the checkpoint is committed, so the full tile is on disk and named by it; a
+        reader still at an older size reads the full tile's first hashes instead (:meth:`_read_tile`).
+        A kill half-way leaves some partials of a full tile, which are never read; the next append
+        prunes again the tile before the first one it writes at each level (``touched`` has it).
+        """
+        for level, index in touched:
+            count = self.size if level == "entries" else hashes_at_level(self.size, int(level))
+            if count < (index + 1) * TILE_WIDTH:
+                continue  # still partial: every width a checkpoint named must stay served
+            partials = self.directory / f"{tile_path(level, index)}.p"
+            if not partials.is_dir():
+                continue
+            for path in sorted(partials.iterdir()):
+                _remove(path)
+            try:
+                partials.rmdir()
+            except OSError:  # a file appeared or could not be removed: the next prune tries again
+                pass
+
+
+def _remove(path: Path) -> None:
+    """Every file pruned goes through here (the kill tests kill the process at each one)."""
+    path.unlink(missing_ok=True)
 
 
 def _write(path: Path, data: bytes) -> None:

@@ -270,3 +270,108 @@ def test_a_damaged_checkpoint_file_fails_verification(log300: TileLog, damage, m
         TileLog(log300.directory)
     assert f"{path} is not a tlog-checkpoint" in str(err.value)
     assert err.value.exit_code == 1
+
+
+# --- pruning: the partials of a tile go once the full tile is committed ----------------------------
+
+
+def _partial_widths(log: TileLog, level: int | str, index: int) -> set[int]:
+    partials = log.directory / f"{tiles.tile_path(level, index)}.p"
+    return {int(p.name) for p in partials.iterdir()} if partials.is_dir() else set()
+
+
+def test_one_entry_appends_keep_only_the_partials_of_the_rightmost_tiles(tmp_path: Path) -> None:
+    log = TileLog(tmp_path / "log")
+    roots = [merkle.EMPTY_ROOT]
+    for i in range(200):
+        roots.append(log.append([entry(i)], checkpoint)[1])
+    reader = TileLog(log.directory)  # a reader at size 200 that reads nothing until the log has grown
+    for i in range(200, 300):
+        roots.append(log.append([entry(i)], checkpoint)[1])
+
+    # Tile 0 and bundle 0 are full: their 255 partials are gone. Every width of the rightmost
+    # tiles that a checkpoint named is still served (the spec: a MUST until the tile is full).
+    assert not (log.directory / "tile/0/000.p").exists() and not (log.directory / "tile/entries/000.p").exists()
+    assert _partial_widths(log, 0, 1) == _partial_widths(log, "entries", 1) == set(range(1, 45))
+    assert _partial_widths(log, 1, 0) == {1}
+    _check_log(TileLog(log.directory), 300)
+
+    # The reader at size 200 reads its tree from the full tile and bundle instead.
+    assert reader.size == 200
+    assert reader.root() == roots[200]
+    reader.verify()
+    assert reader.read_entry(199) == entry(199) and list(reader.entries(198)) == [entry(198), entry(199)]
+    leaves = [merkle.leaf_hash(entry(i)) for i in range(200)]
+    for index in (0, 100, 199):
+        merkle.verify_inclusion(leaves[index], index, 200, reader.inclusion_proof(index), roots[200])
+    fresh = TileLog(log.directory)
+    for old in (1, 199, 200, 255, 256, 257, 299):
+        merkle.verify_consistency(old, 300, roots[old], roots[300], fresh.consistency_proof(old))
+        assert fresh.root(old) == roots[old]
+
+
+def test_a_reader_does_not_read_a_wider_partial_no_checkpoint_names(log300: TileLog) -> None:
+    """A reader whose partial is gone reads the width the current checkpoint names, never a wider
+    file a killed append left (its extra hashes were never committed)."""
+    reader = TileLog(log300.directory)
+    (log300.directory / "tile/0/001.p/44").rename(log300.directory / "tile/0/001.p/45")
+    with pytest.raises(LogError, match=r"tile/0/001.p/44 is missing: the log at size 300 needs it"):
+        reader.inclusion_proof(299)
+
+
+def _crash_pruning(directory: Path, kill_at: int, old: int, new: int) -> tuple[int, int]:
+    """Like _crash, for tiles._remove: the child is killed just before its kill_at-th removal."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_end)
+            real_remove, removals = tiles._remove, [0]
+
+            def remove(path: Path) -> None:
+                removals[0] += 1
+                if removals[0] == kill_at:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                real_remove(path)
+
+            tiles._remove = remove
+            TileLog(directory).append([entry(i) for i in range(old, new)], checkpoint)
+            os.write(write_end, str(removals[0]).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        removed = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    return status, int(removed or 0)
+
+
+def test_kill_9_while_pruning_leaves_the_new_log_readable_at_every_size(tmp_path: Path) -> None:
+    base = TileLog(tmp_path / "base")
+    for i in range(255):
+        base.append([entry(i)], checkpoint)
+    old_root = base.root()
+    new_root = merkle.root([merkle.leaf_hash(entry(i)) for i in range(256)])
+
+    clean = tmp_path / "clean"
+    shutil.copytree(base.directory, clean)
+    status, removals = _crash_pruning(clean, 0, 255, 256)
+    assert os.waitstatus_to_exitcode(status) == 0 and removals == 2 * 255  # bundle and tile partials 1..255
+
+    for k in (1, 2, 128, 255, 256, 257, 400, removals):
+        directory = tmp_path / f"kill-{k}"
+        shutil.copytree(base.directory, directory)
+        reader = TileLog(directory)  # opened at size 255, before the append
+        status, _ = _crash_pruning(directory, k, 255, 256)
+        assert os.waitstatus_to_exitcode(status) == -signal.SIGKILL, k
+        log = TileLog(directory)  # the checkpoint was committed before any removal
+        assert (log.size, log.root()) == (256, new_root), k
+        log.verify()
+        assert reader.root() == old_root, k  # from what is left: partials, or the full tile
+        merkle.verify_inclusion(merkle.leaf_hash(entry(254)), 254, 255, reader.inclusion_proof(254), old_root)
+        assert reader.read_entry(254) == entry(254)
+        # The next append prunes what the killed one left, and the log still checks out.
+        log.append([entry(256)], checkpoint)
+        assert not (directory / "tile/0/000.p").exists() and not (directory / "tile/entries/000.p").exists(), k
+        TileLog(directory).verify()
+        merkle.verify_consistency(255, 257, old_root, TileLog(directory).root(), TileLog(directory).consistency_proof(255))
