@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING
 from commonforge.errors import ForgeError, InputError
 from registry.digest import sha256_bytes
 from trust import statements as st_mod
-from trust.log import checkpoint as ck
 from trust.log import merkle, note
 from trust.log.checkpoint import OpenedCheckpoint
 from trust.log.client import ClientState
@@ -130,21 +129,16 @@ class LogView:
 
 
 def _read_consistent(source: Path) -> tuple[bytes, TileLog]:
-    """The checkpoint note and a TileLog of the same tree (an append may land between two reads)."""
-    path = source / "checkpoint"
-    for _ in range(3):
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise InputError(f"no log at {source}: {path} does not exist",
-                             hint="point COMMONFORGE_LOG (or --log) at a copy of the forge's log; "
-                             "the operator makes one with `commonforge log append`") from None
-        log = TileLog(source)
-        text, _ = note.split(data)
-        cp = ck.Checkpoint.parse(text)
-        if (cp.size, cp.root_hash) == (log.size, log.checkpoint_root):
-            return data, log
-    raise LogError(f"{path} keeps changing while it is read: another process is appending; try again")
+    """The checkpoint note and a reader of the same tree (monitor.open_source: the one seam where
+    an HTTP source will plug in)."""
+    from trust.log.monitor import open_source
+
+    if not (Path(source) / "checkpoint").exists():
+        raise InputError(f"no log at {source}: {Path(source) / 'checkpoint'} does not exist",
+                         hint="point COMMONFORGE_LOG (or --log) at a copy of the forge's log; "
+                         "the operator makes one with `commonforge log append`")
+    opened = open_source(Path(source))
+    return opened.note, opened.tree  # type: ignore[return-value]
 
 
 _CACHE: dict[tuple[str, str, bytes], LogView] = {}
