@@ -23,6 +23,7 @@ pages = [
     st.Page("app_pages/compare.py", title="Compare", icon=":material/compare_arrows:", url_path="compare"),
     st.Page("app_pages/contributions.py", title="Contributions", icon=":material/merge_type:",
             url_path="contributions"),
+    st.Page("app_pages/log.py", title="Log", icon=":material/receipt_long:", url_path="log"),
 ]
 page = st.navigation(pages)
 with st.sidebar:
