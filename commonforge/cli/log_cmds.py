@@ -1,9 +1,8 @@
 """``log``: the forge's transparency log from the terminal (keygen, append, witness, show, prove, verify, monitor).
 
 Wiring only: the log is :mod:`trust.log` (tiles, checkpoints, witnesses, the monitor) and its
-bridge to the forge is :mod:`trust.log.forge`. The one piece of logic here is how a witness
-that holds no log key adds its cosignature to a log directory (:func:`add_witness_cosignature`):
-the operator's own method needs the log's signer, which a witness never has.
+bridge to the forge is :mod:`trust.log.forge`; a witness, which holds no log key, adds its
+cosignature with :func:`trust.log.operator.add_cosignature`.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see regi
 if TYPE_CHECKING:
     from trust.log.checkpoint import OpenedCheckpoint
     from trust.log.forge import LogEntry, LogView
-    from trust.log.note import Signer, Verifier
+    from trust.log.note import Signer
     from trust.policy import Chain, LogSpec, Policy
 
 LOG_HELP = """\
@@ -291,31 +290,6 @@ def _policy_witness(spec: LogSpec, signer: Signer):
                      hint="use your witness key as the policy names it; a new witness joins by a policy change")
 
 
-def add_witness_cosignature(directory: Path, spec: LogSpec, line: bytes, witness: Verifier,
-                            cosigned: bytes) -> OpenedCheckpoint:
-    """Add ``witness``'s cosignature ``line`` of the checkpoint text ``cosigned`` to the checkpoint
-    file in ``directory``, under the appends' lock, once it verifies against the checkpoint there
-    now (what LogOperator.add_cosignature does, without the log's signer, which a witness lacks).
-    An append since the witness read the checkpoint is refused: the cosignature vouches for the old tree."""
-    from registry import fsutil
-    from trust.log import checkpoint as ck
-    from trust.log.merkle import LogError
-    from trust.log.note import split
-    from trust.log.tiles import TileLog
-
-    log = TileLog(directory)
-    path = Path(directory) / "checkpoint"
-    with log._locked():  # the appends' lock: one writer of `checkpoint`
-        current = path.read_bytes()
-        if split(current)[0] != cosigned:
-            raise LogError(f"{path} changed while the witness cosigned it: the log was appended to",
-                           hint="run `commonforge log witness` again to cosign the new checkpoint")
-        candidate = ck.add_cosignature(current, line)
-        ck.open_checkpoint(candidate, spec.verifier(), [witness], 1, origin=spec.origin)
-        fsutil.atomic_write_bytes(path, candidate)
-    return ck.open_checkpoint(candidate, spec.verifier(), spec.witness_verifiers(), 0, origin=spec.origin)
-
-
 def cmd_witness(args: argparse.Namespace) -> int:
     from commonforge import settings
     from trust.log import checkpoint as ck
@@ -335,7 +309,11 @@ def cmd_witness(args: argparse.Namespace) -> int:
     # The policy's log, by origin and key, before the witness's memory is consulted.
     cp = ck.open_checkpoint(source.note, spec.verifier(), origin=spec.origin).checkpoint
     line = witness.cosign(source.note, spec.verifier(), source.tree.consistency_proof)
-    opened = add_witness_cosignature(directory, spec, line, witness.verifier, split(source.note)[0])
+    from trust.log.operator import add_cosignature
+
+    add_cosignature(directory, spec.origin, spec.verifier(), line, witness.verifier, cosigned=split(source.note)[0])
+    opened = ck.open_checkpoint((directory / "checkpoint").read_bytes(), spec.verifier(), spec.witness_verifiers(),
+                                0, origin=spec.origin)
     print(f"cosigned log {cp.origin} at size {cp.size} (root {cp.root_hash.hex()}) as {member.name} "
           f"({member.affiliation}); remembered in {state}")
     print(f"the checkpoint has {len(opened.cosignatures)} of the {spec.witnesses_required} cosignatures the policy "

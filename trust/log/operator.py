@@ -81,32 +81,10 @@ class LogOperator:
         return self.opened()
 
     def add_cosignature(self, line: bytes, witness: Verifier) -> OpenedCheckpoint:
-        """Add ``witness``'s cosignature ``line`` to the checkpoint file, after checking that it
-        verifies against the checkpoint there now; a later line by the same key replaces an
-        earlier one. Under the append lock, and written atomically."""
-        with self.log._locked():  # the appends' lock: one writer of `checkpoint`
-            self.log = TileLog(self.directory)  # an append may have moved the checkpoint since we opened
-            current = self.checkpoint_note()
-            line_key = split(b"x\n\n" + line)[1][0] if line.endswith(b"\n") else None
-            if line_key is None or (line_key.name, line_key.key_id) != (witness.name, witness.key_id):
-                seen = "an unreadable line" if line_key is None else f"a line by {line_key.label}"
-                raise CosignatureError(
-                    f"the cosignature should be by {witness.label}; it is {seen}",
-                    hint="pass the witness key that made the cosignature",
-                )
-            try:
-                # The new line replaces any earlier one by the same key, so the one that verifies is it.
-                candidate = ck.add_cosignature(current, line)
-                opened = ck.open_checkpoint(candidate, self.verifier, [witness], 1, origin=self.origin)
-            except CosignatureError as err:
-                size = self.log.size
-                raise CosignatureError(
-                    f"the cosignature by {witness.label} is not one of the checkpoint at size {size}: {err.message}",
-                    hint="the log may have grown since the witness was asked; ask it to cosign the current checkpoint",
-                    bad_key=err.bad_key,
-                ) from None
-            fsutil.atomic_write_bytes(self.directory / "checkpoint", candidate)
-            return opened
+        """Add ``witness``'s cosignature ``line`` to the checkpoint file (see :func:`add_cosignature`)."""
+        opened = add_cosignature(self.directory, self.origin, self.verifier, line, witness)
+        self.log = TileLog(self.directory)
+        return opened
 
     # --- reading (every read is checked: a damaged tile or bundle is refused by name) ---------
 
@@ -120,3 +98,41 @@ class LogOperator:
     def prove_consistency(self, old: int, new: int | None = None) -> list[bytes]:
         """The RFC 9162 consistency proof from the tree of ``old`` entries to that of ``new``."""
         return self.log.consistency_proof(old, new)
+
+
+def add_cosignature(directory: Path, origin: str, log_verifier: Verifier, line: bytes, witness: Verifier,
+                    *, cosigned: bytes | None = None) -> OpenedCheckpoint:
+    """Add ``witness``'s cosignature ``line`` to the checkpoint file in ``directory``, after checking
+    that it verifies against the checkpoint there now; a later line by the same key replaces an
+    earlier one. Under the appends' lock, written atomically. Needs no log key (a witness, or
+    whoever relays its line, can add it). ``cosigned``: the checkpoint text the witness signed;
+    an append since then is refused by name (the line vouches for the old tree)."""
+    path = Path(directory) / "checkpoint"
+    with TileLog(directory)._locked():  # the appends' lock: one writer of `checkpoint`
+        try:
+            current = path.read_bytes()
+        except FileNotFoundError:
+            raise InputError(f"{path} does not exist: the log is empty", hint="append the first entries") from None
+        if cosigned is not None and split(current)[0] != cosigned:
+            raise LogError(f"{path} changed while the witness cosigned it: the log was appended to",
+                           hint="ask the witness to cosign the new checkpoint")
+        line_key = split(b"x\n\n" + line)[1][0] if line.endswith(b"\n") else None
+        if line_key is None or (line_key.name, line_key.key_id) != (witness.name, witness.key_id):
+            seen = "an unreadable line" if line_key is None else f"a line by {line_key.label}"
+            raise CosignatureError(
+                f"the cosignature should be by {witness.label}; it is {seen}",
+                hint="pass the witness key that made the cosignature",
+            )
+        try:
+            # The new line replaces any earlier one by the same key, so the one that verifies is it.
+            candidate = ck.add_cosignature(current, line)
+            opened = ck.open_checkpoint(candidate, log_verifier, [witness], 1, origin=origin)
+        except CosignatureError as err:
+            size = ck.Checkpoint.parse(split(current)[0]).size
+            raise CosignatureError(
+                f"the cosignature by {witness.label} is not one of the checkpoint at size {size}: {err.message}",
+                hint="the log may have grown since the witness was asked; ask it to cosign the current checkpoint",
+                bad_key=err.bad_key,
+            ) from None
+        fsutil.atomic_write_bytes(path, candidate)
+        return opened
