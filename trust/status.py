@@ -464,7 +464,7 @@ def publish(root: Path, release: Release, signer: Signer, info: KeyInfo, *, chai
     if not status.publishable:
         raise VerificationError(
             f"{status.ref} cannot be published under policy {policy.version}: "
-            + "; ".join(c.detail for c in status.checks if c.name in ("approvals", "rebuilds") and not c.holds),
+            + "; ".join(c.detail for c in status.checks if c.name in ("log", "approvals", "rebuilds") and not c.holds),
             hint="`commonforge status` shows what is missing",
         )
     assert status.approvals is not None
