@@ -214,8 +214,8 @@ def named(publication: Statement) -> int:
 NOT_LOGGED = "not in the transparency log yet: its operator runs `commonforge log append`"
 
 
-def _with_log(policy: Policy, statements: list[Statement], subject: tuple[str, str], view, result: ReleaseStatus,
-              ) -> tuple[list[Statement], Any]:
+def _with_log(root: Path, chain: Chain, statements: list[Statement], subject: tuple[str, str], view,
+              result: ReleaseStatus) -> tuple[list[Statement], Any]:
     """The statements that may count once the policy names a log, and their positions in it.
 
     The log's statements about the release join the checkout's (a revocation deleted from a
@@ -224,7 +224,8 @@ def _with_log(policy: Policy, statements: list[Statement], subject: tuple[str, s
     release less trusted)."""
     from trust.log import forge as log_forge
 
-    assert policy.log is not None
+    policy = chain.current
+    assert policy is not None and policy.log is not None
     view = view if view is not None else log_forge.try_view(policy.log)
     if isinstance(view, str):
         result.checks.append(Check("log", False, f"no verified copy of log {policy.log.origin}: {view}"))
@@ -237,6 +238,10 @@ def _with_log(policy: Policy, statements: list[Statement], subject: tuple[str, s
                 statements.append(entry.statement)
                 have.add(entry.statement.digest)
     position = view.position if view is not None else (lambda st: None)
+    if view is not None:
+        why = _policy_change_unlogged(root, chain, view)
+        if why:
+            result.checks.append(Check("log", False, why))
     kept = []
     for st in statements:
         if st.kind in ("approval", "rebuild", "publication") and position(st) is None:
@@ -245,6 +250,24 @@ def _with_log(policy: Policy, statements: list[Statement], subject: tuple[str, s
             continue
         kept.append(st)
     return kept, position
+
+
+def _policy_change_unlogged(root: Path, chain: Chain, view) -> str | None:
+    """Why the current policy does not hold yet for a client of the log, or None.
+
+    When policy N names a log, the change to N+1 takes effect for publication only once the log
+    holds enough of its signatures: a change shown to some clients and hidden from the log (a
+    split view of the governance itself) publishes nothing."""
+    if len(chain.versions) < 2 or chain.versions[-2].log is None:
+        return None
+    previous, current = chain.versions[-2], chain.versions[-1]
+    signatures = st_mod.read_all(trust_policy.signatures_dir(trust_policy.policy_dir(root), current.version))[0]
+    logged = [st for st in signatures if view.position(st) is not None]
+    why = trust_policy.failing(trust_policy.check_change(previous, current, logged, datetime.now(UTC)))
+    if why is None:
+        return None
+    return (f"policy {current.version}'s change is not in log {previous.log.origin} enough to hold ({why}): "
+            "until its operator runs `commonforge log append` (and the witnesses cosign), nothing is published")
 
 
 def release_status(root: Path, release: Release, *, chain: Chain | None = None, pins: Pins | None = None,
@@ -266,7 +289,7 @@ def release_status(root: Path, release: Release, *, chain: Chain | None = None, 
         return result
     position = None
     if policy.log is not None:
-        statements, position = _with_log(policy, statements, subject, view, result)
+        statements, position = _with_log(root, chain, statements, subject, view, result)
     result.approvals = tally(policy, statements, action="publish", kind="approval", what="approvals",
                              subject_name=subject[0], subject_digest=subject[1], now=now, position=position)
     result.revocations = tally(policy, statements, action="revoke", kind="revocation", what="revocations",

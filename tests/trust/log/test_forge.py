@@ -203,3 +203,22 @@ def test_the_log_spec_refuses_bad_keys() -> None:
         trust_policy.LogSpec(origin=ORIGIN, key=log_key, witnesses_required=1)
     with pytest.raises(ValueError):
         trust_policy.LogSpec(origin=ORIGIN, key="not a key")
+
+
+def test_a_policy_change_hidden_from_the_log_publishes_nothing(logged: Logged) -> None:
+    """Policy 2 names the log, so the change to policy 3 holds for publication only once logged:
+    a change shown to this checkout but kept out of the log (a split view of the governance) is
+    no policy a client acts on."""
+    forge = logged.forge
+    logged.append()
+    logged.cosign()
+    assert logged.status("published").status == "published"
+    dan = forge.member("dan")
+    forge.change_policy(trust_policy.changed(forge.chain().current, add=[dan]), ["ann", "bob", "cat", "dan"])
+    hidden = logged.status("published")
+    assert hidden.status == "draft"
+    assert "policy 3's change is not in log forge.test/log enough to hold" in hidden.check("log").detail
+    new = logged.append()
+    assert {e.statement.subject_name for e in new} == {"policy/3"}
+    logged.cosign()
+    assert logged.status("published").status == "published"
