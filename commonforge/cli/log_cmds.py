@@ -474,11 +474,22 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
+    from commonforge.errors import InputError
     from trust.log.monitor import monitor
 
     root = _root()
     chain, _, spec = _policy_log(root)
+    # Every maintainer any policy version lists, so the monitor verifies what each entry claims
+    # (a key dropped later still signed what it signed then). A key that is not its keyid's is left
+    # out: the entries claiming it are then reported unverifiable, never lent a name.
+    keys = {}
+    for version in chain.versions:
+        for m in version.maintainers:
+            try:
+                keys[m.keyid] = m.public().sslib_key()
+            except InputError:
+                continue
     report = monitor(args.sources, spec.verifier(), spec.witness_verifiers(), spec.witnesses_required, _state(args),
-                     origin=spec.origin, names=_names(chain), full=args.full)
+                     origin=spec.origin, names=_names(chain), keys=keys, full=args.full)
     print("\n".join(report.lines()))
     return report.exit_code()

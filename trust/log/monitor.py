@@ -16,10 +16,18 @@ Two checkpoints signed by the log's key that cannot both be true are an **equivo
 notes are kept as evidence. When there is none, the largest verified checkpoint becomes the
 accepted one, so the next run lists only the entries added since.
 
+A checkpoint lacking the witness quorum is still compared with the others (and with the local
+state): the log's signature alone makes two checkpoints that cannot both be true an equivocation
+by the log's key. The quorum is needed only to *accept* a checkpoint and list its entries as new;
+a source lacking it is reported as a problem.
+
 Entries are the bytes of signed statement files; :func:`describe_entries` says what they claim in
 words ("model/x@1.2.0 published by Cat (Cyan) with approvals from ..."). The keyid of a statement
-is who *claims* to have signed it: whether the signature and the signer count is ``commonforge
-status``'s question, under the policy; the monitor reports what the log holds.
+is only who *claims* to have signed it: with ``keys`` (keyid -> key, every maintainer the policy
+ever listed) the monitor verifies each new entry's signature (a build statement with the key it
+carries, as ``commonforge status`` does) and reports an entry that does not verify, or whose key
+it does not know, as FORGED or unverifiable, so a compromised log key cannot put words in a
+maintainer's mouth. Whether a signer *counts* is ``commonforge status``'s question, under the policy.
 
 Sources are read through :func:`open_source`, which turns what the user named into a
 :class:`LogSource` (the checkpoint note's bytes and a :class:`TreeReader`); a reader of tlog-tiles
@@ -34,9 +42,12 @@ from itertools import combinations
 from pathlib import Path
 from typing import Protocol
 
+from securesystemslib.signer import SSlibKey
+
 from commonforge.errors import ForgeError, InputError
 from trust import statements as st
-from trust.errors import StatementError
+from trust.errors import SignatureError, StatementError
+from trust.keys import sslib_key
 from trust.log import checkpoint as ck
 from trust.log import merkle
 from trust.log.checkpoint import Checkpoint
@@ -113,7 +124,7 @@ class SourceResult:
     size: int | None = None
     root: bytes | None = None
     note: bytes | None = None
-    error: str | None = None
+    error: str | None = None  # set with size/root too when only the witness quorum is missing
 
     @property
     def ok(self) -> bool:
@@ -146,6 +157,7 @@ class MonitorReport:
     accepted: Checkpoint | None = None  # the checkpoint accepted into the state (None: none)
     entries: list[tuple[int, bytes]] = field(default_factory=list, repr=False)  # the new entries' bytes
     names: Mapping[str, tuple[str, str]] = field(default_factory=dict, repr=False)
+    keys: Mapping[str, SSlibKey] | None = field(default=None, repr=False)  # None: signatures not checked
 
     @property
     def ok(self) -> bool:
@@ -159,10 +171,14 @@ class MonitorReport:
 
     def lines(self) -> list[str]:
         """The report a person reads."""
-        out = [f"log {self.origin or '(unknown)'}: {len(self.sources)} source(s)"]
+        unchecked = " (signatures not checked)" if self.keys is None else ""
+        out = [f"log {self.origin or '(unknown)'}: {len(self.sources)} source(s){unchecked}"]
         for r in self.sources:
+            shown = f"size {r.size}, root {r.root.hex() if r.root else ''}"
             if r.ok:
-                out.append(f"  {r.source}: size {r.size}, root {r.root.hex() if r.root else ''}")
+                out.append(f"  {r.source}: {shown}")
+            elif r.size is not None:
+                out.append(f"  {r.source}: {shown}: FAILED: {r.error}")
             else:
                 out.append(f"  {r.source}: FAILED: {r.error}")
         for e in self.equivocations:
@@ -180,7 +196,7 @@ class MonitorReport:
             size = self.accepted.size
             was = f" (was {self.previous_size})" if self.previous_size else ""
             out.append(f"size {size}{was}: {len(self.entries)} new entr{'y' if len(self.entries) == 1 else 'ies'}")
-            out += ["  " + line for line in describe_entries(self.entries, self.names)]
+            out += ["  " + line for line in describe_entries(self.entries, self.names, self.keys)]
         out.append("OK" if self.ok else f"NOT OK (exit {self.exit_code()})")
         return out
 
@@ -193,6 +209,7 @@ class _Verified:
     source: LogSource
     checkpoint: Checkpoint
     entries: list[tuple[int, bytes]]
+    quorum_error: str | None = None  # why it lacks the witness quorum (None: it has it)
     state_ok: bool = True  # False: smaller than the accepted tree (a rollback), or a fork of it
 
 
@@ -238,7 +255,14 @@ def _open_one(
     full: bool,
 ) -> _Verified:
     opened_source = open_source(source)
-    cp = ck.open_checkpoint(opened_source.note, log_verifier, witnesses, need, origin=origin).checkpoint
+    # The log's signature alone is enough to hold the log to what it signed (comparisons, the state);
+    # the quorum is checked apart, and only decides whether the checkpoint may be accepted.
+    cp = ck.open_checkpoint(opened_source.note, log_verifier, origin=origin).checkpoint
+    quorum_error = None
+    try:
+        ck.open_checkpoint(opened_source.note, log_verifier, witnesses, need, origin=origin)
+    except ForgeError as err:
+        quorum_error = err.message
     tree = opened_source.tree
     if (tree.size, tree.checkpoint_root) != (cp.size, cp.root_hash):
         raise LogError(f"its tiles were read at size {tree.size}, its checkpoint says {cp.size}")
@@ -249,7 +273,7 @@ def _open_one(
         accepted = state.accepted(cp.origin) if state is not None else None
         start_for[cp.origin] = accepted.size if accepted is not None else 0
     start = 0 if full else min(start_for[cp.origin], cp.size)
-    return _Verified(opened_source, cp, _check_entries(tree, cp, start))
+    return _Verified(opened_source, cp, _check_entries(tree, cp, start), quorum_error)
 
 
 def _name(source: Path | str | LogSource) -> str:
@@ -265,11 +289,16 @@ def monitor(
     *,
     origin: str | None = None,
     names: Mapping[str, tuple[str, str]] | None = None,
+    keys: Mapping[str, SSlibKey] | None = None,
     full: bool = False,
 ) -> MonitorReport:
     """Check ``sources`` (see the module's docstring) and report; accept into ``state`` the largest
     verified checkpoint when no source equivocates. ``names`` (keyid -> (name, affiliation))
-    words the new entries; ``full`` re-checks every entry, not only those new since ``state``.
+    words the new entries; ``keys`` (keyid -> key) verifies their signatures (None: not checked,
+    and the report says so); ``full`` re-checks every entry, not only those new since ``state``.
+
+    A new entry that does not verify under ``keys`` is a problem of the run that lists it; it is in
+    the log all the same, so the checkpoint is still accepted and the next run does not list it again.
 
     What a source shows never raises: it is a line of the report. Bad arguments (no sources, a
     quorum larger than the witnesses) and a damaged ``state`` file raise InputError."""
@@ -281,7 +310,7 @@ def monitor(
             hint="the policy's witness quorum cannot exceed its list of witnesses",
         )
     names = dict(names or {})
-    report = MonitorReport(origin, names=names)
+    report = MonitorReport(origin, names=names, keys=None if keys is None else dict(keys))
     start_for: dict[str, int] = {}
     verified: list[_Verified] = []
 
@@ -296,9 +325,13 @@ def monitor(
             report.problems.append(Problem(result.source, err.message))
             continue
         result.size, result.root, result.note = v.checkpoint.size, v.checkpoint.root_hash, v.source.note
+        if v.quorum_error is not None:
+            result.error = v.quorum_error
+            report.problems.append(Problem(result.source, v.quorum_error))
         if report.origin is None:
             report.origin = v.checkpoint.origin
         if v.checkpoint.origin != report.origin:
+            result.size = result.root = None
             result.error = f"it is log {v.checkpoint.origin!r}, the other sources are log {report.origin!r}"
             report.problems.append(Problem(result.source, result.error + "; monitor one log at a time"))
             continue
@@ -318,8 +351,8 @@ def monitor(
         for v in verified if previous is not None else ():
             v.state_ok = _check_state(previous, previous_note, v, who, report)
 
-    # Accept the largest verified checkpoint, and say what is new since the last run.
-    candidates = [v for v in verified if v.state_ok]
+    # Accept the largest checkpoint with its quorum, and say what is new since the last run.
+    candidates = [v for v in verified if v.state_ok and v.quorum_error is None]
     if report.equivocations or not candidates:
         return report
     best = max(candidates, key=lambda v: (v.checkpoint.size, len(split(v.source.note)[1])))
@@ -331,7 +364,10 @@ def monitor(
             return report
     report.accepted = best.checkpoint
     report.entries = [(i, e) for i, e in best.entries if i >= report.previous_size]
-    report.new_entries = [(i, describe_entry(i, e, names)) for i, e in report.entries]
+    report.new_entries = [(i, describe_entry(i, e, names, report.keys)) for i, e in report.entries]
+    for i, e in report.entries:
+        if report.keys is not None and isinstance(s := _parse(i, e), st.Statement) and _unverified(s, report.keys):
+            report.problems.append(Problem(f"entry {i}", describe_entry(i, e, names, report.keys)))
     return report
 
 
@@ -422,15 +458,48 @@ def _parse(index: int, data: bytes) -> st.Statement | str:
         return f"unreadable ({type(err).__name__})"
 
 
+def _unverified(s: st.Statement, keys: Mapping[str, SSlibKey] | None) -> str | None:
+    """Why ``s``'s signature does not verify under ``keys`` (None: it does, or ``keys`` is None).
+
+    A build statement verifies with the key it carries (its builder need not be a maintainer);
+    the forge's keyids are the sha256 of the key, so that key is the claimed keyid's or it fails."""
+    if keys is None:
+        return None
+    try:
+        if isinstance(s.predicate, st.BuildPredicate):
+            key = sslib_key(s.predicate.public_key)
+        elif (found := keys.get(s.keyid)) is not None:
+            key = found
+        else:
+            return "no policy version names its key"
+        s.verify(key)
+    except (SignatureError, InputError):
+        return "its signature does not verify"
+    except Exception as err:  # noqa: BLE001 - an entry is untrusted bytes: report it, never crash on it
+        return f"its signature cannot be checked ({type(err).__name__})"
+    return None
+
+
+def _forged(s: st.Statement, why: str) -> str:
+    """A statement that does not verify, in words that lend it no name: only the keyid it claims."""
+    return f"FORGED or unverifiable: claims to be {s.kind} of {s.subject_name} by {s.keyid[:12]} ({why})"
+
+
 def _join(people: list[str]) -> str:
     return ", ".join(dict.fromkeys(people))  # each once, in the order they appear
 
 
-def describe_entry(index: int, data: bytes, names: Mapping[str, tuple[str, str]] = {}) -> str:  # noqa: B006
-    """One entry in words, e.g. ``approval of model/x@1.2.0 by Ann (Acme)``."""
+def describe_entry(
+    index: int, data: bytes, names: Mapping[str, tuple[str, str]] = {},  # noqa: B006
+    keys: Mapping[str, SSlibKey] | None = None,
+) -> str:
+    """One entry in words, e.g. ``approval of model/x@1.2.0 by Ann (Acme)``; with ``keys``, an entry
+    whose signature does not verify is ``FORGED or unverifiable: claims to be ...``."""
     s = _parse(index, data)
     if isinstance(s, str):
         return f"not a signed statement: {s}"
+    if (why := _unverified(s, keys)) is not None:
+        return _forged(s, why)
     who = _who(s.keyid, names)
     if s.kind == "policy":
         return f"policy {s.subject_name.removeprefix('policy/')} signed by {who}"
@@ -445,10 +514,13 @@ def describe_entry(index: int, data: bytes, names: Mapping[str, tuple[str, str]]
 
 
 def describe_entries(
-    entries: Sequence[tuple[int, bytes]], names: Mapping[str, tuple[str, str]] = {}  # noqa: B006
+    entries: Sequence[tuple[int, bytes]], names: Mapping[str, tuple[str, str]] = {},  # noqa: B006
+    keys: Mapping[str, SSlibKey] | None = None,
 ) -> list[str]:
     """Entries ``(index, bytes)`` in words, a line per subject (and one per revocation reason, so a
-    revocation stands out), each ending with the entries it is drawn from, in order of first entry."""
+    revocation stands out), each ending with the entries it is drawn from, in order of first entry.
+    With ``keys`` each statement's signature is verified first: one that does not verify gets a
+    FORGED line of its own and is left out of the subject's line (no name is lent to a forgery)."""
     groups: dict[tuple[str, str], dict[str, list[tuple[int, st.Statement]]]] = {}
     garbage: dict[str, list[int]] = {}  # why an entry is no statement -> the entries it holds for
     lines: list[tuple[int, str]] = []
@@ -456,6 +528,9 @@ def describe_entries(
         s = _parse(index, data)
         if isinstance(s, str):
             garbage.setdefault(s, []).append(index)
+            continue
+        if (why := _unverified(s, keys)) is not None:
+            lines.append((index, f"{_forged(s, why)} {_indices([index])}"))
             continue
         groups.setdefault((s.subject_name, s.subject_digest), {}).setdefault(s.kind, []).append((index, s))
     digests: dict[str, set[str]] = {}

@@ -5,7 +5,9 @@ what is new since the last one."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -293,3 +295,103 @@ def test_describe_entries_on_real_statements_and_on_garbage(people) -> None:
     # Without names every signer shows as its keyid's first 12 characters.
     assert describe_entries(entries[1:2]) == [f"model/x@1.2.0 approved by {ann.keyid[:12]} (entry 1)"]
     assert describe_entries([]) == []
+
+
+# --- attacks: forged entries (a compromised log key) --------------------------------------------
+
+
+def keys_of(people: dict[str, Person]) -> dict[str, SSlibKey]:
+    """keyid -> key of every maintainer, as the CLI builds it from the policy chain."""
+    return {p.keyid: p.signer.public_key for p in people.values()}
+
+
+def impostor_signing_as(person: Person) -> CryptoSigner:
+    """Someone else's real key under ``person``'s keyid: what an attacker holding the log key can sign."""
+    private = ed25519.Ed25519PrivateKey.generate()
+    return CryptoSigner(private, SSlibKey.from_crypto(private.public_key(), keyid=person.keyid))
+
+
+def test_attack_entries_whose_signature_does_not_verify_are_reported_forged(
+    tmp_path: Path, signer: note.Signer, people
+) -> None:
+    ann, cat = people["ann"], people["cat"]
+    genuine = ann.sign("approval", st.ApprovalPredicate(signed_at=SIGNED_AT))
+    # Cat's "publication", signed by an impostor under Cat's keyid.
+    forged_pub = st.sign(impostor_signing_as(cat), "publication", "model/x@1.2.0", RELEASE,
+                         st.PublicationPredicate(signed_at=SIGNED_AT, policy_version=1, policy_digest=POLICY2,
+                                                 counted=[RELEASE]))
+    # A build statement that carries Ann's public key but was signed by someone else.
+    forged_build = st.sign(impostor_signing_as(ann), "build", "model/x@1.2.0", RELEASE,
+                           st.BuildPredicate(signed_at=SIGNED_AT, builder="Ann", public_key=ann.pem))
+    # Ann's genuine approval of another release, one signature byte flipped.
+    flipped = json.loads(ann.sign("approval", st.ApprovalPredicate(signed_at=SIGNED_AT), "model/y@0.1.0"))
+    sig = bytearray(base64.b64decode(flipped["signatures"][0]["sig"]))
+    sig[5] ^= 1
+    flipped["signatures"][0]["sig"] = base64.b64encode(bytes(sig)).decode("ascii")
+    stranger = Person("Zed", "Zeta")  # a real signature by a key no policy version names
+    unknown = stranger.sign("approval", st.ApprovalPredicate(signed_at=SIGNED_AT))
+    entries = [genuine, forged_pub, forged_build, json.dumps(flipped).encode(), unknown]
+    op = operated(tmp_path / "log", signer, entries)
+
+    report = monitor([op.directory], signer.verifier(), state=ClientState(tmp_path / "s.json"),
+                     names=names(people), keys=keys_of(people))
+    assert report.exit_code() == EXIT_PROBLEM and report.equivocations == [], report.lines()
+    assert [p.source for p in report.problems] == ["entry 1", "entry 2", "entry 3", "entry 4"]
+    assert report.new_entries[0][1] == "approval of model/x@1.2.0 by Ann (Acme)"
+    assert report.new_entries[1][1] == (f"FORGED or unverifiable: claims to be publication of model/x@1.2.0 by "
+                                        f"{cat.keyid[:12]} (its signature does not verify)")
+    assert report.new_entries[4][1].endswith(f"by {stranger.keyid[:12]} (no policy version names its key)")
+    lines = describe_entries(list(enumerate(entries)), names(people), keys_of(people))
+    assert lines[0] == "model/x@1.2.0 approved by Ann (Acme) (entry 0)"  # no name lent to the forgeries
+    assert lines[2] == (f"FORGED or unverifiable: claims to be build of model/x@1.2.0 by {ann.keyid[:12]} "
+                        "(its signature does not verify) (entry 2)")
+    assert lines[3].startswith("FORGED or unverifiable: claims to be approval of model/y@0.1.0 by ")
+    assert len(lines) == 5 and not any("Cat (Cyan)" in line for line in lines)
+    text = "\n".join(report.lines())
+    assert "(signatures not checked)" not in text and "PROBLEM entry 1: FORGED" in text
+    assert text.endswith("NOT OK (exit 1)")
+    # Without keys nothing is checked, and the report says so: the forgery reads as Cat's word.
+    blind = monitor([op.directory], signer.verifier(), names=names(people))
+    assert blind.ok and "(signatures not checked)" in blind.lines()[0]
+    assert blind.new_entries[1][1] == "publication of model/x@1.2.0 by Cat (Cyan) under policy 1"
+
+
+def test_genuine_entries_verify_and_are_named(tmp_path: Path, signer: note.Signer, people) -> None:
+    op = operated(tmp_path / "log", signer, [*release_statements(people), revocation(people["bob"])])
+    report = monitor([op.directory], signer.verifier(), names=names(people), keys=keys_of(people))
+    assert report.ok, report.lines()
+    assert report.lines()[-3:-1] == [
+        "  model/x@1.2.0 built by Ann (Acme); published by Cat (Cyan) under policy 1 with approvals from "
+        "Ann (Acme), Bob (Beta), Cat (Cyan); rebuilt identically by Bob (Beta) (entries 0-5)",
+        "  model/x@1.2.0 REVOKED by Bob (Beta) (high: the training data held leaked personal records) (entry 6)",
+    ]
+
+
+def test_attack_a_fork_without_cosignatures_is_still_an_equivocation(tmp_path: Path, signer: note.Signer) -> None:
+    """The log key signed two trees of one size: that is proof, whether or not any witness cosigned."""
+    witness = Witness(tmp_path / "w.json", note.parse_signer(note.generate_key("w.example/1", note.ALG_COSIGNATURE_V1)[0]))
+    left = operated(tmp_path / "left", signer, [b"a", b"b", b"c"])
+    right = operated(tmp_path / "right", signer, [b"a", b"b", b"x"])
+    state = ClientState(tmp_path / "state.json")
+    report = monitor([left.directory, right.directory], signer.verifier(), [witness.verifier], 1, state)
+    assert report.exit_code() == EXIT_EQUIVOCATION, report.lines()
+    (eq,) = report.equivocations
+    assert eq.notes == (left.checkpoint_note(), right.checkpoint_note()) and "at size 3 has root" in eq.message
+    assert [p.source for p in report.problems] == [str(left.directory), str(right.directory)]  # no quorum
+    assert all("0 of the 1 required" in p.message for p in report.problems)
+    assert state.accepted(ORIGIN) is None and report.new_entries == []
+    # Against the local state too: once the real log is cosigned and accepted, an uncosigned fork of it
+    # (a bigger tree the log key signed) is an equivocation, not a mere missing quorum.
+    left.add_cosignature(witness.cosign(left.checkpoint_note(), signer.verifier()), witness.verifier)
+    assert monitor([left.directory], signer.verifier(), [witness.verifier], 1, state).ok
+    fork = operated(tmp_path / "fork", signer, [b"a", b"b", b"X", b"d"])
+    report = monitor([fork.directory], signer.verifier(), [witness.verifier], 1, state)
+    assert report.exit_code() == EXIT_EQUIVOCATION
+    assert report.equivocations[0].sources == (f"local state {state.path}", str(fork.directory))
+    assert state.accepted(ORIGIN).size == 3
+    # An uncosigned checkpoint that does extend the accepted one is only a problem, and is not accepted.
+    left.append([b"d"])
+    report = monitor([left.directory], signer.verifier(), [witness.verifier], 1, state)
+    assert report.exit_code() == EXIT_PROBLEM and report.equivocations == [] and report.accepted is None
+    assert f"{left.directory}: size 4, root " in report.lines()[1] and "FAILED" in report.lines()[1]
+    assert state.accepted(ORIGIN).size == 3
