@@ -365,6 +365,19 @@ def check_change(previous: Policy | None, new: Policy, statements: list[Statemen
             f"policy version {new.version} cannot follow version {expected - 1}: versions go up by exactly one",
             hint=f"a rollback or a skipped version is refused; propose version {expected}",
         )
+    if previous is not None and previous.log is not None:
+        if new.log is None:
+            raise PolicyError(
+                f"policy {new.version} drops the transparency log policy {previous.version} names "
+                f"({previous.log.origin}): a policy change can never turn the log off",
+                hint="keep the log: without it unlogged approvals would count and logged revocations go unseen")
+        if (new.log.origin, new.log.key) != (previous.log.origin, previous.log.key):
+            raise PolicyError(
+                f"policy {new.version} replaces the transparency log of policy {previous.version} "
+                f"({previous.log.origin}, key {previous.log.verifier().label}) with {new.log.origin}, key "
+                f"{new.log.verifier().label}: a log's origin and key are fixed once named",
+                hint="a log run by someone else would see none of the old entries; keep the log (its witnesses "
+                "may change, through a logged policy change)")
     signers = [new] if previous is None else [previous, new]
     return [tally(p, statements, action="policy", kind="policy",
                   what=f"signatures of policy {p.version}'s maintainers on policy {new.version}",

@@ -49,7 +49,10 @@ PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 KINDS = ("build", "approval", "rebuild", "revocation", "publication", "policy")
 Kind = Literal["build", "approval", "rebuild", "revocation", "publication", "policy"]
-MAX_STATEMENT_BYTES = 256 << 10  # a statement is a few hundred bytes; anything this big is hostile
+# A statement is a few hundred bytes; anything this big is hostile. The bound is what one entry of
+# the transparency log can hold (a bundle's uint16 length prefix), so every statement that parses
+# can be logged: a bigger one would stop every append, revocations included.
+MAX_STATEMENT_BYTES = 0xFFFF
 # A statement dated further ahead than this is refused: until the transparency log supplies
 # trusted times, a signer's clock is all there is, and a date in the future is no clock's.
 CLOCK_SKEW = timedelta(minutes=10)

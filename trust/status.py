@@ -215,7 +215,7 @@ NOT_LOGGED = "not in the transparency log yet: its operator runs `commonforge lo
 
 
 def _with_log(root: Path, chain: Chain, statements: list[Statement], subject: tuple[str, str], view,
-              result: ReleaseStatus) -> tuple[list[Statement], Any]:
+              result: ReleaseStatus, now: datetime) -> tuple[list[Statement], Any]:
     """The statements that may count once the policy names a log, and their positions in it.
 
     The log's statements about the release join the checkout's (a revocation deleted from a
@@ -239,7 +239,7 @@ def _with_log(root: Path, chain: Chain, statements: list[Statement], subject: tu
                 have.add(entry.statement.digest)
     position = view.position if view is not None else (lambda st: None)
     if view is not None:
-        why = _policy_change_unlogged(root, chain, view)
+        why = _policy_change_unlogged(root, chain, view, now)
         if why:
             result.checks.append(Check("log", False, why))
     kept = []
@@ -252,22 +252,25 @@ def _with_log(root: Path, chain: Chain, statements: list[Statement], subject: tu
     return kept, position
 
 
-def _policy_change_unlogged(root: Path, chain: Chain, view) -> str | None:
+def _policy_change_unlogged(root: Path, chain: Chain, view, now: datetime) -> str | None:
     """Why the current policy does not hold yet for a client of the log, or None.
 
-    When policy N names a log, the change to N+1 takes effect for publication only once the log
-    holds enough of its signatures: a change shown to some clients and hidden from the log (a
-    split view of the governance itself) publishes nothing."""
-    if len(chain.versions) < 2 or chain.versions[-2].log is None:
-        return None
-    previous, current = chain.versions[-2], chain.versions[-1]
-    signatures = st_mod.read_all(trust_policy.signatures_dir(trust_policy.policy_dir(root), current.version))[0]
-    logged = [st for st in signatures if view.position(st) is not None]
-    why = trust_policy.failing(trust_policy.check_change(previous, current, logged, datetime.now(UTC)))
-    if why is None:
-        return None
-    return (f"policy {current.version}'s change is not in log {previous.log.origin} enough to hold ({why}): "
-            "until its operator runs `commonforge log append` (and the witnesses cosign), nothing is published")
+    Once a policy names a log, every later change takes effect for publication only when that
+    log holds enough of its signatures (the log's origin and key never change: check_change): a
+    change shown to some clients and kept out of the log, a split view of the governance itself,
+    publishes nothing."""
+    versions = chain.versions
+    for previous, current in zip(versions, versions[1:], strict=False):
+        if previous.log is None:
+            continue
+        signatures = st_mod.read_all(trust_policy.signatures_dir(trust_policy.policy_dir(root), current.version))[0]
+        logged = [st for st in signatures if view.position(st) is not None]
+        why = trust_policy.failing(trust_policy.check_change(previous, current, logged, now))
+        if why is not None:
+            return (f"policy {current.version}'s change is not in log {previous.log.origin} enough to hold ({why}): "
+                    "until its operator runs `commonforge log append` (and the witnesses cosign), nothing is "
+                    "published")
+    return None
 
 
 def release_status(root: Path, release: Release, *, chain: Chain | None = None, pins: Pins | None = None,
@@ -289,7 +292,7 @@ def release_status(root: Path, release: Release, *, chain: Chain | None = None, 
         return result
     position = None
     if policy.log is not None:
-        statements, position = _with_log(root, chain, statements, subject, view, result)
+        statements, position = _with_log(root, chain, statements, subject, view, result, now)
     result.approvals = tally(policy, statements, action="publish", kind="approval", what="approvals",
                              subject_name=subject[0], subject_digest=subject[1], now=now, position=position)
     result.revocations = tally(policy, statements, action="revoke", kind="revocation", what="revocations",
@@ -467,6 +470,9 @@ def log_statement(root: Path, path: Path, op=None, *, chain: Chain | None = None
     from trust.log import forge as log_forge
 
     st = st_mod.parse_envelope(Path(path).read_bytes(), f"{path.parent.name}/{path.name}")
+    if st.digest not in {s.digest for s in loggable(root, chain=chain)}:
+        raise VerificationError(f"{path.name} does not count under policy {policy.version}: it is not appended",
+                                hint="`commonforge validate` says why")
     new = log_forge.append(op, [st])
     where = f"entry #{new[0].index}" if new else "already logged"
     return f"{path.name}: {where} of log {policy.log.origin} (witnesses cosign next: `commonforge log witness`)"

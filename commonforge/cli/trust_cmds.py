@@ -467,7 +467,17 @@ def cmd_policy_apply(args: argparse.Namespace) -> int:
     from trust.policy import apply, load_chain, user_pins
 
     root = _root()
-    load_chain(root, pins=user_pins())  # this checkout's chain is not older than what you accepted before
+    before = load_chain(root, pins=user_pins())  # this checkout's chain is not older than what you accepted before
+    if getattr(args, "log_signer", None):  # a wrong log key refuses before anything changes
+        from commonforge.errors import InputError
+        from trust.log import forge as log_forge
+        from trust.policy import proposal
+
+        spec = proposal(root).log or (before.current.log if before.current else None)
+        if spec is None:
+            raise InputError("--log-signer was given but the policy names no transparency log",
+                             hint="name one with `commonforge policy propose --log-origin … --log-key …`")
+        log_forge.operator(spec, log_forge.load_note_key(args.log_signer), args.log)
     policy = apply(root)
     chain = load_chain(root, pins=user_pins())  # verify the whole chain again and remember the new version
     print(f"policy {policy.version} (sha256:{policy.digest}) is now the forge's policy")

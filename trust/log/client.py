@@ -131,6 +131,8 @@ class ClientState:
             return {}
         except (ValueError, UnicodeDecodeError) as err:
             raise InputError(f"{self.path} is not valid JSON: {err}", hint="restore it from a backup; do not delete it") from None
+        except OSError as err:
+            raise InputError(f"{self.path} cannot be read: {err.strerror}", hint="it must be a file you can read") from None
         if not isinstance(data, dict) or data.get("format") != STATE_FORMAT or not isinstance(data.get("logs"), dict):
             raise InputError(f"{self.path} is not a {STATE_FORMAT} file", hint="restore it from a backup; do not delete it")
         return data["logs"]

@@ -141,7 +141,7 @@ def _read_consistent(source: Path) -> tuple[bytes, TileLog]:
     return opened.note, opened.tree  # type: ignore[return-value]
 
 
-_CACHE: dict[tuple[str, str, bytes], LogView] = {}
+_CACHE: dict[tuple[str, str, str, bytes], LogView] = {}
 
 
 def open_view(spec: LogSpec, source: Path | None = None, state: ClientState | None = None) -> LogView:
@@ -150,7 +150,7 @@ def open_view(spec: LogSpec, source: Path | None = None, state: ClientState | No
     source = Path(source) if source is not None else default_source()
     state = state if state is not None else default_state()
     data, log = _read_consistent(source)
-    key = (str(source.resolve()), str(state.path), data)
+    key = (str(source.resolve()), str(state.path), spec.model_dump_json(), data)
     cached = _CACHE.get(key)
     if cached is not None and state.accepted(spec.origin) == cached.opened.checkpoint:
         return cached
@@ -174,6 +174,8 @@ def try_view(spec: LogSpec, source: Path | None = None, state: ClientState | Non
         return open_view(spec, source, state)
     except ForgeError as err:
         return err.message
+    except OSError as err:  # a copy whose tile is a directory, or unreadable: a broken or hostile mirror
+        return f"the copy of the log at {source or default_source()} cannot be read: {err}"
 
 
 # --- the operator ---------------------------------------------------------------------------

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from commonforge.errors import InputError
+from registry.yamlio import save_model
+from trust.errors import PolicyError
 from registry.schema import utc_now
 from trust import policy as trust_policy
 from trust import statements as st
@@ -222,3 +224,50 @@ def test_a_policy_change_hidden_from_the_log_publishes_nothing(logged: Logged) -
     assert {e.statement.subject_name for e in new} == {"policy/3"}
     logged.cosign()
     assert logged.status("published").status == "published"
+
+
+def test_a_policy_change_can_never_drop_or_replace_the_log(logged: Logged, tmp_path: Path) -> None:
+    forge = logged.forge
+    current = forge.chain().current
+    dropped = current.model_copy(update={"version": current.version + 1, "log": None})
+    with pytest.raises(PolicyError, match="drops the transparency log policy 2 names"):
+        forge.change_policy(dropped, ["ann", "bob", "cat"])
+    other = note.parse_signer(note.generate_key("attacker.test/log")[0])
+    replaced = trust_policy.changed(current, log=trust_policy.LogSpec(origin="attacker.test/log",
+                                                                    key=other.verifier().text()))
+    with pytest.raises(PolicyError, match="replaces the transparency log of policy 2"):
+        forge.change_policy(replaced, ["ann", "bob", "cat"])
+    # Written straight into policy/ with a quorum's signatures, the chain itself refuses it.
+    folder = trust_policy.policy_dir(forge.root)
+    save_model(dropped, folder / f"{dropped.version}.yaml")
+    for who in ("ann", "bob", "cat"):
+        data = st.sign(forge.signer(who), "policy", dropped.subject, dropped.digest,
+                       st.PolicyPredicate(signed_at=utc_now(), version=dropped.version))
+        st.write(trust_policy.signatures_dir(folder, dropped.version), "policy", forge.keys[who].keyid, data)
+    with pytest.raises(PolicyError, match="can never turn the log off"):
+        trust_policy.load_chain(forge.root)
+
+
+def test_an_oversize_statement_never_reaches_the_log_and_blocks_nothing(logged: Logged) -> None:
+    forge = logged.forge
+    rel = forge.releases["other"]
+    huge = st.BuildPredicate(signed_at=utc_now(), builder="dan", public_key=forge.keys["dan"].public_key,
+                             source_commit="0" * 40, machine={"notes": "x" * 70_000})
+    data = st.sign(forge.signer("dan"), "build", f"model/{rel.name}@{rel.version}", rel.release_digest, huge)
+    assert len(data) > 0xFFFF
+    path = st.write(st.statements_dir(forge.root, trust_status.Ref("model", "other", "1.0.0")), "build",
+                    forge.keys["dan"].keyid, data)
+    assert any(path.name in p and "too large" in p for p in trust_status.statement_problems(forge.root))
+    new = logged.append()  # everything else is appended
+    assert new and all(e.statement.digest != st.sha256_bytes(data) for e in new)
+
+
+def test_an_unreadable_copy_of_the_log_is_a_reason_not_a_crash(logged: Logged, tmp_path: Path) -> None:
+    logged.append()
+    logged.cosign()
+    bundle = next(p for p in (logged.log_dir / "tile" / "entries").rglob("*") if p.is_file())
+    bundle.unlink()
+    bundle.mkdir()  # a hostile mirror: a directory where a bundle belongs
+    why = log_forge.try_view(logged.spec, logged.log_dir, ClientState(tmp_path / "fresh.json"))
+    assert isinstance(why, str) and "cannot be read" in why
+    assert logged.status("published").status == "draft"
