@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from commonforge.errors import InputError
-from registry.yamlio import save_model
-from trust.errors import PolicyError
 from registry.schema import utc_now
+from registry.yamlio import save_model
 from trust import policy as trust_policy
 from trust import statements as st
 from trust import status as trust_status
+from trust.errors import PolicyError
 from trust.log import forge as log_forge
 from trust.log import note
 from trust.log.client import ClientState
