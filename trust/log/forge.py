@@ -28,7 +28,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from commonforge.errors import ForgeError, InputError
 from registry.digest import sha256_bytes
@@ -41,6 +41,7 @@ from trust.log.tiles import MAX_ENTRY, TileLog
 from trust.statements import Statement, StatementError
 
 if TYPE_CHECKING:
+    from trust.log.monitor import LogSource
     from trust.policy import LogSpec
 
 
@@ -95,6 +96,7 @@ class LogView:
     opened: OpenedCheckpoint
     entries: list[LogEntry]
     _by_digest: dict[str, int] = field(default_factory=dict)
+    tree: Any = field(default=None, repr=False)  # the reader the entries came from (proofs are asked of it)
 
     def __post_init__(self) -> None:
         for e in self.entries:
@@ -112,7 +114,7 @@ class LogView:
         return [e for e in self.entries if e.statement and e.statement.subject_name == subject_name]
 
     def inclusion_proof(self, index: int) -> list[bytes]:
-        return TileLog(self.source).inclusion_proof(index, self.size)
+        return (self.tree or TileLog(self.source)).inclusion_proof(index, self.size)
 
     def prove(self, index: int) -> list[bytes]:
         """The inclusion proof of entry ``index``, checked against the accepted root before it is returned."""
@@ -144,13 +146,21 @@ def _read_consistent(source: Path) -> tuple[bytes, TileLog]:
 _CACHE: dict[tuple[str, str, str, bytes], LogView] = {}
 
 
-def open_view(spec: LogSpec, source: Path | None = None, state: ClientState | None = None) -> LogView:
-    """Verify the copy of the log at ``source`` (default: this machine's) and accept its checkpoint
-    into ``state`` (default: the user's); raise a LogError or a signature error naming what is wrong."""
-    source = Path(source) if source is not None else default_source()
+def open_view(spec: LogSpec, source: Path | LogSource | None = None, state: ClientState | None = None) -> LogView:
+    """Verify the copy of the log at ``source`` (default: this machine's; a directory, or an opened
+    :class:`~trust.log.monitor.LogSource` such as a peer's, ``sharing.logsource.http_source``) and
+    accept its checkpoint into ``state`` (default: the user's); raise a LogError or a signature
+    error naming what is wrong."""
+    from trust.log.monitor import LogSource
+
     state = state if state is not None else default_state()
-    data, log = _read_consistent(source)
-    key = (str(source.resolve()), str(state.path), spec.model_dump_json(), data)
+    if isinstance(source, LogSource):
+        data, log, name = source.note, source.tree, source.name
+    else:
+        source = Path(source) if source is not None else default_source()
+        data, log = _read_consistent(source)
+        name = str(source.resolve())
+    key = (name, str(state.path), spec.model_dump_json(), data)
     cached = _CACHE.get(key)
     if cached is not None and state.accepted(spec.origin) == cached.opened.checkpoint:
         return cached
@@ -159,23 +169,25 @@ def open_view(spec: LogSpec, source: Path | None = None, state: ClientState | No
     raw = list(log.entries())
     computed = merkle.root([merkle.leaf_hash(e) for e in raw])
     if computed != opened.checkpoint.root_hash:
-        raise LogError(f"the log at {source} does not hold the tree its checkpoint signs (size {opened.checkpoint.size}):"
+        raise LogError(f"the log at {name} does not hold the tree its checkpoint signs (size {opened.checkpoint.size}):"
                        f" its entries hash to {computed.hex()}, not {opened.checkpoint.root_hash.hex()}",
                        hint="an entry was dropped, reordered or rewritten in this copy; fetch the log from another source")
-    view = LogView(spec, source, data, opened, [parse_entry(i, e) for i, e in enumerate(raw)])
+    view = LogView(spec, source if isinstance(source, Path) else Path(name), data, opened,
+                   [parse_entry(i, e) for i, e in enumerate(raw)], tree=log)
     _CACHE.clear()
     _CACHE[key] = view
     return view
 
 
-def try_view(spec: LogSpec, source: Path | None = None, state: ClientState | None = None) -> LogView | str:
+def try_view(spec: LogSpec, source: Path | LogSource | None = None, state: ClientState | None = None) -> LogView | str:
     """:func:`open_view`, or the reason there is no verified view (for status lines)."""
     try:
         return open_view(spec, source, state)
     except ForgeError as err:
         return err.message
     except OSError as err:  # a copy whose tile is a directory, or unreadable: a broken or hostile mirror
-        return f"the copy of the log at {source or default_source()} cannot be read: {err}"
+        where = getattr(source, "name", None) or source or default_source()
+        return f"the copy of the log at {where} cannot be read: {err}"
 
 
 # --- the operator ---------------------------------------------------------------------------
