@@ -41,14 +41,14 @@ from securesystemslib.signer import Signature, Signer, SSlibKey
 from registry.digest import canonical_json, sha256_bytes
 from registry.fsutil import atomic_write_bytes
 from registry.refs import Ref
-from registry.schema import Prose, Sha256, Text, Timestamp
+from registry.schema import Prose, RelPath, Sha256, Text, Timestamp
 from trust.errors import SignatureError, StatementError
 from trust.keys import KeyId, Label, PublicKeyPem
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
-KINDS = ("build", "approval", "rebuild", "revocation", "publication", "policy")
-Kind = Literal["build", "approval", "rebuild", "revocation", "publication", "policy"]
+KINDS = ("build", "approval", "rebuild", "revocation", "publication", "policy", "sharing")
+Kind = Literal["build", "approval", "rebuild", "revocation", "publication", "policy", "sharing"]
 # A statement is a few hundred bytes; anything this big is hostile. The bound is what one entry of
 # the transparency log can hold (a bundle's uint16 length prefix), so every statement that parses
 # can be logged: a bigger one would stop every append, revocations included.
@@ -120,6 +120,29 @@ class PolicyPredicate(Predicate):
     version: int = Field(ge=1)
 
 
+class SharedFile(Strict):
+    """One file of a shared release: where it sits in the torrent and its plain sha256 (not the v2 pieces root)."""
+
+    path: RelPath
+    sha256: Sha256
+    size: int = Field(ge=0)
+
+
+# A magnet for a v2 torrent is the info-hash, the name and a few peers: far below this.
+MAX_MAGNET_CHARS = 4096
+
+
+class SharingPredicate(Predicate):
+    """I made this BitTorrent v2 torrent of the release's files (``sharing.torrent``): fetch it by this info-hash.
+
+    The torrent is transport: a downloader still checks every file's sha256 against the release.
+    """
+
+    info_hash_v2: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    magnet: Annotated[str, StringConstraints(min_length=1, max_length=MAX_MAGNET_CHARS, pattern=r"^magnet:\?")]
+    files: list[SharedFile] = Field(min_length=1, max_length=10_000)
+
+
 PREDICATES: dict[str, type[Predicate]] = {
     "build": BuildPredicate,
     "approval": ApprovalPredicate,
@@ -127,6 +150,7 @@ PREDICATES: dict[str, type[Predicate]] = {
     "revocation": RevocationPredicate,
     "publication": PublicationPredicate,
     "policy": PolicyPredicate,
+    "sharing": SharingPredicate,
 }
 PREDICATE_KINDS = {predicate_type(k): k for k in PREDICATES}
 
