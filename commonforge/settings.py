@@ -29,7 +29,10 @@ server API key         none (no key asked)                         ``COMMONFORGE
 signing keys           ``$XDG_CONFIG_HOME/commonforge/keys``       ``COMMONFORGE_KEYS``
 accepted policy pins   ``$XDG_CONFIG_HOME/commonforge/trust-pins.json``  ``COMMONFORGE_TRUST_PINS``
 transparency log copy  ``$XDG_DATA_HOME/commonforge/log``          ``COMMONFORGE_LOG``
+the user's registry    ``$XDG_DATA_HOME/commonforge/registry``     ``COMMONFORGE_USER_REGISTRY``
 accepted checkpoints   ``$XDG_STATE_HOME/commonforge/log-state.json``  ``COMMONFORGE_LOG_STATE``
+peers you added        ``$XDG_CONFIG_HOME/commonforge/peers.json``  ``COMMONFORGE_PEERS``
+peer port              ``8470``                                    ``COMMONFORGE_PEER_PORT``
 =====================  ==========================================  =========================
 
 The DVC remote and the download cache live outside the clone on purpose: a second clone,
@@ -96,10 +99,26 @@ def find_root(start: Path | None = None) -> Path:
     for candidate in (here, *here.parents):
         if (candidate / ENTRIES_DIR).is_dir() and (candidate / "pyproject.toml").is_file():
             return candidate
+    user = user_root()
+    if (user / ENTRIES_DIR).is_dir():
+        return user.resolve()  # no checkout here: the user's own registry stands alone
     raise InputError(
-        f"{here} is not inside a commonforge checkout (no {ENTRIES_DIR} above it)",
-        hint="cd into your commonforge clone, or set COMMONFORGE_ROOT",
+        f"{here} is not inside a commonforge checkout (no {ENTRIES_DIR} above it), and you have no registry "
+        f"of your own yet ({user})",
+        hint="cd into your commonforge clone, set COMMONFORGE_ROOT, or pull a model into your own registry "
+        "with `commonforge pull REF --from URL`",
     )
+
+
+def user_root() -> Path:
+    """The user's own registry: pulled releases (and their store) live here, outside every checkout,
+    so a pull never dirties a clone. Layered under the checkout when there is one, alone otherwise."""
+    value = os.environ.get("COMMONFORGE_USER_REGISTRY")
+    return Path(value) if value else _xdg("XDG_DATA_HOME", ".local/share") / "commonforge" / "registry"
+
+
+def is_user_root(root: Path) -> bool:
+    return Path(root).resolve() == user_root().resolve()
 
 
 @dataclass(frozen=True)
@@ -131,6 +150,13 @@ class Settings:
     def mlflow_artifacts(self) -> Path:
         return self.state_dir / "mlartifacts"
 
+    def layer(self, root: Path | None) -> Settings:
+        """The settings of the registry layer ``root`` (this checkout's, or the user registry's:
+        its store is its own) - ``self`` when ``root`` is this checkout or None."""
+        if root is None or Path(root).resolve() == self.root:
+            return self
+        return Settings.load(root)
+
     @classmethod
     def load(cls, root: Path | None = None) -> Settings:
         root = (root or find_root()).resolve()
@@ -138,7 +164,9 @@ class Settings:
         env = os.environ
         return cls(
             root=root,
-            store_dir=Path(env.get("COMMONFORGE_STORE") or state / "store").resolve(),
+            # The user registry keeps its store inside it; COMMONFORGE_STORE is a checkout's.
+            store_dir=(state / "store" if is_user_root(root) else Path(env.get("COMMONFORGE_STORE") or state / "store")
+                       ).resolve(),
             mlflow_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{state / 'mlflow.db'}",
             hf_home=Path(env.get("HF_HOME") or state / "hf").resolve(),
             dvc_remote=Path(
@@ -214,6 +242,27 @@ def log_state() -> Path:
     """The newest log checkpoint this user accepted, per log (so a rollback or a fork is refused)."""
     value = os.environ.get("COMMONFORGE_LOG_STATE")
     return Path(value) if value else _xdg("XDG_STATE_HOME", ".local/state") / "commonforge" / "log-state.json"
+
+
+def peers_file() -> Path:
+    """The peers this user added (and what each last showed): ``commonforge peers add|list|remove|sync``."""
+    value = os.environ.get("COMMONFORGE_PEERS")
+    return Path(value) if value else _xdg("XDG_CONFIG_HOME", ".config") / "commonforge" / "peers.json"
+
+
+def peer_port(default: int = 8470) -> int:
+    """The port ``commonforge peer serve`` listens on unless ``--port`` says (``COMMONFORGE_PEER_PORT``)."""
+    value = os.environ.get("COMMONFORGE_PEER_PORT")
+    if not value:
+        return default
+    try:
+        port = int(value)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise InputError(f"COMMONFORGE_PEER_PORT={value!r} is not a port number",
+                         hint="set it to a number from 1 to 65535 (0: any free port), or unset it")
+    return port
 
 
 def triton_interpreter() -> bool:

@@ -213,7 +213,7 @@ def load_release(
     settings = settings or Settings.load()
     release, status = for_use(settings.root, ref, allow_revoked=allow_revoked)
     artifacts = variant_artifacts(release, variant)
-    store = Store(settings.store_dir)
+    store = Store(settings.layer(status.root).store_dir)  # a pulled release: the user registry's store
     # Verify everything before anything is parsed.
     files = {key: store.path(a.sha256, what=f"{release.ref}:{a.path}") for key, a in artifacts.items()}
     loaded = _load(release, variant, files, device, dtype)

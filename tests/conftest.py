@@ -25,11 +25,14 @@ def _user_config_isolated(tmp_path_factory):
     """No test reads or writes the real user's keys, trust pins or log copy (every CLI child inherits this)."""
     home = tmp_path_factory.mktemp("user-config")
     saved = {k: os.environ.get(k) for k in ("COMMONFORGE_TRUST_PINS", "COMMONFORGE_KEYS", "COMMONFORGE_LOG",
-                                             "COMMONFORGE_LOG_STATE")}
+                                             "COMMONFORGE_LOG_STATE", "COMMONFORGE_USER_REGISTRY",
+                                             "COMMONFORGE_PEERS")}
     os.environ["COMMONFORGE_TRUST_PINS"] = str(home / "trust-pins.json")
     os.environ["COMMONFORGE_KEYS"] = str(home / "keys")
     os.environ["COMMONFORGE_LOG"] = str(home / "log")
     os.environ["COMMONFORGE_LOG_STATE"] = str(home / "log-state.json")
+    os.environ["COMMONFORGE_PEERS"] = str(home / "peers.json")
+    os.environ["COMMONFORGE_USER_REGISTRY"] = str(home / "user-registry")
     yield home
     for k, v in saved.items():
         if v is None:

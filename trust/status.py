@@ -73,6 +73,13 @@ class ReleaseStatus:
     # counted (file digest -> entry); None when the policy names no log or no copy verified.
     log: Any = None
     logged: dict[str, int] = field(default_factory=dict)
+    root: Path | None = None  # the registry the release is in: a checkout, or the user's own (registry.layers)
+
+    @property
+    def layer(self) -> str:
+        from registry.layers import layer_name
+
+        return layer_name(self.root) if self.root is not None else "checkout"
 
     def check(self, name: str) -> Check:
         return next(c for c in self.checks if c.name == name)
@@ -285,7 +292,7 @@ def release_status(root: Path, release: Release, *, chain: Chain | None = None, 
     subject = (st_mod.release_subject(ref), release.release_digest)
     statements, rejected = st_mod.read_all(st_mod.statements_dir(root, ref))
     policy = chain.current
-    result = ReleaseStatus(str(ref), release.release_digest, "draft", policy, rejected=list(rejected))
+    result = ReleaseStatus(str(ref), release.release_digest, "draft", policy, rejected=list(rejected), root=Path(root))
     if policy is None:
         result.checks.append(Check("policy", False, "the forge has only its bootstrap policy (version 0): nothing can "
                                                     "be published until founders run `commonforge policy init`"))
@@ -375,6 +382,54 @@ def resolve(root: Path, ref: Ref | str, *, chain: Chain | None = None, pins: Pin
     raise NotFoundError(str(ref), hint=f"every release of {ref} is revoked; name a version to use one anyway")
 
 
+def locate(root: Path, ref: Ref | str, *, pins: Pins | None = None,
+           now: datetime | None = None) -> tuple[Release, ReleaseStatus]:
+    """:func:`resolve` across the registry layers (``registry.layers``): the checkout at ``root``,
+    then the user's own registry. A pinned ref: the first layer that holds it. A bare name: a
+    published release in the first layer that has one, else a draft (with a warning). Each layer
+    has its own policy chain and statements; ``status.root`` says which one answered."""
+    from registry.layers import layer_roots
+
+    parsed = ref if isinstance(ref, Ref) else Ref.parse(ref, default_kind="model")
+    found: list[tuple[Release, ReleaseStatus]] = []
+    last: ForgeError | None = None
+    for layer in layer_roots(root):
+        if parsed.pinned:
+            try:
+                Registry(layer).release(str(parsed))
+            except NotFoundError as err:
+                last = err
+                continue
+            return resolve(layer, parsed, pins=pins, now=now)
+        if not Registry(layer).versions("model", parsed.name):
+            continue
+        try:
+            release, status = _quiet_resolve(layer, parsed, pins=pins, now=now)
+        except NotFoundError as err:  # every release of it revoked in this layer
+            last = err
+            continue
+        if status.status == "published":
+            return release, status
+        found.append((release, status))
+    if found:
+        release, status = found[0]
+        log.warning("%s has no published release; using the draft %s (%s)", parsed, release.ref, status.layer)
+        return release, status
+    if last is not None:
+        raise last
+    raise NotFoundError(str(parsed), candidates=sorted({n for r in layer_roots(root) for n in Registry(r).names("model")}))
+
+
+def _quiet_resolve(root: Path, ref: Ref, **kw) -> tuple[Release, ReleaseStatus]:
+    """:func:`resolve` without its draft warning (``locate`` warns once, for the layer it picks)."""
+    previous = log.disabled
+    log.disabled = True
+    try:
+        return resolve(root, ref, **kw)
+    finally:
+        log.disabled = previous
+
+
 def for_use(root: Path, ref: Ref | str | Release, *, allow_revoked: bool = False, pins: Pins | None = None,
             now: datetime | None = None) -> tuple[Release, ReleaseStatus]:
     """The release to load for inference (serving, evaluation, the explorer) with its verified status.
@@ -388,7 +443,7 @@ def for_use(root: Path, ref: Ref | str | Release, *, allow_revoked: bool = False
     if isinstance(ref, Release):
         release, status = ref, release_status(root, ref, pins=pins, now=now)
     else:
-        release, status = resolve(root, ref, pins=pins, now=now)
+        release, status = locate(root, ref, pins=pins, now=now)
     if status.status == "revoked":
         why = "; ".join(status.revocation_reasons) or "revoked by the maintainers"
         if not allow_revoked:

@@ -41,27 +41,32 @@ def _registry() -> Registry:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from commonforge.cli.output import console, table
+    from registry import Registry
+    from registry.layers import layer_name, layer_roots
     from registry.schema import Dataset, Recipe, Release
     from trust.policy import load_chain, user_pins
     from trust.status import release_status
 
-    reg = _registry()
+    top = _registry()
     kind = args.kind.rstrip("s") if args.kind else None
     out = console()
-    t = table(None, "ref", "status", "title / digest", "license")
+    roots = layer_roots(top.root)
+    t = table(None, "ref", "status", "title / digest", "license", *(["in"] if len(roots) > 1 else []))
     n = 0
-    chain = None
-    for entry in reg.iter_entries(kind):
-        n += 1
-        if isinstance(entry, Release):
-            chain = chain or load_chain(reg.root, pins=user_pins())
-            status = release_status(reg.root, entry, chain=chain).status
-            t.add_row(entry.ref, status, f"sha256:{entry.release_digest}", entry.manifest.license)
-        else:
-            assert isinstance(entry, (Dataset, Recipe)), "registry entries are datasets, recipes or releases (schema.ENTRY_TYPES)"
-            t.add_row(entry.ref, "", entry.title, entry.license)
+    for root in roots:  # the checkout, then the user's own registry (pulled releases)
+        reg, chain = Registry(root), None
+        where = [layer_name(root)] if len(roots) > 1 else []
+        for entry in reg.iter_entries(kind):
+            n += 1
+            if isinstance(entry, Release):
+                chain = chain or load_chain(reg.root, pins=user_pins())
+                status = release_status(reg.root, entry, chain=chain).status
+                t.add_row(entry.ref, status, f"sha256:{entry.release_digest}", entry.manifest.license, *where)
+            else:
+                assert isinstance(entry, (Dataset, Recipe)), "registry entries are datasets, recipes or releases"
+                t.add_row(entry.ref, "", entry.title, entry.license, *where)
     if n == 0:
-        out.print(f"no {kind or 'entrie'}s in {reg.entries_dir}")
+        out.print(f"no {kind or 'entrie'}s in {' or '.join(str(Registry(r).entries_dir) for r in roots)}")
         return 0
     out.print(t)
     return 0
@@ -114,11 +119,11 @@ def _entry(reg: Registry, ref: str):
     """A pinned ref as it is; a bare model name by verified status (trust), a bare dataset or recipe: newest."""
     from registry.refs import Ref
     from trust.policy import user_pins
-    from trust.status import resolve
+    from trust.status import locate
 
     parsed = Ref.parse(ref, default_kind="model")
     if parsed.kind == "model":
-        return resolve(reg.root, parsed, pins=user_pins())
+        return locate(reg.root, parsed, pins=user_pins())  # the checkout, then the user's own registry
     return reg.resolve(parsed), None
 
 
@@ -126,7 +131,8 @@ def _show_release(out, reg: Registry, rel: Release, status) -> None:
     from commonforge.cli.output import human_bytes, short, table
 
     m = rel.manifest
-    out.print(f"[bold]{rel.ref}[/bold]  status: {status.status}    license: {m.license}")
+    out.print(f"[bold]{rel.ref}[/bold]  status: {status.status}    license: {m.license}    in: {status.layer}"
+              + (f" ({status.root})" if status.layer != "checkout" else ""), highlight=False)
     out.print(f"release digest: sha256:{rel.release_digest}")
     if m.provenance == "imported":
         out.print("provenance: IMPORTED (not built by the forge: no recipe, no source commit, never reproducible)")
@@ -182,10 +188,13 @@ def _show_release(out, reg: Registry, rel: Release, status) -> None:
 
 def cmd_show(args: argparse.Namespace) -> int:
     from commonforge.cli.output import console
+    from registry import Registry
     from registry.schema import Dataset, Recipe, Release
 
     reg = _registry()
     entry, status = _entry(reg, args.ref)
+    if status is not None and status.root is not None:
+        reg = Registry(status.root)  # its records are beside it, in its layer
     out = console()
     if isinstance(entry, Dataset):
         _show_dataset(out, reg, entry)
@@ -238,7 +247,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise InputError(f"{args.ref} is not a model release", hint="verify takes a model ref")
     rel, status = _entry(reg, args.ref)
     assert isinstance(rel, Release)
-    checks = Store(settings.store_dir).verify_release(rel.manifest)
+    checks = Store(settings.layer(status.root).store_dir).verify_release(rel.manifest)
     out = console()
     t = table(f"{rel.ref} (sha256:{rel.release_digest})", "artifact", "status", "expected sha256", "actual")
     for c in checks:
