@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         log_cmds,
         registry_cmds,
         serve_cmds,
+        sharing_cmds,
         trust_cmds,
     )
 
@@ -52,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail to stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     # This order is the order `commonforge --help` lists the commands in.
-    for module in (registry_cmds, contrib_cmds, check_cmds, trust_cmds, log_cmds, build_cmds, eval_cmds, card_cmds,
-                   serve_cmds, explore_cmds):
+    for module in (registry_cmds, contrib_cmds, check_cmds, trust_cmds, log_cmds, sharing_cmds, build_cmds, eval_cmds,
+                   card_cmds, serve_cmds, explore_cmds):
         module.add_parsers(sub)
     return parser
 

@@ -131,7 +131,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     p = add_command(lsub, "monitor", cmd_monitor, "check copies of the log for one history (exit 3 on equivocation)",
                     MONITOR_HELP)
-    p.add_argument("sources", nargs="+", metavar="SOURCE", help="a log directory (holds `checkpoint`)")
+    p.add_argument("sources", nargs="*", metavar="SOURCE", help="a log directory (holds `checkpoint`)")
+    p.add_argument("--peer", action="append", default=[], metavar="URL",
+                   help="a peer's log over HTTP (`commonforge peer serve`), e.g. http://127.0.0.1:8470; repeatable")
+    p.add_argument("--timeout", type=float, default=10.0, metavar="S",
+                   help="seconds each request to a --peer may take, from connect to last byte (default 10)")
     _state_option(p)
     p.add_argument("--full", action="store_true",
                    help="check every entry again, not only those added since the last accepted checkpoint")
@@ -475,21 +479,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_monitor(args: argparse.Namespace) -> int:
     from commonforge.errors import InputError
-    from trust.log.monitor import monitor
+    from sharing import gossip
+    from sharing.peers import normalise_url
 
+    if not args.sources and not args.peer:
+        raise InputError("nothing to monitor", hint="name log directories (SOURCE...) and/or --peer URL")
+    if args.timeout <= 0:
+        raise InputError(f"--timeout {args.timeout} is not a positive number of seconds", hint="e.g. --timeout 10")
+    urls = list(dict.fromkeys(normalise_url(u) for u in args.peer))  # a bad URL is bad input, before any request
     root = _root()
-    chain, _, spec = _policy_log(root)
-    # Every maintainer any policy version lists, so the monitor verifies what each entry claims
-    # (a key dropped later still signed what it signed then). A key that is not its keyid's is left
-    # out: the entries claiming it are then reported unverifiable, never lent a name.
-    keys = {}
-    for version in chain.versions:
-        for m in version.maintainers:
-            try:
-                keys[m.keyid] = m.public().sslib_key()
-            except InputError:
-                continue
-    report = monitor(args.sources, spec.verifier(), spec.witness_verifiers(), spec.witnesses_required, _state(args),
-                     origin=spec.origin, names=_names(chain), keys=keys, full=args.full)
+    chain, _, _ = _policy_log(root)
+    log = gossip.policy_log(chain)
+    peers, failed = gossip.open_peer_logs(urls, args.timeout)
+    report = gossip.monitor_log(log, [*args.sources, *peers], _state(args), failed=failed, full=args.full)
     print("\n".join(report.lines()))
     return report.exit_code()

@@ -1,0 +1,206 @@
+"""``peer serve`` and ``peers add|list|remove|sync``: this forge as a read-only peer, and the peers it knows.
+
+Wiring only: the server is :mod:`sharing.peer`, the user's peers file :mod:`sharing.peers`, the
+gossip and its log check :mod:`sharing.gossip`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from commonforge.cli.command import add_command
+
+PEER_HELP = """\
+This forge as a peer other forges pull from: a read-only HTTP server (the API is in
+sharing/peer.py) serving the checkout's registry files, its store's blobs by sha256, the
+transparency log's checkpoint and tiles, and the peers you added. Nothing it serves is trusted by
+its clients (digests, signatures, the policy and the log decide), so it has no write endpoint.
+"""
+
+SERVE_HELP = """\
+Serve this checkout (registry/ files, the store's blobs) and your copy of the log (--log, default
+$COMMONFORGE_LOG when it holds a checkpoint) until interrupted. It binds 127.0.0.1; another
+address makes the whole registry, store and log readable from the network, so it is refused
+unless --public is given. --port 0 picks a free port; the URL is printed once it listens.
+"""
+
+PEERS_HELP = """\
+The peers you added (kept in $COMMONFORGE_PEERS, else $XDG_CONFIG_HOME/commonforge/peers.json):
+what `peers sync` contacts and `peer serve` advertises. Peers that your peers advertise are shown
+as learned and are never contacted until you add them.
+"""
+
+SYNC_HELP = """\
+Gossip with every peer you added: ask each for its version, its log and the peers it knows, then
+check all their logs (and your own copy, if you have one) for one history under the governance
+policy's log key and witnesses, against the checkpoint you accepted last. Records per peer the
+last contact, the checkpoint it showed and the peers it advertised (learned: never contacted).
+Exit 3 when the log equivocated (both signed checkpoints are printed as evidence), 1 when a log
+does not verify, 3 when no peer could be reached; an unreachable peer among others is a warning.
+"""
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    peer = add_command(sub, "peer", _help, "serve this forge, read-only, to other forges (peer serve)", PEER_HELP)
+    psub = peer.add_subparsers(dest="peer_command", metavar="ACTION", required=True)
+    p = add_command(psub, "serve", cmd_serve, "serve this checkout's registry, store and log over HTTP", SERVE_HELP)
+    p.add_argument("--host", default="127.0.0.1", help="the address to bind (default 127.0.0.1; others need --public)")
+    p.add_argument("--port", type=int, metavar="N",
+                   help="the port (default $COMMONFORGE_PEER_PORT, else 8470; 0: any free port)")
+    p.add_argument("--log", type=Path, metavar="DIR",
+                   help="the log copy to serve (default $COMMONFORGE_LOG, else $XDG_DATA_HOME/commonforge/log, "
+                        "when it holds a checkpoint)")
+    p.add_argument("--public", action="store_true",
+                   help="allow an address other than loopback (everything served becomes readable from the network)")
+
+    peers = add_command(sub, "peers", _help, "the peers you added: add, list, remove, sync (gossip)", PEERS_HELP)
+    ssub = peers.add_subparsers(dest="peers_command", metavar="ACTION", required=True)
+    p = add_command(ssub, "add", cmd_add, "add a peer (http://HOST:PORT)")
+    p.add_argument("url", metavar="URL", help="the peer's base URL, e.g. http://127.0.0.1:8470")
+    p.add_argument("--name", metavar="N", help="a short name to refer to it by")
+    add_command(ssub, "list", cmd_list, "the peers you added, and those learned from them (never contacted)")
+    p = add_command(ssub, "remove", cmd_remove, "forget a peer you added")
+    p.add_argument("peer", metavar="URL|NAME", help="the peer's URL or name, as `peers list` shows it")
+    p = add_command(ssub, "sync", cmd_sync, "gossip with the peers you added and check their logs", SYNC_HELP)
+    p.add_argument("--state", type=Path, metavar="FILE",
+                   help="the newest checkpoint you accepted, per log (default: $COMMONFORGE_LOG_STATE, else "
+                        "$XDG_STATE_HOME/commonforge/log-state.json)")
+    p.add_argument("--log", type=Path, metavar="DIR",
+                   help="your own copy of the log, checked with the peers' when it holds a checkpoint "
+                        "(default: $COMMONFORGE_LOG)")
+    p.add_argument("--timeout", type=float, default=10.0, metavar="S",
+                   help="seconds each request to a peer may take, from connect to last byte (default 10)")
+
+
+def _help(args: argparse.Namespace) -> int:  # argparse requires an action; never reached
+    return 2
+
+
+def _book():
+    from commonforge import settings
+    from sharing.peers import PeerBook
+
+    return PeerBook.load(settings.peers_file())
+
+
+# --- peer serve -------------------------------------------------------------------------------------
+
+
+def _log_origin_size(directory: Path) -> str:
+    """``ORIGIN, size N`` from a checkpoint's first two lines (not verified: the clients verify)."""
+    try:
+        head = (directory / "checkpoint").read_bytes()[:4096].decode("utf-8", "replace").splitlines()
+    except OSError:
+        return "unreadable checkpoint"
+    return f"{head[0] if head else '?'}, size {head[1] if len(head) > 1 else '?'}"
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from commonforge import settings
+    from commonforge.errors import InputError
+    from sharing import peer as peer_server
+
+    if not peer_server.is_loopback(args.host):
+        if not args.public:
+            raise InputError(f"--host {args.host} would serve this forge's registry, store and log to the network",
+                             hint="keep the default 127.0.0.1, or add --public if that is what you want")
+        print(f"warning: serving on {args.host}: anyone who can reach it can read the registry, the store and "
+              "the log (nothing can be written)", file=sys.stderr)
+    port = settings.peer_port() if args.port is None else args.port
+    if not 0 <= port <= 65535:
+        raise InputError(f"--port {port} is not a port number", hint="give 1-65535, or 0 for any free port")
+    s = settings.apply()
+    if args.log is not None:
+        if not (args.log / "checkpoint").is_file():
+            raise InputError(f"--log {args.log} is not a log (no checkpoint)",
+                             hint="name a copy of the log (`commonforge log show --log DIR` reads it), or leave --log "
+                                  "out")
+        log_dir: Path | None = args.log
+    else:
+        default = settings.log_dir()
+        log_dir = default if (default / "checkpoint").is_file() else None
+    peers = _book().urls()
+    print(f"serving, read-only: the registry of {s.root}, the store {s.store_dir}")
+    print(f"  log: {log_dir} ({_log_origin_size(log_dir)})" if log_dir else "  log: none")
+    print(f"  peers advertised: {', '.join(peers) if peers else 'none'}")
+
+    def started(host: str, bound: int) -> None:
+        shown = f"[{host}]" if ":" in host else host
+        print(f"listening on http://{shown}:{bound} (Ctrl-C stops)", flush=True)
+
+    sys.stdout.flush()
+    peer_server.serve(s.root, s.store_dir, log_dir, host=args.host, port=port, peers=peers, on_started=started)
+    return 0
+
+
+# --- peers add / list / remove ------------------------------------------------------------------------
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    book = _book()
+    known = book.add(args.url, args.name)
+    book.save()
+    print(f"added {known.label}; `commonforge peers sync` contacts it")
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    book = _book()
+    gone = book.remove(args.peer)
+    book.save()
+    print(f"removed {gone.label}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from sharing.gossip import describe_checkpoint
+
+    book = _book()
+    if not book.peers:
+        print("no peers added; `commonforge peers add URL` adds one")
+    for p in book.peers:
+        contact = f"last contact {p.last_contact}" if p.last_contact else "never contacted yet"
+        print(f"{p.label}  added {p.added}; {contact}; {describe_checkpoint(p.checkpoint)}; advertises "
+              f"{len(p.learned)} peer(s)")
+        if p.last_error:
+            print(f"  last sync: {p.last_error}")
+    learned = book.learned()
+    if learned:
+        print("learned (advertised by your peers):")
+    for lp in learned:
+        print(f"  {lp.url}  learned from {', '.join(lp.advertised_by)}, never contacted — "
+              f"`commonforge peers add {lp.url}` to use it")
+    return 0
+
+
+# --- peers sync -----------------------------------------------------------------------------------------
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from commonforge import settings
+    from commonforge.errors import InputError
+    from sharing import gossip
+    from trust.log.client import ClientState
+    from trust.policy import load_chain, user_pins
+
+    if args.timeout <= 0:
+        raise InputError(f"--timeout {args.timeout} is not a positive number of seconds", hint="e.g. --timeout 10")
+    book = _book()
+    if not book.peers:
+        print("no peers added; `commonforge peers add URL` adds one", file=sys.stderr)
+        return 0
+    log = unchecked = None
+    try:
+        s = settings.apply()
+        log = gossip.policy_log(load_chain(s.root, pins=user_pins()))
+    except InputError as err:  # no checkout, or a policy without a log: gossip all the same
+        unchecked = err.message
+    report = gossip.sync(book, log=log, state=ClientState(args.state or settings.log_state()),
+                         local_log=args.log or settings.log_dir(), timeout=args.timeout, unchecked=unchecked)
+    book.save()
+    print("\n".join(report.lines()))
+    for line in report.warnings():
+        print(line, file=sys.stderr)
+    return report.exit_code()
