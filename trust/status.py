@@ -534,14 +534,14 @@ def log_statement(root: Path, path: Path, op=None, *, chain: Chain | None = None
 
 
 def publish(root: Path, release: Release, signer: Signer, info: KeyInfo, *, chain: Chain | None = None,
-            now: datetime | None = None, op=None) -> tuple[Path, ReleaseStatus]:
+            now: datetime | None = None, op=None, view=None) -> tuple[Path, ReleaseStatus]:
     """Sign the publication of ``release``; refused unless the policy's publish rule holds now.
 
     Where the policy names a log, ``op`` (the log's operator) appends the publication at once;
     without it the release stays a draft until the operator appends it."""
     chain = chain or load_chain(root, now=now)
     policy = require_member(chain, info, "maintainer", "its publication")
-    status = release_status(root, release, chain=chain, now=now)
+    status = release_status(root, release, chain=chain, now=now, view=view)
     if status.status == "revoked":
         raise ForgeError(f"{status.ref} is revoked; a revoked release is never published again",
                          hint="build and approve a new version")
@@ -557,7 +557,7 @@ def publish(root: Path, release: Release, signer: Signer, info: KeyInfo, *, chai
         signed_at=utc_now(), policy_version=policy.version, policy_digest=policy.digest, counted=counted))
     if policy.log is not None and op is not None:
         log_statement(root, path, op, chain=chain)
-    return path, release_status(root, release, chain=chain, now=now)
+    return path, release_status(root, release, chain=chain, now=now, view=view)
 
 
 # --- checking every statement (for `validate` and a pull request's `check`) ------------------------
