@@ -42,7 +42,30 @@ does not verify, 3 when no peer could be reached; an unreachable peer among othe
 """
 
 
+PULL_HELP = """\
+Pull a model release from peers into your own registry (not into a checkout: a pulled entry would
+dirty it; $COMMONFORGE_USER_REGISTRY, else $XDG_DATA_HOME/commonforge/registry, with its own store).
+No peer is trusted. Before anything lands, a pull checks every file against the peers' index,
+verifies the governance policy chain (against what you accepted before: no rollback, no other
+forge), computes the release's status from its signed statements and the transparency log (whose
+checkpoint must extend the one you accepted), and verifies every artifact's sha256; blobs come
+from all peers at once, a slow or lying peer is dropped and named. REF: a pinned ref, or a bare
+name for the newest published release. --from defaults to the peers you added (`peers add`).
+"""
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = add_command(sub, "pull", cmd_pull, "pull a published release from peers into your own registry, verified",
+                    PULL_HELP)
+    p.add_argument("ref", metavar="REF", help="e.g. model/forge-small@1.0.0, or forge-small (newest published)")
+    p.add_argument("--from", dest="peers", action="append", default=[], metavar="URL",
+                   help="a peer to pull from, repeatable (default: the peers you added)")
+    p.add_argument("--allow-draft", action="store_true", help="take a draft (not published) release")
+    p.add_argument("--allow-revoked", action="store_true",
+                   help="take a revoked release named by version (to study it; serve/chat refuse it without "
+                        "--allow-revoked too)")
+    p.add_argument("--timeout", type=float, default=30.0, metavar="S",
+                   help="seconds a request to a peer may take beyond what its size needs (default 30)")
     peer = add_command(sub, "peer", _help, "serve this forge, read-only, to other forges (peer serve)", PEER_HELP)
     psub = peer.add_subparsers(dest="peer_command", metavar="ACTION", required=True)
     p = add_command(psub, "serve", cmd_serve, "serve this checkout's registry, store and log over HTTP", SERVE_HELP)
@@ -204,3 +227,42 @@ def cmd_sync(args: argparse.Namespace) -> int:
     for line in report.warnings():
         print(line, file=sys.stderr)
     return report.exit_code()
+
+
+# --- pull ---------------------------------------------------------------------------------------------
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from commonforge.errors import InputError
+    from sharing.fetch import Timeouts
+    from sharing.pull import pull
+
+    peers = args.peers or _book().urls()
+    if not peers:
+        raise InputError("no peer to pull from", hint="name one with --from URL, or add one: `commonforge peers add URL`")
+    bars: dict[str, object] = {}
+
+    def progress(path: str, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        bar = bars.get(path)
+        if bar is None:
+            bar = bars[path] = tqdm(total=total, unit="B", unit_scale=True, desc=path, leave=False, file=sys.stderr)
+        bar.update(done - bar.n)  # type: ignore[attr-defined]
+
+    try:
+        result = pull(args.ref, peers, allow_draft=args.allow_draft, allow_revoked=args.allow_revoked,
+                      timeouts=Timeouts(total=args.timeout), progress=progress)
+    finally:
+        for bar in bars.values():
+            bar.close()  # type: ignore[attr-defined]
+    for why in result.skipped:
+        print(f"warning: {why}", file=sys.stderr)
+    for peer, ranges in result.liars.items():
+        print(f"warning: peer {peer} sent {len(ranges)} range(s) that did not verify; they were fetched again "
+              "from another peer", file=sys.stderr)
+    print(f"pulled {result.release.ref} (sha256:{result.release.release_digest}) into {result.root}: "
+          f"{result.status.status} under policy {result.status.policy.version if result.status.policy else 0}; "
+          f"{result.blobs} artifact(s), {result.bytes:,} bytes, from {', '.join(result.peers)}")
+    print(f"use it: `commonforge chat {result.release.name}` or `commonforge serve {result.release.ref}`")
+    return 0
