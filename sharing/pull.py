@@ -39,7 +39,7 @@ from commonforge import settings
 from commonforge.errors import ForgeError, InputError, NotFoundError, VerificationError
 from registry import fsutil
 from registry.catalog import Registry
-from registry.digest import sha256_bytes
+from registry.digest import sha256_bytes, sha256_file
 from registry.refs import VERSION_RE, Ref, version_key
 from registry.schema import Release
 from registry.store import Store
@@ -258,9 +258,13 @@ def _commit(staging: Staging, dest_root: Path, release: Release, blob_files: dic
 def pull(ref: str, urls: Sequence[str], *, dest_root: Path | None = None, allow_draft: bool = False,
          allow_revoked: bool = False, timeouts: Timeouts | None = None, state=None,
          pins: trust_policy.Pins | None = None,
-         progress: Callable[[str, int, int], None] | None = None) -> PullResult:
+         progress: Callable[[str, int, int], None] | None = None,
+         blobs: Callable[[Staging, Release, dict], dict[str, Path]] | None = None) -> PullResult:
     """Pull ``ref`` (a pinned model ref, or a bare name: the newest published) from ``urls`` into
-    ``dest_root`` (default: the user registry). See the module's docstring for what is verified."""
+    ``dest_root`` (default: the user registry). See the module's docstring for what is verified.
+    ``blobs(staging, release, missing)``: another way to get the artifacts (``sharing.seed``: a
+    BitTorrent swarm); it returns {sha256: file}, each file checked here again; what it did not
+    bring comes from the peers."""
     parsed = Ref.parse(ref, default_kind="model")
     if parsed.kind != "model":
         raise InputError(f"{ref} is not a model ref", hint="pull takes a model release, e.g. model/forge-small@1.0.0")
@@ -298,6 +302,15 @@ def pull(ref: str, urls: Sequence[str], *, dest_root: Path | None = None, allow_
         blob_files: dict[str, Path] = {}
         result = PullResult(release, status, dest_root, [p.url for p in peers], skipped=skipped)
         wanted = {a.sha256: a for a in release.manifest.artifacts}
+        if blobs is not None:  # another transport (a BitTorrent swarm): it hands back files, verified here
+            missing = {d: a for d, a in wanted.items() if not dest_store.has(d)}
+            for digest, path in blobs(staging, release, missing).items():
+                if digest not in missing or sha256_file(path) != digest:
+                    raise PullError(f"the {blobs.__name__} transport gave a file that is not {missing.get(digest)}")
+                blob_files[digest] = path
+                result.blobs += 1
+                result.bytes += missing[digest].size
+            wanted = {d: a for d, a in wanted.items() if d not in blob_files}
         for digest, artifact in sorted(wanted.items()):
             if dest_store.has(digest):
                 continue
