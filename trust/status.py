@@ -502,6 +502,13 @@ def attest_rebuild(root: Path, release: Release, signer: Signer, info: KeyInfo, 
         environment_differences=environment_differences or [], machine=machine or {}))
 
 
+def attest_sharing(root: Path, release: Release, signer: Signer, info: KeyInfo, predicate, *,
+                   chain: Chain | None = None) -> Path:
+    """A maintainer's statement that this torrent (``sharing.torrent``) carries the release's files."""
+    require_member(chain or load_chain(root), info, "maintainer", "its sharing statement")
+    return _write(root, release, "sharing", signer, predicate)
+
+
 def revoke(root: Path, release: Release, signer: Signer, info: KeyInfo, *, reason: str, severity: str,
            chain: Chain | None = None) -> Path:
     require_member(chain or load_chain(root), info, "maintainer", "its revocation")

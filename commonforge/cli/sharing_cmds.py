@@ -54,6 +54,16 @@ name for the newest published release. --from defaults to the peers you added (`
 """
 
 
+SEED_HELP = """\
+Share a release over BitTorrent. Makes its v2 torrent (the same files give the same info-hash on
+any machine), writes it beside the release (registry/entries/models/NAME/VERSION.torrent, served by
+`peer serve` with the registry), signs a sharing statement naming the info-hash and every file's
+sha256 with your maintainer key, and seeds the files from the store until interrupted. The session
+listens on 127.0.0.1 unless --listen says otherwise; DHT, local discovery, UPnP, NAT-PMP and peer
+exchange are off. Commit the torrent and the statement, and have the log's operator append it.
+"""
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "pull", cmd_pull, "pull a published release from peers into your own registry, verified",
                     PULL_HELP)
@@ -66,6 +76,20 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         "--allow-revoked too)")
     p.add_argument("--timeout", type=float, default=30.0, metavar="S",
                    help="seconds a request to a peer may take beyond what its size needs (default 30)")
+    p.add_argument("--torrent-peer", action="append", default=[], metavar="HOST:PORT",
+                   help="fetch the artifacts from this BitTorrent peer (repeatable; `commonforge seed` prints one): "
+                        "the torrent must be vouched for by a maintainer's sharing statement, and every file is "
+                        "checked against the release; no DHT, trackers or local discovery")
+
+    p = add_command(sub, "seed", cmd_seed, "share a release over BitTorrent (deterministic v2 torrent, signed)",
+                    SEED_HELP)
+    p.add_argument("ref", metavar="MODEL_REF", help="a pinned ref, e.g. model/forge-small@1.0.0")
+    p.add_argument("--key", required=True, metavar="KEY", help="your maintainer key: the sharing statement is signed")
+    p.add_argument("--passphrase-file", type=Path, metavar="FILE", help="the key's passphrase (first line of FILE)")
+    p.add_argument("--keys-dir", type=Path, metavar="DIR", help="where your keys are (default: COMMONFORGE_KEYS)")
+    p.add_argument("--listen", default="127.0.0.1:0", metavar="HOST:PORT",
+                   help="where the seeding session listens (default 127.0.0.1, any free port)")
+    p.add_argument("--once", action="store_true", help="write the torrent and the statement, do not seed")
     peer = add_command(sub, "peer", _help, "serve this forge, read-only, to other forges (peer serve)", PEER_HELP)
     psub = peer.add_subparsers(dest="peer_command", metavar="ACTION", required=True)
     p = add_command(psub, "serve", cmd_serve, "serve this checkout's registry, store and log over HTTP", SERVE_HELP)
@@ -229,7 +253,36 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return report.exit_code()
 
 
-# --- pull ---------------------------------------------------------------------------------------------
+# --- pull and seed -----------------------------------------------------------------------------------
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    import time
+
+    from commonforge.cli.trust_cmds import _release, signer_from_args
+    from commonforge.settings import apply
+    from registry.store import Store
+    from sharing import seed as seeding
+    from sharing import torrent
+
+    settings = apply()
+    release = _release(settings.root, args.ref)
+    signer, info = signer_from_args(args)
+    store = Store(settings.store_dir)
+    data, path, statement = seeding.share(settings.root, store, release, signer, info)
+    print(f"torrent of {release.ref}: {path.relative_to(settings.root)} (info-hash v2 {torrent.info_hash_v2(data)})")
+    print(f"magnet: {torrent.magnet(data)}")
+    print(f"signed the sharing statement: {statement.relative_to(settings.root)}")
+    if args.once:
+        return 0
+    session = torrent.session(args.listen)
+    torrent.seed(session, data, seeding.seed_directory(settings.root, store, release))
+    host = args.listen.rpartition(":")[0]
+    print(f"seeding on {host}:{session.listen_port()} until interrupted; "
+          f"pull with `commonforge pull {release.ref} --from PEER --torrent-peer {host}:{session.listen_port()}`",
+          flush=True)
+    while True:
+        time.sleep(3600)
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
@@ -250,9 +303,14 @@ def cmd_pull(args: argparse.Namespace) -> int:
             bar = bars[path] = tqdm(total=total, unit="B", unit_scale=True, desc=path, leave=False, file=sys.stderr)
         bar.update(done - bar.n)  # type: ignore[attr-defined]
 
+    swarm = None
+    if args.torrent_peer:
+        from sharing.seed import parse_peer, torrent_blobs
+
+        swarm = torrent_blobs([parse_peer(p) for p in args.torrent_peer], timeout=max(args.timeout, 60.0))
     try:
         result = pull(args.ref, peers, allow_draft=args.allow_draft, allow_revoked=args.allow_revoked,
-                      timeouts=Timeouts(total=args.timeout), progress=progress)
+                      timeouts=Timeouts(total=args.timeout), progress=progress, blobs=swarm)
     finally:
         for bar in bars.values():
             bar.close()  # type: ignore[attr-defined]
