@@ -24,6 +24,11 @@ def _read(audit_dir: Path, kind: str) -> list[dict]:
     return out
 
 
+def connects(audit_dir: Path) -> list[dict]:
+    """Every loopback connection a process made (recorded when FORGE_AUDIT_ALL=1)."""
+    return _read(audit_dir, "connect")
+
+
 def violations(audit_dir: Path) -> list[dict]:
     return _read(audit_dir, "violation")
 

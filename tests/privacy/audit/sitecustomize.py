@@ -14,6 +14,7 @@ _DIR = os.environ.get("FORGE_AUDIT_DIR")
 _PRIVACY_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "MLFLOW_DISABLE_TELEMETRY",
                  "DVC_NO_ANALYTICS", "DO_NOT_TRACK", "STREAMLIT_BROWSER_GATHER_USAGE_STATS")
 _LOCAL = ("127.", "::1", "localhost", "0.0.0.0", "::ffff:127.")
+_ALL = os.environ.get("FORGE_AUDIT_ALL") == "1"
 
 
 def _is_local(host) -> bool:
@@ -45,6 +46,9 @@ def _hook(event, args):
     else:
         return
     if _is_local(host):
+        if _ALL and event == "socket.connect":  # FORGE_AUDIT_ALL: which local ports were dialled, too
+            _record("connect", {"host": str(host), "port": address[1] if isinstance(address, tuple) else None,
+                                "argv": sys.argv[:4]})
         return
     _record("violation", {"event": event, "host": str(host), "argv": sys.argv[:4]})
     raise PermissionError(f"commonforge privacy audit: blocked {event} to {host}")
