@@ -63,6 +63,16 @@ listens on 127.0.0.1 unless --listen says otherwise; DHT, local discovery, UPnP,
 exchange are off. Commit the torrent and the statement, and have the log's operator append it.
 """
 
+MIRROR_HELP = """\
+Keep a full replica of another forge in DIR (registry/, .forge/store, and log/ for its transparency
+log), verified like a pull: the governance chain against the mirror's own pins, the log against the
+mirror's own accepted checkpoint (DIR/.forge/log-state.json; a log that does not extend the copy
+the mirror holds, a rollback or a fork, is refused and nothing changes), every published or
+revoked release with all its artifacts. Run it again to follow the forge: only new log tiles and
+new or changed releases are fetched. Serve the mirror with `commonforge peer serve --root DIR
+--log DIR/log`. Exit 1 when a release did not verify (the rest is mirrored).
+"""
+
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "pull", cmd_pull, "pull a published release from peers into your own registry, verified",
@@ -101,6 +111,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         "when it holds a checkpoint)")
     p.add_argument("--public", action="store_true",
                    help="allow an address other than loopback (everything served becomes readable from the network)")
+    p.add_argument("--root", type=Path, metavar="DIR",
+                   help="serve this forge root (its registry/ and its own .forge/store) instead of the checkout, "
+                        "e.g. a mirror: `peer serve --root DIR --log DIR/log`")
 
     peers = add_command(sub, "peers", _help, "the peers you added: add, list, remove, sync (gossip)", PEERS_HELP)
     ssub = peers.add_subparsers(dest="peers_command", metavar="ACTION", required=True)
@@ -119,6 +132,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         "(default: $COMMONFORGE_LOG)")
     p.add_argument("--timeout", type=float, default=10.0, metavar="S",
                    help="seconds each request to a peer may take, from connect to last byte (default 10)")
+
+    p = add_command(sub, "mirror", cmd_mirror, "keep a verified replica of another forge and follow its log",
+                    MIRROR_HELP)
+    p.add_argument("url", metavar="URL", help="the peer to mirror, e.g. http://127.0.0.1:8470")
+    p.add_argument("--into", type=Path, required=True, metavar="DIR",
+                   help="the mirror's root (registry/, .forge/store, log/); made on the first run")
+    p.add_argument("--timeout", type=float, default=30.0, metavar="S",
+                   help="seconds a request to the peer may take beyond what its size needs (default 30)")
 
 
 def _help(args: argparse.Namespace) -> int:  # argparse requires an action; never reached
@@ -158,7 +179,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     port = settings.peer_port() if args.port is None else args.port
     if not 0 <= port <= 65535:
         raise InputError(f"--port {port} is not a port number", hint="give 1-65535, or 0 for any free port")
-    s = settings.apply()
+    if args.root is not None and not (args.root / "registry").is_dir():
+        raise InputError(f"--root {args.root} holds no registry/", hint="name a forge root, e.g. a mirror's --into DIR")
+    s = settings.apply(args.root.resolve() if args.root is not None else None)
+    root, store = s.root, s.store_dir
+    if args.root is not None:
+        store = root / ".forge" / "store"  # a root named explicitly serves its own store
     if args.log is not None:
         if not (args.log / "checkpoint").is_file():
             raise InputError(f"--log {args.log} is not a log (no checkpoint)",
@@ -169,7 +195,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         default = settings.log_dir()
         log_dir = default if (default / "checkpoint").is_file() else None
     peers = _book().urls()
-    print(f"serving, read-only: the registry of {s.root}, the store {s.store_dir}")
+    print(f"serving, read-only: the registry of {root}, the store {store}")
     print(f"  log: {log_dir} ({_log_origin_size(log_dir)})" if log_dir else "  log: none")
     print(f"  peers advertised: {', '.join(peers) if peers else 'none'}")
 
@@ -178,7 +204,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"listening on http://{shown}:{bound} (Ctrl-C stops)", flush=True)
 
     sys.stdout.flush()
-    peer_server.serve(s.root, s.store_dir, log_dir, host=args.host, port=port, peers=peers, on_started=started)
+    peer_server.serve(root, store, log_dir, host=args.host, port=port, peers=peers, on_started=started)
     return 0
 
 
@@ -324,3 +350,20 @@ def cmd_pull(args: argparse.Namespace) -> int:
           f"{result.blobs} artifact(s), {result.bytes:,} bytes, from {', '.join(result.peers)}")
     print(f"use it: `commonforge chat {result.release.name}` or `commonforge serve {result.release.ref}`")
     return 0
+
+
+# --- mirror ---------------------------------------------------------------------------------------------
+
+
+def cmd_mirror(args: argparse.Namespace) -> int:
+    from commonforge.errors import InputError
+    from sharing.fetch import Timeouts
+    from sharing.mirror import mirror
+
+    if args.timeout <= 0:
+        raise InputError(f"--timeout {args.timeout} is not a positive number of seconds", hint="e.g. --timeout 30")
+    report = mirror(args.url, args.into, timeouts=Timeouts(total=args.timeout))
+    print("\n".join(report.lines()))
+    if report.log_origin:
+        print(f"serve it: `commonforge peer serve --root {report.dest} --log {report.dest / 'log'}`")
+    return 1 if report.failed else 0
