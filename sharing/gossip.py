@@ -74,8 +74,8 @@ def policy_log(chain: Chain) -> PolicyLog:
     unverifiable, never lent a name."""
     policy = chain.current
     if policy is None or policy.log is None:
-        version = policy.version if policy is not None else 0
-        raise InputError(f"policy {version} names no transparency log",
+        number = policy.version if policy is not None else 0
+        raise InputError(f"policy {number} names no transparency log",
                          hint="name one in a policy change: `commonforge policy propose --log-origin ORIGIN "
                               "--log-key KEY --witness ...` (keys from `commonforge log keygen`)")
     names: dict[str, tuple[str, str]] = {}

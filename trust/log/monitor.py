@@ -348,8 +348,9 @@ def monitor(
         previous_note = state.accepted_note(report.origin) or b""
         report.previous_size = previous.size if previous is not None else 0
         who = f"local state {state.path}"
-        for v in verified if previous is not None else ():
-            v.state_ok = _check_state(previous, previous_note, v, who, report)
+        if previous is not None:
+            for v in verified:
+                v.state_ok = _check_state(previous, previous_note, v, who, report)
 
     # Accept the largest checkpoint with its quorum, and say what is new since the last run.
     candidates = [v for v in verified if v.state_ok and v.quorum_error is None]
@@ -557,7 +558,7 @@ def describe_entries(
             clauses.append(f"built by {people('build')}")
             used += [i for i, _ in kinds["build"]]
         if "publication" in kinds:
-            versions = _join([f"policy {s.predicate.policy_version}" for _, s in kinds["publication"]])
+            versions = _join([f"policy {getattr(s.predicate, 'policy_version', '?')}" for _, s in kinds["publication"]])
             clause = f"published by {people('publication')} under {versions}"
             if "approval" in kinds:
                 clause += f" with approvals from {people('approval')}"
@@ -567,7 +568,7 @@ def describe_entries(
             clauses.append(f"approved by {people('approval')}")
         used += [i for i, _ in kinds.get("approval", [])]
         for result in ("identical", "different"):
-            rebuilt = [(i, s) for i, s in kinds.get("rebuild", []) if s.predicate.result == result]
+            rebuilt = [(i, s) for i, s in kinds.get("rebuild", []) if getattr(s.predicate, "result", None) == result]
             if rebuilt:
                 clauses.append(f"rebuilt {'identically' if result == 'identical' else 'DIFFERENTLY'} by "
                                + _join([_who(s.keyid, names) for _, s in rebuilt]))
@@ -577,7 +578,9 @@ def describe_entries(
         # Revocations: a line per (severity, reason), so none hides in a list.
         reasons: dict[tuple[str, str], list[tuple[int, st.Statement]]] = {}
         for i, s in kinds.get("revocation", []):
-            reasons.setdefault((s.predicate.severity, s.predicate.reason), []).append((i, s))
+            pred = s.predicate
+            assert isinstance(pred, st.RevocationPredicate)
+            reasons.setdefault((pred.severity, pred.reason), []).append((i, s))
         for (severity, reason), revs in reasons.items():
             by = _join([_who(s.keyid, names) for _, s in revs])
             lines.append((revs[0][0], f"{subject} REVOKED by {by} ({severity}: {reason}) {_indices([i for i, _ in revs])}"))
