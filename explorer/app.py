@@ -24,6 +24,7 @@ pages = [
     st.Page("app_pages/contributions.py", title="Contributions", icon=":material/merge_type:",
             url_path="contributions"),
     st.Page("app_pages/log.py", title="Log", icon=":material/receipt_long:", url_path="log"),
+    st.Page("app_pages/peers.py", title="Peers", icon=":material/hub:", url_path="peers"),
 ]
 page = st.navigation(pages)
 with st.sidebar:

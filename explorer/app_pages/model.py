@@ -4,7 +4,12 @@ lineage, artifacts, how to reproduce it, and a small box to try it."""
 import streamlit as st
 
 from commonforge.errors import ForgeError
+from commonforge.settings import peers_file
 from explorer import cache, charts, data, generate, ui, views
+from registry import layers
+from registry.catalog import Registry
+from registry.refs import Ref
+from sharing.peers import PeerBook
 
 forge = ui.current_forge()
 fingerprint = forge.fingerprint()
@@ -238,6 +243,37 @@ def show_artifacts() -> None:
             cols[3].badge("verified", color="green", icon=":material/check:")
         else:
             cols[3].badge(status, color="red", icon=":material/close:")
+    show_pull_sources()
+
+
+def show_pull_sources() -> None:
+    """Which layer holds the release here, and the pull command for another machine: the added peers
+    whose index listed it when asked on the Peers page (this session), else every added peer. Read from
+    the peers file and the session only: nothing here connects to a peer."""
+    st.subheader("Where to pull it from", anchor=False)
+    entry = Ref("model", release.name, release.version)
+    held = [layers.layer_name(r) for r in layers.layer_roots(forge.root) if Registry(r).entry_path(entry).is_file()]
+    st.caption(f"On this machine it is in the {' and the '.join(held or [layers.layer_name(forge.root)])}.")
+    try:
+        book = PeerBook.load(peers_file())
+    except ForgeError as err:
+        ui.show_problem(err, what="The peers file cannot be read.")
+        return
+    if not book.peers:
+        st.info(f"You have added no peers. Add one (`commonforge peers add URL`), then "
+                f"`commonforge pull {release.ref} --from URL`.")
+        return
+    answers = st.session_state.get("peer_answers", {})
+    holders = [p.url for p in book.peers if release.ref in (answers.get(p.url) or {}).get("releases", [])]
+    if holders:
+        st.code("\n".join(f"commonforge pull {release.ref} --from {url}" for url in holders), language="bash")
+        st.caption(f"{len(holders)} of your {len(book.peers)} peer(s) listed it when asked on the Peers page. "
+                   "A pull verifies signatures, status and every sha256 before it keeps anything.")
+    else:
+        st.code(f"commonforge pull {release.ref} " + " ".join(f"--from {url}" for url in book.urls()), language="bash")
+        st.caption("From the peers you added" + (" (none of those asked on the Peers page listed it)" if answers
+                                                 else "; whether they have it, ask them on the Peers page") + ".")
+    st.page_link("app_pages/peers.py", label="Peers", icon=":material/hub:")
 
 
 # --- governance -------------------------------------------------------------------------------
