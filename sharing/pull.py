@@ -109,6 +109,12 @@ class Staging:
         self.peers = peers
         self.indexes = indexes
         self.files: dict[str, bytes] = {}
+        self.source: dict[str, str] = {}  # path -> the peer whose copy was staged
+
+    def served_by(self, *prefixes: str) -> str:
+        """The peer(s) that sent the staged files under ``prefixes``: errors name who served what was refused."""
+        urls = sorted({url for path, url in self.source.items() if path.startswith(prefixes)})
+        return ("peer " if len(urls) == 1 else "peers ") + ", ".join(urls) if urls else "no peer"
 
     def listed(self, prefix: str) -> list[str]:
         """Every path under ``prefix`` any peer lists."""
@@ -137,6 +143,7 @@ class Staging:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
             self.files[path] = data
+            self.source[path] = peer.url
             return data
         if required:
             raise PullError(f"no peer sent {path}" + (": " + "; ".join(problems) if problems else ""),
@@ -194,18 +201,24 @@ def _check_chain(staging: Staging, dest_root: Path, pins: trust_policy.Pins) -> 
     if not (staging.root / GOVERNANCE / "policy" / "0.yaml").is_file():
         raise PullError("the peers serve no governance policy (registry/governance/policy/0.yaml)",
                         hint="pull from a commonforge peer")
-    chain = trust_policy.load_chain(staging.root)
-    pins.check(dest_root, chain)
+    try:
+        chain = trust_policy.load_chain(staging.root)
+        pins.check(dest_root, list(chain.versions))
+    except ForgeError as err:
+        raise PullError(f"the policy chain {staging.served_by(GOVERNANCE)} served is refused: {err.message}",
+                        hint=err.hint) from None
     here = trust_policy.policy_dir(dest_root)
     if trust_policy.versions_in(here):
         mine = trust_policy.load_chain(dest_root)
         if len(mine.versions) > len(chain.versions):
-            raise PullError(f"the peers serve policy versions up to {len(chain.versions)}; your registry already has "
-                            f"version {len(mine.versions)}: a rollback", hint="pull from peers that are up to date")
+            raise PullError(f"{staging.served_by(GOVERNANCE)} serve(s) policy versions up to {len(chain.versions)}; "
+                            f"your registry already has version {len(mine.versions)}: a rollback",
+                            hint="pull from peers that are up to date")
         for a, b in zip(mine.versions, chain.versions, strict=False):
             if a.digest != b.digest:
-                raise PullError(f"the peers' policy {b.version} (sha256:{b.digest[:12]}) is not the one your registry "
-                                f"holds (sha256:{a.digest[:12]}): another forge, or a fork of this one",
+                raise PullError(f"the policy {b.version} {staging.served_by(GOVERNANCE)} served "
+                                f"(sha256:{b.digest[:12]}) is not the one your registry holds "
+                                f"(sha256:{a.digest[:12]}): another forge, or a fork of this one",
                                 hint="a user registry follows one forge; pull it into another "
                                 "(COMMONFORGE_USER_REGISTRY) if you mean to")
     return chain
@@ -274,6 +287,7 @@ def pull(ref: str, urls: Sequence[str], *, dest_root: Path | None = None, allow_
     pins = pins if pins is not None else trust_policy.user_pins()
     peers, indexes, skipped = _connect(urls, timeouts)
     staging = Staging(dest_root, peers, indexes)
+    committing = False
     try:
         chain = _check_chain(staging, dest_root, pins)
         candidates = _candidates(staging, parsed)
@@ -291,11 +305,13 @@ def pull(ref: str, urls: Sequence[str], *, dest_root: Path | None = None, allow_
                 break
             if parsed.pinned:
                 why = "; ".join(status.revocation_reasons) if status.status == "revoked" else "; ".join(status.needs)
-                raise PullError(f"{release.ref} is {status.status} ({why or 'see its status'}): not pulled",
+                raise PullError(f"{release.ref} as {staging.served_by(entry_path[: -len('.yaml')])} served it is "
+                                f"{status.status} ({why or 'see its status'}): not pulled",
                                 hint="a pull takes published releases; --allow-draft takes a draft, "
                                 "--allow-revoked a revoked release named by version")
         if chosen is None:
-            raise PullError(f"the peers have no published release of {parsed}: " + "; ".join(seen),
+            raise PullError(f"{staging.served_by(candidates[0].rsplit('/', 1)[0] + '/')} serve(s) no published "
+                            f"release of {parsed}: " + "; ".join(seen),
                             hint="name a version and --allow-draft to take a draft")
         release, status = chosen
         dest_store = _store(dest_root)
@@ -323,12 +339,24 @@ def pull(ref: str, urls: Sequence[str], *, dest_root: Path | None = None, allow_
             blob_files[digest] = target
             result.blobs += 1
             result.bytes += artifact.size
+        committing = True
         _commit(staging, dest_root, release, blob_files)
         pins.remember(dest_root, list(chain.versions))
         final = trust_status.release_status(dest_root, release, chain=trust_policy.load_chain(dest_root),
                                             view=status.log)
         result.status = final
         return result
+    except ForgeError:
+        raise
+    except OSError as err:  # a full disk, a file-size limit, a read-only registry: not the peers' doing
+        where = f" {err.filename}" if err.filename else ""
+        if committing:
+            raise ForgeError(f"the pull could not write{where} while committing into {dest_root}: {err.strerror or err}"
+                             "; the release's entry is written last, so it is not there yet",
+                             hint="free some space and pull again (what landed is content-addressed and reused)"
+                             ) from err
+        raise ForgeError(f"the pull could not write{where} while staging in {staging.root}: {err.strerror or err}; "
+                         f"nothing in {dest_root} changed", hint="free some space and pull again") from err
     finally:
         staging.close()
         for peer in peers:
