@@ -251,3 +251,14 @@ def describe_checkpoint(cp: dict[str, Any] | None) -> str:
     if not cp:
         return "no checkpoint seen"
     return f"log {cp.get('origin')} size {cp.get('size')} root {str(cp.get('root', ''))[:16]}… (seen {cp.get('seen')})"
+
+
+def policy_log_or_why(root_finder) -> tuple[PolicyLog | None, str | None]:
+    """``policy_log`` of the checkout ``root_finder()`` resolves (``commonforge.settings.apply``), or
+    why there is none (no checkout, or a policy without a log): gossip goes on without a log check."""
+    from trust.policy import load_chain, user_pins
+
+    try:
+        return policy_log(load_chain(root_finder().root, pins=user_pins())), None
+    except InputError as err:
+        return None, err.message

@@ -256,7 +256,6 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from commonforge.errors import InputError
     from sharing import gossip
     from trust.log.client import ClientState
-    from trust.policy import load_chain, user_pins
 
     if args.timeout <= 0:
         raise InputError(f"--timeout {args.timeout} is not a positive number of seconds", hint="e.g. --timeout 10")
@@ -264,12 +263,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     if not book.peers:
         print("no peers added; `commonforge peers add URL` adds one", file=sys.stderr)
         return 0
-    log = unchecked = None
-    try:
-        s = settings.apply()
-        log = gossip.policy_log(load_chain(s.root, pins=user_pins()))
-    except InputError as err:  # no checkout, or a policy without a log: gossip all the same
-        unchecked = err.message
+    log, unchecked = gossip.policy_log_or_why(settings.apply)  # no log to check: gossip all the same
     report = gossip.sync(book, log=log, state=ClientState(args.state or settings.log_state()),
                          local_log=args.log or settings.log_dir(), timeout=args.timeout, unchecked=unchecked)
     book.save()
