@@ -34,7 +34,7 @@ Every method reads the source files from the OS page cache alike (dropping the c
 root); the peers, the seeder and the client share this machine's cores. One warm-up pull per pull
 method runs first, untimed (Python imports, the peers' first requests). A row per method (medians,
 min and max) goes to ``benchmarks/results/pull_throughput.csv`` (``--csv``) with the machine, CPU,
-core count and git commit.
+core count, git commit and the 1-minute load average before and after the run (others' work shows).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ from benchmarks import resultlog  # noqa: E402  (the repository is on sys.path f
 
 FIELDS = ["when", "commit", "machine", "cpu", "cores", "method", "peers", "files", "bytes", "reps", "median_s",
           "min_s", "max_s", "mb_s", "vs_cp", "sha256_s", "verify_share", "prepare_s", "transfer_s", "commit_s",
-          "finish_s"]
+          "finish_s", "load1_before", "load1_after"]
 METHODS = ["cp", "sha256", "pull 1 peer", "pull 3 peers", "pull libtorrent"]
 PHASES = ["prepare", "transfer", "commit", "finish"]
 REF = "model/sample@1.0.0"
@@ -362,13 +362,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.work is not None:
         args.work.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="pull-throughput-", dir=args.work))
+    load_before = os.getloadavg()[0]  # the machine may be shared: a busy one shows here
     try:
         rows = run(work, sizes, args.reps, args.warmup, lambda s: print(s, flush=True))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     info = machine_info()
     common = {"when": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "commit": resultlog.git_commit(),
-              "machine": platform.node(), "cpu": info.get("cpu", ""), "cores": os.cpu_count()}
+              "machine": platform.node(), "cpu": info.get("cpu", ""), "cores": os.cpu_count(),
+              "load1_before": round(load_before, 2), "load1_after": round(os.getloadavg()[0], 2)}
     print(HEADER)
     for r in rows:
         print(_line(r))
