@@ -114,16 +114,15 @@ def _copy_state(state: ClientState, where: Path) -> ClientState:
     return ClientState(where)
 
 
-def _follow_log(url: str, spec: trust_policy.LogSpec, dest: Path, state: ClientState, work: Path,
+def _follow_log(url: str, spec: trust_policy.LogSpec, local: Path, state: ClientState, work: Path,
                 timeouts: Timeouts | None, report: MirrorReport) -> tuple[Path, ClientState] | None:
     """Verify the peer's log against what the mirror holds and assemble the new copy in ``work``
-    (nothing in ``dest`` changes here). Returns (the staged log, the state that accepted it)."""
+    (nothing in ``local`` changes here). Returns (the staged log, the state that accepted it)."""
     from sharing.logsource import http_source
     from trust.log import forge as log_forge
 
     report.log_origin = spec.origin
     trial = _copy_state(state, work / "log-state.json")
-    local = dest / "log"
     if (local / "checkpoint").is_file():
         try:
             held = log_forge.open_view(spec, local, trial)
@@ -174,9 +173,8 @@ def _follow_log(url: str, spec: trust_policy.LogSpec, dest: Path, state: ClientS
     return staged, trial
 
 
-def _commit_log(staged: Path, trial: ClientState, dest: Path, state: ClientState) -> None:
-    """New tiles into ``dest/log``, the checkpoint last; then the accepted state; then the stale partials."""
-    local = dest / "log"
+def _commit_log(staged: Path, trial: ClientState, local: Path, state: ClientState) -> None:
+    """New tiles into ``local``, the checkpoint last; then the accepted state; then the stale partials."""
     names = set()
     for path in sorted(staged.rglob("*")):
         if path.is_file() and path.name != "checkpoint":
@@ -194,6 +192,21 @@ def _commit_log(staged: Path, trial: ClientState, dest: Path, state: ClientState
             path.unlink()  # a partial the new size has full (or a file no checkpoint names)
         elif path.is_dir() and not any(path.iterdir()):
             path.rmdir()
+
+
+def follow_log(url: str, spec: trust_policy.LogSpec, local: Path, state: ClientState, *,
+               timeouts: Timeouts | None = None) -> MirrorReport:
+    """Only the log part of a mirror: bring the log copy at ``local`` (e.g. a client's COMMONFORGE_LOG)
+    up to the peer's, verified against ``state`` the same way; nothing changes when it is refused."""
+    import tempfile
+
+    local = Path(local)
+    report = MirrorReport(url, local)
+    local.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".follow-", dir=local.parent) as work:
+        staged = _follow_log(url.rstrip("/"), spec, local, state, Path(work), timeouts, report)
+        _commit_log(*staged, local, state)
+    return report
 
 
 def mirror(url: str, dest: Path, *, state: ClientState | None = None, pins: trust_policy.Pins | None = None,
@@ -222,10 +235,11 @@ def mirror(url: str, dest: Path, *, state: ClientState | None = None, pins: trus
         policy = chain.current
         staged_log = None
         if policy is not None and policy.log is not None:
-            staged_log = _follow_log(peer.url, policy.log, dest, state, staging.root / ".mirror", timeouts, report)
+            staged_log = _follow_log(peer.url, policy.log, dest / "log", state, staging.root / ".mirror", timeouts,
+                                     report)
         # Everything verified: commit the log, then the governance files, then the releases (each a pull).
         if staged_log is not None:
-            _commit_log(*staged_log, dest, state)
+            _commit_log(*staged_log, dest / "log", state)
         for path, data in sorted(staging.files.items()):
             target = dest / path
             if not (target.is_file() and target.read_bytes() == data):
