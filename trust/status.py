@@ -233,7 +233,7 @@ def _with_log(root: Path, chain: Chain, statements: list[Statement], subject: tu
 
     policy = chain.current
     assert policy is not None and policy.log is not None
-    view = view if view is not None else log_forge.try_view(policy.log)
+    view = view if view is not None else log_forge.try_view(policy.log, log_forge.default_source(root))
     if isinstance(view, str):
         result.checks.append(Check("log", False, f"no verified copy of log {policy.log.origin}: {view}"))
         view = None

@@ -48,10 +48,14 @@ if TYPE_CHECKING:
 # --- where things are ---------------------------------------------------------------------
 
 
-def default_source() -> Path:
-    """This machine's copy of the forge's log: the operator's log, or the one pulled from a peer."""
+def default_source(root: Path | None = None) -> Path:
+    """Where a registry's copy of the forge's log is: the copy kept with it (``<root>/.forge/log``,
+    what ``pull`` and ``mirror`` keep in the registries they fill), else this machine's
+    (``COMMONFORGE_LOG``: the operator's log, or one the user follows)."""
     from commonforge import settings
 
+    if root is not None and (Path(root) / ".forge" / "log" / "checkpoint").is_file():
+        return Path(root) / ".forge" / "log"
     return settings.log_dir()
 
 
