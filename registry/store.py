@@ -12,6 +12,7 @@ refuse content that does not match its name.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -23,7 +24,7 @@ from typing import IO, BinaryIO
 
 from commonforge.errors import InputError, IntegrityError, NotFoundError
 from registry.digest import CHUNK, sha256_file
-from registry.fsutil import resolve_inside, temporary_file
+from registry.fsutil import fsync_dir, resolve_inside, temporary_file
 from registry.schema import Artifact, BuildManifest
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
@@ -86,6 +87,35 @@ class Store:
     def put_file(self, path: Path, *, expected: str | None = None) -> tuple[str, int]:
         with open(path, "rb") as f:
             return self.put_stream(f, expected=expected)
+
+    def adopt(self, path: Path, *, expected: str) -> tuple[str, int]:
+        """Move the file ``path`` into the store as the object ``expected``, after hashing it where it
+        is: no copy when it is on the store's file system (a pull's staged download), else
+        :meth:`put_file`. Content that hashes differently is refused and left where it was."""
+        _check_digest(expected)
+        path = Path(path)
+        h, size = hashlib.sha256(), 0
+        with open(path, "rb") as f:
+            while chunk := f.read(CHUNK):
+                h.update(chunk)
+                size += len(chunk)
+            os.fsync(f.fileno())
+        if h.hexdigest() != expected:
+            raise IntegrityError(str(path), expected, h.hexdigest())
+        target = self.object_path(expected)
+        if target.is_file() and sha256_file(target) == expected:
+            path.unlink()
+            return expected, size
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.chmod(path, 0o444)
+            os.rename(path, target)  # atomic on one file system
+        except OSError as err:
+            if err.errno != errno.EXDEV:
+                raise
+            return self.put_file(path, expected=expected)
+        fsync_dir(target.parent)
+        return expected, size
 
     def put_bytes(self, data: bytes, *, expected: str | None = None) -> tuple[str, int]:
         import io

@@ -257,7 +257,7 @@ def _commit(staging: Staging, dest_root: Path, release: Release, blob_files: dic
     """Blobs, then registry files, the release's entry last (see the module's docstring)."""
     store = _store(dest_root)
     for digest, path in blob_files.items():
-        store.put_file(path, expected=digest)
+        store.adopt(path, expected=digest)  # a rename: the staging area is on the same file system
     entry = Registry(staging.root).entry_path(Ref("model", release.name, release.version)).relative_to(staging.root)
     for path, data in sorted(staging.files.items(), key=lambda item: item[0] == str(entry)):
         target = dest_root / path
