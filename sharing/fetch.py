@@ -468,9 +468,12 @@ def download_from(peers: Sequence[Peer | str], path_fn: Callable[[str], str], de
             jobs = [ex.submit(fetch, r, pool[i % len(pool):] + pool[:i % len(pool)], fd) for i, r in enumerate(ranges)]
             for job in jobs:
                 job.result()
-        if _sha256_fd(fd) != sha256:
+        repaired = _sha256_fd(fd) != sha256
+        if repaired:
             _repair(pool, dead, path, size, sha256, ranges, fd, what, report)
-        for r, claims in sent.items():  # who sent what the verified bytes are not
+        # A whole that verified at once means every range was right; otherwise name who sent what
+        # the verified bytes are not.
+        for r, claims in sent.items() if repaired else ():
             truth = hashlib.sha256(os.pread(fd, r[1] - r[0] + 1, r[0])).hexdigest()
             for peer_url, digest in claims:
                 if digest != truth:
