@@ -26,26 +26,25 @@ Running it again therefore fetches only the new tiles and the new or changed rel
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from commonforge.errors import ForgeError, VerificationError
+from commonforge.errors import ForgeError
 from registry import fsutil
 from registry.digest import sha256_file
 from sharing import pull as pull_mod
-from sharing.fetch import PEER_ERRORS, Timeouts
+from sharing.fetch import Timeouts
+from sharing.logcopy import LogCopyError, _commit_log, _follow_log, follow_log, served_files  # noqa: F401
 from trust import policy as trust_policy
 from trust.log.client import ClientState
-from trust.log.tiles import TILE_WIDTH, tile_path, tiles_for_size
 
 log = logging.getLogger(__name__)
 
 MODELS = "registry/entries/models/"
 
 
-class MirrorError(VerificationError):
-    """A mirror run refused: what the peer did; the mirror is as it was."""
+# A mirror run refused: what the peer did; the mirror is as it was (one class for the log and the releases).
+MirrorError = LogCopyError
 
 
 @dataclass
@@ -101,114 +100,6 @@ def _held(dest: Path, index: dict[str, pull_mod.IndexEntry], paths: list[str]) -
     return True
 
 
-def served_files(size: int) -> list[tuple[int | str, int, int]]:
-    """Every file (level, index, width) a tree of ``size`` entries is served as: hash tiles and entry bundles."""
-    bundles = [("entries", n, min(TILE_WIDTH, size - n * TILE_WIDTH)) for n in range(-(-size // TILE_WIDTH))]
-    return [*tiles_for_size(size), *bundles]  # type: ignore[list-item]
-
-
-def _copy_state(state: ClientState, where: Path) -> ClientState:
-    where.parent.mkdir(parents=True, exist_ok=True)
-    if Path(state.path).is_file():
-        shutil.copyfile(state.path, where)
-    return ClientState(where)
-
-
-def _follow_log(url: str, spec: trust_policy.LogSpec, local: Path, state: ClientState, work: Path,
-                timeouts: Timeouts | None, report: MirrorReport) -> tuple[Path, ClientState] | None:
-    """Verify the peer's log against what the mirror holds and assemble the new copy in ``work``
-    (nothing in ``local`` changes here). Returns (the staged log, the state that accepted it)."""
-    from sharing.logsource import http_source
-    from trust.log import forge as log_forge
-
-    report.log_origin = spec.origin
-    trial = _copy_state(state, work / "log-state.json")
-    if (local / "checkpoint").is_file():
-        try:
-            held = log_forge.open_view(spec, local, trial)
-        except ForgeError as err:
-            raise MirrorError(f"the mirror's own copy of the log ({local}) does not verify: {err.message}",
-                              hint="restore it, or mirror into a new directory") from None
-        report.log_before = held.size
-    try:
-        source = http_source(url, timeouts=timeouts)
-        view = log_forge.open_view(spec, source, trial)
-    except PEER_ERRORS as err:
-        raise MirrorError(f"peer {url}: its log could not be read: {err.message}",
-                          hint="try again later, or mirror another peer; the mirror is unchanged") from None
-    except ForgeError as err:
-        raise MirrorError(f"peer {url} serves a log the mirror refuses: {err.message}",
-                          hint="a log that does not extend the copy the mirror holds is a rollback or a fork "
-                          "(keep the evidence); the mirror is unchanged") from None
-    report.log_after = view.size
-    staged = work / "log"
-    (staged / "tile").mkdir(parents=True)
-    tree = view.tree
-    for level, index, width in served_files(view.size):
-        relative = tile_path(level, index, width)
-        target = staged / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        held_file = local / relative
-        if held_file.is_file() and not held_file.is_symlink():
-            shutil.copyfile(held_file, target)  # re-verified below with the rest
-            continue
-        try:
-            read, _, data = tree._read_tile(level, index, width)  # the peer's bytes, size-bounded
-        except PEER_ERRORS as err:
-            raise MirrorError(f"peer {url}: {err.message}", hint="try again; the mirror is unchanged") from None
-        if read != relative:
-            raise MirrorError(f"peer {url} no longer serves {relative} (its log grew while it was mirrored)",
-                              hint="run the mirror again; the mirror is unchanged")
-        target.write_bytes(data)
-        report.tiles_fetched.append(relative)
-    (staged / "checkpoint").write_bytes(view.note)
-    try:
-        from trust.log.tiles import TileLog
-
-        TileLog(staged).verify()
-        log_forge.open_view(spec, staged, trial)  # the assembled directory, as any client reads it
-    except ForgeError as err:
-        raise MirrorError(f"the copy of the log from {url} does not verify as a directory: {err.message}",
-                          hint="the peer served tiles that do not match its checkpoint; the mirror is unchanged") from None
-    return staged, trial
-
-
-def _commit_log(staged: Path, trial: ClientState, local: Path, state: ClientState) -> None:
-    """New tiles into ``local``, the checkpoint last; then the accepted state; then the stale partials."""
-    names = set()
-    for path in sorted(staged.rglob("*")):
-        if path.is_file() and path.name != "checkpoint":
-            relative = path.relative_to(staged)
-            names.add(relative.as_posix())
-            target = local / relative
-            if not (target.is_file() and target.read_bytes() == path.read_bytes()):
-                fsutil.atomic_write_bytes(target, path.read_bytes())
-    fsutil.atomic_write_bytes(local / "checkpoint", (staged / "checkpoint").read_bytes())
-    Path(state.path).parent.mkdir(parents=True, exist_ok=True)
-    fsutil.atomic_write_bytes(Path(state.path), Path(trial.path).read_bytes())
-    for path in sorted((local / "tile").rglob("*"), reverse=True):
-        relative = path.relative_to(local).as_posix()
-        if path.is_file() and relative not in names:
-            path.unlink()  # a partial the new size has full (or a file no checkpoint names)
-        elif path.is_dir() and not any(path.iterdir()):
-            path.rmdir()
-
-
-def follow_log(url: str, spec: trust_policy.LogSpec, local: Path, state: ClientState, *,
-               timeouts: Timeouts | None = None) -> MirrorReport:
-    """Only the log part of a mirror: bring the log copy at ``local`` (e.g. a client's COMMONFORGE_LOG)
-    up to the peer's, verified against ``state`` the same way; nothing changes when it is refused."""
-    import tempfile
-
-    local = Path(local)
-    report = MirrorReport(url, local)
-    local.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".follow-", dir=local.parent) as work:
-        staged = _follow_log(url.rstrip("/"), spec, local, state, Path(work), timeouts, report)
-        _commit_log(*staged, local, state)
-    return report
-
-
 def mirror(url: str, dest: Path, *, state: ClientState | None = None, pins: trust_policy.Pins | None = None,
            timeouts: Timeouts | None = None) -> MirrorReport:
     """Bring the mirror at ``dest`` up to date with the peer at ``url`` (see the module's docstring).
@@ -255,7 +146,7 @@ def mirror(url: str, dest: Path, *, state: ClientState | None = None, pins: trus
             report.current.append(ref)
             continue
         try:
-            result = pull_mod.pull(ref, [url], dest_root=dest, allow_revoked=True, timeouts=timeouts,
+            result = pull_mod.pull(ref, [url], dest_root=dest, allow_revoked=True, timeouts=timeouts, keep_log=False,
                                    state=state, pins=pins)
         except pull_mod.PullError as err:
             if " is draft " in err.message:

@@ -109,6 +109,7 @@ class Staging:
         self.peers = peers
         self.indexes = indexes
         self.files: dict[str, bytes] = {}
+        self.log_peer: str | None = None
         self.source: dict[str, str] = {}  # path -> the peer whose copy was staged
 
     def served_by(self, *prefixes: str) -> str:
@@ -241,6 +242,7 @@ def _status(staging: Staging, release: Release, chain: trust_policy.Chain, peers
             opened = log_forge.try_view(policy.log, source, state)
             if not isinstance(opened, str):
                 view = opened
+                staging.log_peer = peer.url  # the registry keeps a copy of this verified log (see pull)
                 break
             reasons.append(f"{peer.url}: {opened}")
         if view is None:
@@ -272,12 +274,14 @@ def pull(ref: str, urls: Sequence[str], *, dest_root: Path | None = None, allow_
          allow_revoked: bool = False, timeouts: Timeouts | None = None, state=None,
          pins: trust_policy.Pins | None = None,
          progress: Callable[[str, int, int], None] | None = None,
-         blobs: Callable[[Staging, Release, dict], dict[str, Path]] | None = None) -> PullResult:
+         blobs: Callable[[Staging, Release, dict], dict[str, Path]] | None = None,
+         keep_log: bool = True) -> PullResult:
     """Pull ``ref`` (a pinned model ref, or a bare name: the newest published) from ``urls`` into
     ``dest_root`` (default: the user registry). See the module's docstring for what is verified.
     ``blobs(staging, release, missing)``: another way to get the artifacts (``sharing.seed``: a
     BitTorrent swarm); it returns {sha256: file}, each file checked here again; what it did not
-    bring comes from the peers."""
+    bring comes from the peers. ``keep_log``: keep a copy of the verified log in ``<dest_root>/.forge/log``
+    (a mirror keeps its own in ``DIR/log`` and says False)."""
     parsed = Ref.parse(ref, default_kind="model")
     if parsed.kind != "model":
         raise InputError(f"{ref} is not a model ref", hint="pull takes a model release, e.g. model/forge-small@1.0.0")
@@ -342,6 +346,15 @@ def pull(ref: str, urls: Sequence[str], *, dest_root: Path | None = None, allow_
         committing = True
         _commit(staging, dest_root, release, blob_files)
         pins.remember(dest_root, list(chain.versions))
+        if keep_log and staging.log_peer is not None and chain.current is not None and chain.current.log is not None:
+            # The registry keeps its own copy of the log it was verified against (trust.log.forge.
+            # default_source), so that status, verify and serve read the same history offline; the
+            # copy has its own accepted checkpoint, so it too can never be rolled back.
+            from sharing.logcopy import follow_log
+            from trust.log.client import ClientState
+
+            follow_log(staging.log_peer, chain.current.log, dest_root / ".forge" / "log",
+                       ClientState(dest_root / ".forge" / "log-state.json"), timeouts=timeouts)
         final = trust_status.release_status(dest_root, release, chain=trust_policy.load_chain(dest_root),
                                             view=status.log)
         result.status = final

@@ -53,8 +53,13 @@ def test_a_published_release_is_pulled_verified_from_two_peers(shared_forge, cli
         assert store.verify(artifact.sha256)
     assert (root / "registry" / "entries" / "models" / "sample" / "1.0.0.yaml").is_file()
     assert not list((root / ".forge" / "pull-staging").iterdir())  # staging cleaned
-    again = trust_status.release_status(root, result.release, pins=client["pins"],
-                                        view=result.status.log)
+    # The user registry keeps the log it was verified against: its status reads it offline.
+    from trust.log import forge as log_forge
+
+    assert log_forge.default_source(root) == root / ".forge" / "log"
+    copy = log_forge.try_view(shared_forge.spec, log_forge.default_source(root), ClientState(root.parent / "fresh.json"))
+    assert not isinstance(copy, str), copy
+    again = trust_status.release_status(root, result.release, pins=client["pins"], view=copy)
     assert again.status == "published"
 
 
