@@ -103,7 +103,9 @@ def build_forge(base: Path, sizes: tuple[int, int]):
     spec = trust_policy.LogSpec(origin=ORIGIN, key=log_signer.verifier().text(), witnesses_required=1,
                                 witnesses=[trust_policy.WitnessSpec(name="W1", affiliation="Witness One",
                                                                     key=w_signer.verifier().text())])
-    trust_policy.propose(root, trust_policy.changed(trust_policy.load_chain(root).current, log=spec))
+    founded = trust_policy.load_chain(root).current
+    assert founded is not None, "found_forge made policy 1"
+    trust_policy.propose(root, trust_policy.changed(founded, log=spec))
     for signer, _ in signers.values():
         trust_policy.sign_proposal(root, signer, 2)
     trust_policy.apply(root)

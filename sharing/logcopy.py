@@ -40,7 +40,7 @@ class LogCopyReport:
 def served_files(size: int) -> list[tuple[int | str, int, int]]:
     """Every file (level, index, width) a tree of ``size`` entries is served as: hash tiles and entry bundles."""
     bundles = [("entries", n, min(TILE_WIDTH, size - n * TILE_WIDTH)) for n in range(-(-size // TILE_WIDTH))]
-    return [*tiles_for_size(size), *bundles]  # type: ignore[list-item]
+    return [*tiles_for_size(size), *bundles]
 
 
 def _copy_state(state: ClientState, where: Path) -> ClientState:
@@ -123,8 +123,8 @@ def _commit_log(staged: Path, trial: ClientState, local: Path, state: ClientStat
     Path(state.path).parent.mkdir(parents=True, exist_ok=True)
     fsutil.atomic_write_bytes(Path(state.path), Path(trial.path).read_bytes())
     for path in sorted((local / "tile").rglob("*"), reverse=True):
-        relative = path.relative_to(local).as_posix()
-        if path.is_file() and relative not in names:
+        name = path.relative_to(local).as_posix()
+        if path.is_file() and name not in names:
             path.unlink()  # a partial the new size has full (or a file no checkpoint names)
         elif path.is_dir() and not any(path.iterdir()):
             path.rmdir()
@@ -141,7 +141,8 @@ def follow_log(url: str, spec: trust_policy.LogSpec, local: Path, state: ClientS
     local.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".follow-", dir=local.parent) as work:
         staged = _follow_log(url.rstrip("/"), spec, local, state, Path(work), timeouts, report)
-        _commit_log(*staged, local, state)
+        if staged is not None:
+            _commit_log(*staged, local, state)
     return report
 
 

@@ -34,7 +34,7 @@ from registry import fsutil
 from registry.digest import sha256_file
 from sharing import pull as pull_mod
 from sharing.fetch import Timeouts
-from sharing.logcopy import LogCopyError, _commit_log, _follow_log, follow_log, served_files  # noqa: F401
+from sharing.logcopy import LogCopyError, LogCopyReport, _commit_log, _follow_log, follow_log, served_files  # noqa: F401
 from trust import policy as trust_policy
 from trust.log.client import ClientState
 
@@ -48,13 +48,7 @@ MirrorError = LogCopyError
 
 
 @dataclass
-class MirrorReport:
-    url: str
-    dest: Path
-    log_origin: str | None = None
-    log_before: int = 0  # the size the mirror held
-    log_after: int = 0
-    tiles_fetched: list[str] = field(default_factory=list)  # log files fetched this run (relative to log/)
+class MirrorReport(LogCopyReport):  # the log part's fields (url, dest, log sizes, tiles fetched), then:
     pulled: list[str] = field(default_factory=list)  # releases fetched (new or changed)
     current: list[str] = field(default_factory=list)  # releases already held byte for byte
     skipped: list[str] = field(default_factory=list)  # releases left out, and why (drafts)

@@ -459,7 +459,7 @@ def guarded_protocol(header_timeout: float, per_client: int) -> type:
         _header_timer: asyncio.TimerHandle | None = None
         _counted: str | None = None
 
-        def connection_made(self, transport) -> None:  # type: ignore[override]
+        def connection_made(self, transport) -> None:
             super().connection_made(transport)
             client = self.client[0] if self.client else "unknown"
             if open_per_client.get(client, 0) >= per_client:

@@ -34,6 +34,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from commonforge import settings
 from commonforge.errors import ForgeError, InputError, NotFoundError, VerificationError
@@ -226,7 +227,7 @@ def _check_chain(staging: Staging, dest_root: Path, pins: trust_policy.Pins) -> 
 
 
 def _status(staging: Staging, release: Release, chain: trust_policy.Chain, peers: list[Peer], state, timeouts):
-    view = None
+    view: Any = None  # a verified LogView, or why there is none
     policy = chain.current
     if policy is not None and policy.log is not None:
         from sharing.logsource import http_source
@@ -250,6 +251,12 @@ def _status(staging: Staging, release: Release, chain: trust_policy.Chain, peers
     return trust_status.release_status(staging.root, release, chain=chain, view=view)
 
 
+def _per_file(progress: Callable[[str, int, int], None] | None, name: str) -> Callable[[int, int], None] | None:
+    if progress is None:
+        return None
+    return lambda done, total: progress(name, done, total)
+
+
 def _store(dest_root: Path) -> Store:
     """The user registry's own store (``settings.Settings.load`` gives the same for the user registry)."""
     return Store(dest_root / ".forge" / "store")
@@ -261,11 +268,11 @@ def _commit(staging: Staging, dest_root: Path, release: Release, blob_files: dic
     for digest, path in blob_files.items():
         store.adopt(path, expected=digest)  # a rename: the staging area is on the same file system
     entry = Registry(staging.root).entry_path(Ref("model", release.name, release.version)).relative_to(staging.root)
-    for path, data in sorted(staging.files.items(), key=lambda item: item[0] == str(entry)):
-        target = dest_root / path
+    for name, data in sorted(staging.files.items(), key=lambda item: item[0] == str(entry)):
+        target = dest_root / name
         if target.is_file() and target.read_bytes() == data:
             continue
-        if target.is_file() and path.startswith(GOVERNANCE + "policy/") and path.count("/") == 3:
+        if target.is_file() and name.startswith(GOVERNANCE + "policy/") and name.count("/") == 3:
             raise PullError(f"{target} differs from the peers' copy", hint="your registry follows another chain")
         fsutil.atomic_write_bytes(target, data)
 
@@ -336,10 +343,9 @@ def pull(ref: str, urls: Sequence[str], *, dest_root: Path | None = None, allow_
                 continue
             target = staging.root / ".blobs" / digest
             report = download_from(peers, blob_path, target, digest, artifact.size, timeouts=timeouts,
-                                   progress=(lambda done, total, a=artifact: progress(a.path, done, total))
-                                   if progress else None)
-            for peer, ranges in report.liars.items():
-                result.liars.setdefault(peer, []).extend(ranges)
+                                   progress=_per_file(progress, artifact.path))
+            for liar, ranges in report.liars.items():
+                result.liars.setdefault(liar, []).extend(ranges)
             blob_files[digest] = target
             result.blobs += 1
             result.bytes += artifact.size

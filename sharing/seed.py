@@ -108,7 +108,7 @@ def parse_peer(text: str) -> tuple[str, int]:
 
 def torrent_blobs(torrent_peers: Sequence[tuple[str, int]], *, timeout: float = 600.0):
     """A ``blobs=`` transport for ``sharing.pull.pull``: the release's files from a BitTorrent swarm."""
-    from sharing.torrent import download, session
+    from sharing.torrent import close_session, download, session
 
     def swarm(staging, release: Release, missing: dict) -> dict[str, Path]:
         if not missing:
@@ -117,7 +117,11 @@ def torrent_blobs(torrent_peers: Sequence[tuple[str, int]], *, timeout: float = 
         data = staging.fetch(relative)
         vouched_torrent(staging.root, release, data)
         dest = staging.root / ".torrent"
-        download(session(), data, dest, peers=list(torrent_peers), expected=release_files(release), timeout=timeout)
+        client = session()
+        try:
+            download(client, data, dest, peers=list(torrent_peers), expected=release_files(release), timeout=timeout)
+        finally:
+            close_session(client)
         return {digest: dest / path for path, digest in release_files(release).items() if digest in missing}
 
     swarm.__name__ = "BitTorrent"

@@ -260,6 +260,14 @@ def session(listen: str = "127.0.0.1:0") -> Any:
     return s
 
 
+def close_session(session: Any) -> None:
+    """Stop a session at once: no torrent, no listening socket (a Python reference may outlive it)."""
+    session.pause()
+    for handle in session.get_torrents():
+        session.remove_torrent(handle)
+    session.apply_settings({"listen_interfaces": ""})
+
+
 def _params(ti: Any, save_path: Path) -> Any:
     p = lt.add_torrent_params()
     p.ti = ti

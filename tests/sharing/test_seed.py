@@ -41,6 +41,7 @@ def test_a_release_is_pulled_from_the_swarm_and_verified(shared_forge, client, t
                       blobs=seeding.torrent_blobs([("127.0.0.1", session.listen_port())], timeout=20))
     finally:
         stop(peer)
+        torrent.close_session(session)
     assert result.status.status == "published" and result.blobs == 2
     store = Store(client["dest_root"] / ".forge" / "store")
     assert all(store.verify(a.sha256) for a in result.release.manifest.artifacts)
@@ -59,4 +60,5 @@ def test_a_torrent_nobody_vouched_for_is_refused(shared_forge, client, tmp_path)
                                                                         timeout=5))
     finally:
         stop(peer)
+        torrent.close_session(session)
     assert state_hash(client["dest_root"]) == before

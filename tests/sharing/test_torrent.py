@@ -125,6 +125,7 @@ def test_the_piece_size_rule_and_bad_input():
 
 def test_two_sessions_exchange_a_release_byte_exact_over_loopback_only(release, tmp_path):
     root, files, data = release
+    before = _socket_inodes()  # sockets other tests left in this process (their peers, their sessions)
     seeder, client = tor.session(), tor.session()
     seeder_port, client_port = seeder.listen_port(), client.listen_port()
     ours = _sockets(_socket_inodes())
@@ -135,7 +136,7 @@ def test_two_sessions_exchange_a_release_byte_exact_over_loopback_only(release, 
 
     def progress(done: int, total: int) -> None:
         seen.append((done, total))
-        during.extend(_sockets(_socket_inodes()))
+        during.extend(_sockets(_socket_inodes() - before))
 
     dest = tmp_path / "pulled"
     t0 = time.monotonic()
@@ -148,7 +149,8 @@ def test_two_sessions_exchange_a_release_byte_exact_over_loopback_only(release, 
     assert seen and seen[-1] == (sum(SIZES.values()),) * 2
     assert sorted(os.listdir(tmp_path)) == ["pulled"]  # the temporary directory is gone
     # every socket of this process, during the transfer too: on 127.0.0.1, to the named peer or its own listener
-    assert during and _only_loopback(during + _sockets(_socket_inodes()), {seeder_port}, {seeder_port, client_port}) == []
+    assert during and _only_loopback(during + _sockets(_socket_inodes() - before), {seeder_port},
+                                     {seeder_port, client_port}) == []
     assert any(r == ("127.0.0.1", seeder_port) for _, _, r in during)  # the transfer went to the peer named
 
 
