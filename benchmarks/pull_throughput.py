@@ -77,14 +77,8 @@ def build_forge(base: Path, sizes: tuple[int, int]):
     from registry.schema import BuildManifest, Release
     from registry.store import Store
     from sharing import seed as seeding
-    from tests.helpers import found_forge, make_registry, sample, write_yaml
-    from tests.sharing.conftest import ORIGIN, SharedForge
-    from trust import policy as trust_policy
-    from trust import status as trust_status
-    from trust.log import forge as log_forge
-    from trust.log import note
-    from trust.log.client import ClientState
-    from trust.log.witness import Witness
+    from tests.helpers import make_registry, sample, write_yaml
+    from tests.sharing.conftest import publish_with_log
 
     root = make_registry(base / "forge")
     store = Store(base / "store")
@@ -95,31 +89,8 @@ def build_forge(base: Path, sizes: tuple[int, int]):
     release = Release.from_manifest(BuildManifest.model_validate(manifest))
     write_yaml(root / "registry" / "entries" / "models" / "sample" / "1.0.0.yaml",
                release.model_dump(mode="json", exclude_none=True))
-    signers = found_forge(root, base / "keys", {"ann": ("Acme", ["maintainer"]),
-                                                 "bob": ("Beta", ["maintainer", "rebuilder"]),
-                                                 "cat": ("Cyan", ["maintainer"])})
-    log_signer = note.parse_signer(note.generate_key(ORIGIN)[0])
-    w_signer = note.parse_signer(note.generate_key("w1.test", note.ALG_COSIGNATURE_V1)[0])
-    spec = trust_policy.LogSpec(origin=ORIGIN, key=log_signer.verifier().text(), witnesses_required=1,
-                                witnesses=[trust_policy.WitnessSpec(name="W1", affiliation="Witness One",
-                                                                    key=w_signer.verifier().text())])
-    founded = trust_policy.load_chain(root).current
-    assert founded is not None, "found_forge made policy 1"
-    trust_policy.propose(root, trust_policy.changed(founded, log=spec))
-    for signer, _ in signers.values():
-        trust_policy.sign_proposal(root, signer, 2)
-    trust_policy.apply(root)
-    forge = SharedForge(root, base / "store", base / "log", log_signer, Witness(base / "witness.json", w_signer),
-                        spec, signers, release)
-    chain = trust_policy.load_chain(root)
-    ann, bob, cat = (signers[n] for n in ("ann", "bob", "cat"))
-    trust_status.attest_build(root, release, *ann)
-    for signer, info in (ann, bob, cat):
-        trust_status.approve(root, release, signer, info, chain=chain)
-    trust_status.attest_rebuild(root, release, *bob, rebuilt_digest=release.release_digest, chain=chain)
-    forge.log_all()
-    view = log_forge.open_view(spec, forge.log_dir, ClientState(base / "builder-state.json"))
-    trust_status.publish(root, release, *cat, chain=chain, view=view)
+    forge = publish_with_log(root, base / "store", base / "log", base, release)
+    cat = forge.signers["cat"]
     seeding.share(root, store, release, *cat)  # the torrent beside the release and a maintainer's statement
     forge.log_all()
     return forge

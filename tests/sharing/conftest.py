@@ -85,20 +85,29 @@ def shared_forge(tmp_path_factory) -> SharedForge:
     root = make_registry(base / "forge")
     store = Store(base / "store")
     release = real_release(root, store)
+    return publish_with_log(root, base / "store", base / "log", base, release)
+
+
+def publish_with_log(root: Path, store: Path, log_dir: Path, base: Path, release: Release,
+                     origin: str = ORIGIN) -> SharedForge:
+    """Give the forge at ``root`` its governance (ann, bob, cat: policy 1, then policy 2 naming the log
+    ``origin`` with witness W1, 1 cosignature required) and publish ``release`` with every statement
+    logged and cosigned. Keys and the witness's memory go under ``base``."""
     signers = found_forge(root, base / "keys", {"ann": ("Acme", ["maintainer"]),
                                                  "bob": ("Beta", ["maintainer", "rebuilder"]),
                                                  "cat": ("Cyan", ["maintainer"])})
-    log_signer = note.parse_signer(note.generate_key(ORIGIN)[0])
+    log_signer = note.parse_signer(note.generate_key(origin)[0])
     w_signer = note.parse_signer(note.generate_key("w1.test", note.ALG_COSIGNATURE_V1)[0])
-    spec = trust_policy.LogSpec(origin=ORIGIN, key=log_signer.verifier().text(), witnesses_required=1,
+    spec = trust_policy.LogSpec(origin=origin, key=log_signer.verifier().text(), witnesses_required=1,
                                 witnesses=[trust_policy.WitnessSpec(name="W1", affiliation="Witness One",
                                                                     key=w_signer.verifier().text())])
-    policy2 = trust_policy.changed(trust_policy.load_chain(root).current, log=spec)
-    trust_policy.propose(root, policy2)
+    founded = trust_policy.load_chain(root).current
+    assert founded is not None, "found_forge made policy 1"
+    trust_policy.propose(root, trust_policy.changed(founded, log=spec))
     for signer, _ in signers.values():
         trust_policy.sign_proposal(root, signer, 2)
     trust_policy.apply(root)
-    forge = SharedForge(root, base / "store", base / "log", log_signer, Witness(base / "witness.json", w_signer),
+    forge = SharedForge(root, store, log_dir, log_signer, Witness(base / "witness.json", w_signer),
                         spec, signers, release)
     chain = trust_policy.load_chain(root)
     ann, bob, cat = (signers[n] for n in ("ann", "bob", "cat"))

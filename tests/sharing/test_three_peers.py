@@ -26,14 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from registry.catalog import Registry
-from tests.helpers import forge_env, found_forge
+from tests.helpers import forge_env
 from tests.serving.conftest import start_server, stop_server
-from trust import policy as trust_policy
-from trust import status as trust_status
-from trust.log import forge as log_forge
-from trust.log import note
-from trust.log.client import ClientState
-from trust.log.witness import Witness
+from tests.sharing.conftest import publish_with_log
 
 NAME = "forge-tiny"  # what tests/serving serves (start_server serves this name)
 REF = f"model/{NAME}@1.0.0"
@@ -112,36 +107,8 @@ def forge_a(tiny_forge, base: Path) -> tuple[Path, object]:
                         ignore=shutil.ignore_patterns("*.py", "__pycache__"))
     shutil.copytree(tiny_forge.state / "store", root / ".forge" / "store")
     (root / "pyproject.toml").write_text("[project]\nname='forge-a'\n")
-    signers = found_forge(root, base / "keys", {"ann": ("Acme", ["maintainer"]),
-                                                 "bob": ("Beta", ["maintainer", "rebuilder"]),
-                                                 "cat": ("Cyan", ["maintainer"])})
-    log_signer = note.parse_signer(note.generate_key(ORIGIN)[0])
-    w_signer = note.parse_signer(note.generate_key("w1.test", note.ALG_COSIGNATURE_V1)[0])
-    spec = trust_policy.LogSpec(origin=ORIGIN, key=log_signer.verifier().text(), witnesses_required=1,
-                                witnesses=[trust_policy.WitnessSpec(name="W1", affiliation="Witness One",
-                                                                    key=w_signer.verifier().text())])
-    trust_policy.propose(root, trust_policy.changed(trust_policy.load_chain(root).current, log=spec))
-    for signer, _ in signers.values():
-        trust_policy.sign_proposal(root, signer, 2)
-    trust_policy.apply(root)
-    witness = Witness(base / "witness.json", w_signer)
-    op = log_forge.operator(spec, log_signer, root / "log")
-
-    def log_all() -> None:
-        log_forge.append(op, trust_status.loggable(root))
-        op.add_cosignature(witness.cosign(op.checkpoint_note(), op.verifier, op.prove_consistency), witness.verifier)
-
-    chain = trust_policy.load_chain(root)
     release = Registry(root).release(REF)
-    ann, bob, cat = (signers[n] for n in ("ann", "bob", "cat"))
-    trust_status.attest_build(root, release, *ann)
-    for signer, info in (ann, bob, cat):
-        trust_status.approve(root, release, signer, info, chain=chain)
-    trust_status.attest_rebuild(root, release, *bob, rebuilt_digest=release.release_digest, chain=chain)
-    log_all()
-    view = log_forge.open_view(spec, root / "log", ClientState(base / "builder-state.json"))
-    trust_status.publish(root, release, *cat, chain=chain, view=view)
-    log_all()
+    publish_with_log(root, root / ".forge" / "store", root / "log", base, release, origin=ORIGIN)
     return root, release
 
 
