@@ -40,8 +40,8 @@ def model_card(_forge: data.Forge, fingerprint: str, ref: str) -> cards.Card:
 
 @st.cache_data(ttl=60, max_entries=16, show_spinner=False)
 def refs(_forge: data.Forge, fingerprint: str) -> tuple[list[str], list[str]]:
-    reg = _forge.registry()
-    return data.release_refs(reg), data.dataset_refs(reg)
+    # Releases of both layers (checkout, then user registry); datasets of the checkout.
+    return data.layered_release_refs(_forge), data.dataset_refs(_forge.registry())
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)

@@ -9,6 +9,11 @@ shows it.
     forge = Forge.load(root)                         paths of one checkout (explorer.checkout)
     summaries = release_summaries(forge)            every release, with status, scores, size
     find_release(forge.registry(), "model/x@1")     a Release, or a ForgeError saying why not
+    locate_release(forge, "model/x@1")              (the layer's Forge, the Release): checkout, then user registry
+
+The explorer sees the registry layers the read-only commands see (``registry.layers``): the
+checkout's releases, then the user registry's (pulled releases), each read from its own layer
+(records, status, store) and marked with it (``ReleaseSummary.layer``).
 
 Build outputs and MLflow runs are read in :mod:`explorer.outputs`, cards in :mod:`explorer.cards`.
 """
@@ -43,21 +48,14 @@ from registry.schema import (
     Release,
 )
 from trust.statements import RebuildPredicate
-from trust.status import ReleaseStatus, release_status, resolve
+from trust.status import ReleaseStatus, locate, release_status, resolve
 
 # --- looking things up by ref -----------------------------------------------------------------
 
 
 def find_release(reg: Registry, text: str | None) -> Release:
-    """The release a page's ``?ref=`` names (a bare name resolves like the CLI does)."""
-    if not text:
-        raise InputError("no release chosen", hint="pick one on the Models page, or add ?ref=model/NAME@VERSION")
-    ref = Ref.parse(text, default_kind="model")
-    if ref.kind != "model":
-        raise InputError(f"{text} is a {ref.kind}, not a model release",
-                         hint="datasets open on the Dataset page" if ref.kind == "dataset" else
-                         "recipes are shown on the page of the releases built from them")
-    release, _ = resolve(reg.root, ref)
+    """The release a page's ``?ref=`` names in ``reg`` (a bare name resolves like the CLI does)."""
+    release, _ = resolve(reg.root, _release_ref(text))
     return release
 
 
@@ -77,6 +75,32 @@ def release_refs(reg: Registry) -> list[str]:
     """Every release ref on disk, newest version of each name first."""
     refs = reg.refs("model")
     return [str(r) for r in sorted(refs, key=lambda r: (r.name, [-p for p in version_key(r.version or "0")]))]
+
+
+def _release_ref(text: str | None) -> Ref:
+    if not text:
+        raise InputError("no release chosen", hint="pick one on the Models page, or add ?ref=model/NAME@VERSION")
+    ref = Ref.parse(text, default_kind="model")
+    if ref.kind != "model":
+        raise InputError(f"{text} is a {ref.kind}, not a model release",
+                         hint="datasets open on the Dataset page" if ref.kind == "dataset" else
+                         "recipes are shown on the page of the releases built from them")
+    return ref
+
+
+def locate_release(forge: Forge, text: str | None) -> tuple[Forge, Release]:
+    """The release a page's ``?ref=`` names and the layer it is in: the checkout first, then the
+    user registry (``trust.status.locate``, as ``commonforge show`` finds it)."""
+    release, status = locate(forge.root, _release_ref(text))
+    return forge.at(status.root if status.root is not None else forge.root), release
+
+
+def layered_release_refs(forge: Forge) -> list[str]:
+    """Every release ref in the checkout, then those only the user registry has (what the pickers offer)."""
+    seen: dict[str, None] = {}
+    for layer in forge.layers():
+        seen.update(dict.fromkeys(release_refs(layer.registry())))
+    return list(seen)
 
 
 def dataset_refs(reg: Registry) -> list[str]:
@@ -146,6 +170,7 @@ class ReleaseSummary:
     # Governance computed when viewed (trust.status.ReleaseStatus.governance(): who approved,
     # rebuilt, published or revoked, the policy version, what a draft still needs).
     governance: dict = field(default_factory=dict)
+    layer: str = "checkout"  # the registry layer it is in: "checkout" | "user registry" (registry.layers)
 
     @property
     def reproduced(self) -> bool:
@@ -270,7 +295,7 @@ def summarize(forge: Forge, reg: Registry, release: Release) -> ReleaseSummary:
         scores=scores, headline=headline_scores(scores), evaluated=evals is not None,
         has_card=card is not None, created_at=prov.created_at if prov else None,
         built_by=prov.built_by if prov else None, problems=tuple(problems),
-        governance=verified.governance() if verified else {},
+        governance=verified.governance() if verified else {}, layer=forge.layer,
     )
 
 
@@ -283,17 +308,27 @@ class Listing:
 
 
 def release_summaries(forge: Forge) -> Listing:
-    """Every release in the registry (a broken entry is listed with its error, not raised)."""
-    reg = forge.registry()
-    out, broken = [], []
-    for ref in release_refs(reg):
-        try:
-            out.append(summarize(forge, reg, reg.release(ref)))
-        except ForgeError as err:
-            broken.append((ref, str(err)))
-        except Exception as err:  # malformed YAML, schema errors
-            broken.append((ref, f"{type(err).__name__}: {err}"))
-    return Listing(tuple(out), tuple(broken), len(reg.refs("dataset")), len(reg.refs("recipe")))
+    """Every release in the checkout, then in the user registry, each read from its own layer (a
+    broken entry is listed with its error, not raised). A ref both layers hold is listed once, from
+    the checkout: the one its page opens (``locate_release``)."""
+    out, broken, seen = [], [], set()
+    datasets: set[str] = set()
+    recipes: set[str] = set()
+    for layer in forge.layers():
+        reg = layer.registry()
+        datasets.update(map(str, reg.refs("dataset")))
+        recipes.update(map(str, reg.refs("recipe")))
+        for ref in release_refs(reg):
+            if ref in seen:
+                continue
+            seen.add(ref)
+            try:
+                out.append(summarize(layer, reg, reg.release(ref)))
+            except ForgeError as err:
+                broken.append((ref, str(err)))
+            except Exception as err:  # malformed YAML, schema errors
+                broken.append((ref, f"{type(err).__name__}: {err}"))
+    return Listing(tuple(out), tuple(broken), len(datasets), len(recipes))
 
 
 # --- datasets -----------------------------------------------------------------------------
@@ -346,6 +381,7 @@ class ReleaseDetail:
     in_store: dict[str, bool]  # artifact sha256 -> object present (not re-hashed)
     stages: tuple[str, ...]  # the recipe's DVC stages, for the reproduce commands
     derived: tuple[str, ...]  # releases built on this one (base_model)
+    forge: Forge  # the layer it was read from (the checkout, or the user registry and its store)
 
 
 def _recipe_stages(root: Path, recipe_name: str) -> tuple[str, ...]:
@@ -358,11 +394,12 @@ def _recipe_stages(root: Path, recipe_name: str) -> tuple[str, ...]:
 
 
 def release_detail(forge: Forge, ref: str) -> ReleaseDetail:
-    """Everything about one release; raises ForgeError when the ref names none."""
+    """Everything about one release, read from the layer it is in (its records, status and store);
+    raises ForgeError when the ref names none in either layer."""
     from registry.lineage import lineage_graph
 
+    forge, release = locate_release(forge, ref)
     reg = forge.registry()
-    release = find_release(reg, ref)
     summary = summarize(forge, reg, release)
     problems: list[str] = []
     m = release.manifest
@@ -381,7 +418,7 @@ def release_detail(forge: Forge, ref: str) -> ReleaseDetail:
         config=config, config_source=config_source, build=build_outputs(forge, release),
         mlflow=mlflow_run(forge.mlflow_uri, provenance.mlflow_run_id if provenance else None),
         lineage=graph, in_store=in_store, stages=_recipe_stages(forge.root, recipe_name) if recipe_name else (),
-        derived=derived,
+        derived=derived, forge=forge,
     )
 
 

@@ -67,6 +67,7 @@ def releases_table(releases: Iterable[ReleaseSummary]) -> list[dict]:
         row = {
             "release": r.ref,
             "status": r.status,
+            "in": r.layer,
             "provenance": r.provenance,
             "reproducibility": r.reproducibility,
             "parameters": human_count(r.parameters),

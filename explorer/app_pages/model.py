@@ -27,6 +27,8 @@ except ForgeError as err:
     st.stop()
 
 release, summary, m = detail.release, detail.summary, detail.release.manifest
+# The layer the release is in (the checkout, or the user registry): its card, store and loader from here on.
+checkout, forge = forge, detail.forge
 
 # --- header ---------------------------------------------------------------------------------
 st.header(release.ref, anchor=False)
@@ -36,7 +38,7 @@ with st.container(horizontal=True, vertical_alignment="center"):
     st.badge(summary.reproducibility, color="green" if summary.reproduced else ("red" if summary.rebuilds else "gray"))
     if summary.evaluated:
         st.badge("evaluated", color="blue", icon=":material/fact_check:")
-st.caption(f"release digest sha256:`{release.release_digest}`")
+st.caption(f"release digest sha256:`{release.release_digest}` · in the {summary.layer} (`{forge.root}`)")
 if m.provenance == "imported":
     st.warning(
         "**Imported: this model was not built by the forge.** It has no recipe, no source commit and no "
@@ -252,8 +254,8 @@ def show_pull_sources() -> None:
     the peers file and the session only: nothing here connects to a peer."""
     st.subheader("Where to pull it from", anchor=False)
     entry = Ref("model", release.name, release.version)
-    held = [layers.layer_name(r) for r in layers.layer_roots(forge.root) if Registry(r).entry_path(entry).is_file()]
-    st.caption(f"On this machine it is in the {' and the '.join(held or [layers.layer_name(forge.root)])}.")
+    held = [layers.layer_name(r) for r in layers.layer_roots(checkout.root) if Registry(r).entry_path(entry).is_file()]
+    st.caption(f"On this machine it is in the {' and the '.join(held or [forge.layer])}.")
     try:
         book = PeerBook.load(peers_file())
     except ForgeError as err:

@@ -9,7 +9,7 @@ listing = cache.listing(forge, forge.fingerprint())
 
 st.title("Models")
 st.caption(f"{len(listing.releases)} releases · {listing.recipes} recipes · {listing.datasets} datasets "
-           f"in `{forge.entries_dir}`")
+           "in " + " and ".join(f"the {layer.layer} (`{layer.entries_dir}`)" for layer in forge.layers()))
 
 for ref, why in listing.broken:
     st.warning(f"**{ref} could not be read.** {why}")
@@ -49,6 +49,7 @@ for r in shown:
         with st.container(horizontal=True, vertical_alignment="center"):
             ui.release_link(r.ref, label=f"**{r.ref}**")
             ui.status_badge(r.status)
+            st.badge(f"in the {r.layer}", color="gray", icon=":material/folder:")
             st.badge(r.license, color="violet", icon=":material/license:")
             if r.provenance == "imported":
                 st.badge("imported: not built by the forge", color="gray", icon=":material/input:")
