@@ -413,7 +413,7 @@ class DownloadReport:
 
 def download_from(peers: Sequence[Peer | str], path_fn: Callable[[str], str], dest: Path, sha256: str, size: int,
                   *, chunk: int = 8 << 20, progress: Progress | None = None,
-                  timeouts: Timeouts | None = None) -> DownloadReport:
+                  timeouts: Timeouts | None = None, resume: bool = False) -> DownloadReport:
     """The blob ``sha256`` of ``size`` bytes into ``dest``, in ``chunk``-byte ranges spread across
     ``peers`` (``path_fn(sha256)`` is its path on each, e.g. :func:`blob_path`).
 
@@ -422,7 +422,10 @@ def download_from(peers: Sequence[Peer | str], path_fn: Callable[[str], str], de
     file is verified at the end; on a mismatch each live peer in turn is asked for every range, and
     the first whole copy that verifies is kept. Every range sent earlier is then compared with the
     verified bytes: the peers whose ranges differ are named in ``report.liars``. ``dest`` appears
-    only verified; on failure nothing is left behind."""
+    only verified; on failure nothing is left behind, unless ``resume``: then the ranges received so
+    far stay in ``.<dest>.partial`` (with ``.<dest>.ranges``, the ranges it holds, each written only
+    after its bytes were synced), and the next call with ``resume`` fetches only the others. What a
+    partial holds is never trusted: the whole is verified as always, and repaired if it is wrong."""
     pool = [p if isinstance(p, Peer) else Peer(p, timeouts=timeouts) for p in peers]
     if not pool:
         raise PeerUnavailable("(none)", "given: no peers to download from", hint="name at least one peer")
@@ -436,6 +439,13 @@ def download_from(peers: Sequence[Peer | str], path_fn: Callable[[str], str], de
     dead: set[str] = set()
     lock = threading.Lock()
     done = 0
+    partial, journal = dest.with_name(f".{dest.name}.partial"), dest.with_name(f".{dest.name}.ranges")
+    held: set[tuple[int, int]] = set()
+    if resume and partial.is_file() and partial.stat().st_size == size:
+        try:
+            held = {(a, b) for a, b in json.loads(journal.read_text(encoding="utf-8"))} & set(ranges)
+        except (OSError, ValueError, TypeError):
+            held = set()
 
     def fetch(r: tuple[int, int], order: list[Peer], fd: int) -> None:
         nonlocal done
@@ -452,6 +462,10 @@ def download_from(peers: Sequence[Peer | str], path_fn: Callable[[str], str], de
                 continue
             os.pwrite(fd, data, r[0])
             with lock:
+                if resume:  # the journal names a range only once its bytes are on disk
+                    os.fsync(fd)
+                    held.add(r)
+                    fsutil.atomic_write_text(journal, json.dumps(sorted(held)))
                 sent[r].append((peer.url, hashlib.sha256(data).hexdigest()))
                 report.by_peer[peer.url] = report.by_peer.get(peer.url, 0) + len(data)
                 done += len(data)
@@ -461,6 +475,9 @@ def download_from(peers: Sequence[Peer | str], path_fn: Callable[[str], str], de
         raise PeerUnavailable(", ".join(p.url for p in pool), f"could not serve {what} bytes {r[0]}-{r[1]}: "
                               + "; ".join(f"{p}: {m}" for p, m in report.failures))
 
+    if resume:
+        return _download_resumable(pool, fetch, ranges, held, dead, path, size, sha256, what, report, sent,
+                                   partial, journal, dest, progress)
     with fsutil.temporary_file(dest.parent, prefix=f".{dest.name}.") as tmp:
         fd = tmp.file.fileno()
         os.ftruncate(fd, size)
@@ -468,21 +485,53 @@ def download_from(peers: Sequence[Peer | str], path_fn: Callable[[str], str], de
             jobs = [ex.submit(fetch, r, pool[i % len(pool):] + pool[:i % len(pool)], fd) for i, r in enumerate(ranges)]
             for job in jobs:
                 job.result()
-        repaired = _sha256_fd(fd) != sha256
-        if repaired:
-            _repair(pool, dead, path, size, sha256, ranges, fd, what, report)
-        # A whole that verified at once means every range was right; otherwise name who sent what
-        # the verified bytes are not.
-        for r, claims in sent.items() if repaired else ():
-            truth = hashlib.sha256(os.pread(fd, r[1] - r[0] + 1, r[0])).hexdigest()
-            for peer_url, digest in claims:
-                if digest != truth:
-                    report.liars.setdefault(peer_url, []).append(r)
+        _verify_or_repair(pool, dead, path, size, sha256, ranges, fd, what, report, sent)
         tmp.move_into_place(dest, mode=0o644)
+    return _named(report, what)
+
+
+def _named(report: DownloadReport, what: str) -> DownloadReport:
     for peer_url, bad in report.liars.items():
         report.failures.append((peer_url, f"peer {peer_url} sent {what} bytes "
                                 + ", ".join(f"{a}-{b}" for a, b in bad) + " that do not match the verified blob"))
     return report
+
+
+def _verify_or_repair(pool, dead, path, size, sha256, ranges, fd, what, report, sent) -> None:
+    """Verify the assembled blob in ``fd``; repair it from the peers if it is wrong, and then name who
+    sent what the verified bytes are not (a whole that verifies at once had no liar)."""
+    if _sha256_fd(fd) == sha256:
+        return
+    _repair(pool, dead, path, size, sha256, ranges, fd, what, report)
+    for r, claims in sent.items():
+        truth = hashlib.sha256(os.pread(fd, r[1] - r[0] + 1, r[0])).hexdigest()
+        for peer_url, digest in claims:
+            if digest != truth:
+                report.liars.setdefault(peer_url, []).append(r)
+
+
+def _download_resumable(pool, fetch, ranges, held, dead, path, size, sha256, what, report, sent, partial: Path,
+                        journal: Path, dest: Path, progress) -> DownloadReport:
+    """:func:`download_from` with ``resume``: into ``partial``, the ranges it already holds skipped."""
+    fd = os.open(partial, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.ftruncate(fd, size)
+        todo = [r for r in ranges if r not in held]
+        if progress is not None and held:
+            progress(sum(b - a + 1 for a, b in held), size)
+        with ThreadPoolExecutor(max_workers=max(1, min(len(todo) or 1, 2 * len(pool)))) as ex:
+            jobs = [ex.submit(fetch, r, pool[i % len(pool):] + pool[:i % len(pool)], fd) for i, r in enumerate(todo)]
+            for job in jobs:
+                job.result()
+        _verify_or_repair(pool, dead, path, size, sha256, ranges, fd, what, report, sent)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(partial, 0o644)
+    os.replace(partial, dest)
+    journal.unlink(missing_ok=True)
+    fsutil.fsync_dir(dest.parent)
+    return _named(report, what)
 
 
 def _repair(pool: list[Peer], dead: set[str], path: str, size: int, sha256: str, ranges: list[tuple[int, int]],

@@ -103,8 +103,12 @@ class Staging:
     def __init__(self, dest_root: Path, peers: list[Peer], indexes: dict[str, dict[str, IndexEntry]]) -> None:
         base = dest_root / ".forge" / "pull-staging"
         base.mkdir(parents=True, exist_ok=True)
-        for stale in base.iterdir():  # left by a pull killed earlier
+        for stale in base.glob("pull-*"):  # left by a pull killed earlier
             shutil.rmtree(stale, ignore_errors=True)
+        # Downloads survive an interrupted pull (ranges synced and journalled): the next pull of the
+        # same blob resumes them, verified whole as always. Only blobs, never trusted files.
+        self.blobs = base / "blobs"
+        self.blobs.mkdir(exist_ok=True)
         self.root = Path(tempfile.mkdtemp(prefix="pull-", dir=base))
         (self.root / "registry" / "entries").mkdir(parents=True)
         self.peers = peers
@@ -341,9 +345,9 @@ def pull(ref: str, urls: Sequence[str], *, dest_root: Path | None = None, allow_
         for digest, artifact in sorted(wanted.items()):
             if dest_store.has(digest):
                 continue
-            target = staging.root / ".blobs" / digest
+            target = staging.blobs / digest
             report = download_from(peers, blob_path, target, digest, artifact.size, timeouts=timeouts,
-                                   progress=_per_file(progress, artifact.path))
+                                   progress=_per_file(progress, artifact.path), resume=True)
             for liar, ranges in report.liars.items():
                 result.liars.setdefault(liar, []).extend(ranges)
             blob_files[digest] = target

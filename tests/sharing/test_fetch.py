@@ -6,6 +6,7 @@ Every case checks what is left on disk: the destination only when verified, noth
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import threading
@@ -279,3 +280,47 @@ def test_multi_peer_download_when_every_peer_lies_leaves_nothing(tmp_path: Path)
             download_from([a, b], blob_path, tmp_path / "blob", SHA, len(BLOB), chunk=30_000, timeouts=FAST)
     assert a in str(err.value) and b in str(err.value)
     assert left(tmp_path) == []
+
+
+def test_a_multi_peer_download_interrupted_resumes_with_only_the_missing_ranges(tmp_path: Path) -> None:
+    asked: list[str] = []
+
+    def dying(h: BaseHTTPRequestHandler) -> None:
+        asked.append(h.headers.get("Range", ""))
+        start = int(h.headers["Range"].split("=")[1].split("-")[0])
+        if start >= len(BLOB) // 2:  # the peer dies halfway through the blob
+            h.send_response(503)
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+            return
+        send_blob(h, BLOB)
+
+    dest = tmp_path / "blob"
+    with serve(dying) as peer:
+        with pytest.raises(PeerUnavailable):
+            download_from([Peer(peer, timeouts=FAST)], blob_path, dest, SHA, len(BLOB), chunk=16_384, resume=True)
+    assert not dest.exists() and (tmp_path / ".blob.partial").is_file() and (tmp_path / ".blob.ranges").is_file()
+    held = len(json.loads((tmp_path / ".blob.ranges").read_text()))
+    assert held > 0
+    again: list[str] = []
+
+    def honest(h: BaseHTTPRequestHandler) -> None:
+        again.append(h.headers.get("Range", ""))
+        send_blob(h, BLOB)
+
+    with serve(honest) as peer:
+        download_from([Peer(peer, timeouts=FAST)], blob_path, dest, SHA, len(BLOB), chunk=16_384, resume=True)
+    ranges = -(-len(BLOB) // 16_384)
+    assert dest.read_bytes() == BLOB and len(again) == ranges - held  # only what the partial lacked
+    assert left(tmp_path) == ["blob"]
+
+
+def test_a_resumed_partial_that_was_tampered_with_is_repaired_not_trusted(tmp_path: Path) -> None:
+    dest = tmp_path / "blob"
+    partial = tmp_path / ".blob.partial"
+    partial.write_bytes(bytes(len(BLOB)))  # zeros, claimed complete by a forged journal
+    ranges = [(s, min(s + 16_384, len(BLOB)) - 1) for s in range(0, len(BLOB), 16_384)]
+    (tmp_path / ".blob.ranges").write_text(json.dumps(ranges))
+    with serve(lambda h: send_blob(h, BLOB)) as peer:
+        download_from([Peer(peer, timeouts=FAST)], blob_path, dest, SHA, len(BLOB), chunk=16_384, resume=True)
+    assert dest.read_bytes() == BLOB

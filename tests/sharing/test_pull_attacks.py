@@ -9,6 +9,7 @@ verified, and the bad peer is named."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -487,14 +488,15 @@ def test_kill_9_in_the_middle_of_a_download_changes_nothing_and_the_next_pull_cl
         proc.wait()
         stop(slow)
     staging = client["dest_root"] / ".forge" / "pull-staging"
-    assert list(staging.iterdir()), "the killed pull left no staging: it was not killed mid-pull"
+    left_behind = [p for p in staging.rglob("*") if p.is_file()]
+    assert left_behind, "the killed pull left no staging: it was not killed mid-pull"
     assert state_hash(client["dest_root"]) == before
     good = peer(shared_forge)
     try:
         assert pull(REF, [good.base], **client).status.status == "published"
     finally:
         stop(good)
-    assert not list(staging.iterdir())  # the stale staging of the killed pull is gone
+    assert not [p for p in staging.rglob("*") if p.is_file()]  # the stale staging, and the resumed partial, gone
 
 
 def test_a_full_disk_in_the_middle_of_a_pull_fails_clearly_and_changes_nothing(shared_forge, client,
@@ -510,3 +512,49 @@ def test_a_full_disk_in_the_middle_of_a_pull_fails_clearly_and_changes_nothing(s
     assert "could not write" in err and "File too large" in err and "nothing in" in err, err
     assert "Traceback" not in err
     assert state_hash(client["dest_root"]) == before
+
+
+def test_a_pull_interrupted_mid_download_resumes_the_blob_where_it_stopped(shared_forge, client) -> None:
+    """The second pull asks only for the ranges the first one synced no bytes of (the blob is verified whole)."""
+    import sharing.pull as pull_mod
+
+    original = pull_mod.download_from
+    pull_mod.download_from = lambda *a, **kw: original(*a, **{**kw, "chunk": 65_536})
+    digest = big(shared_forge)
+    size = next(a.size for a in shared_forge.release.manifest.artifacts if a.sha256 == digest)
+    starts: list[int] = []
+
+    def start_of(scope) -> int:
+        return int(dict(scope["headers"]).get(b"range", b"bytes=0-").decode().split("=")[1].split("-")[0])
+
+    async def first_half_only(scope, receive, send, status, headers, body) -> None:
+        if start_of(scope) >= 300_000:
+            await disconnected(receive, 5)  # the peer stalls halfway: the pull times out
+            return
+        await answer(send, status, headers, body)
+
+    async def counting(scope, receive, send, status, headers, body) -> None:
+        starts.append(start_of(scope))
+        await answer(send, status, headers, body)
+
+    try:
+        stalling = peer(shared_forge, blob(digest), first_half_only)
+        before = state_hash(client["dest_root"])
+        try:
+            with pytest.raises(ForgeError):
+                pull(REF, [stalling.base], **{**client, "timeouts": Timeouts(connect=1, read=1, total=1.5)})
+        finally:
+            stop(stalling)
+        assert state_hash(client["dest_root"]) == before
+        journal = next((client["dest_root"] / ".forge" / "pull-staging" / "blobs").glob(".*.ranges"))
+        held = len(json.loads(journal.read_text()))
+        assert held >= 4  # the first 300 KB, in 64 KB ranges, were synced before the peer stalled
+        good = peer(shared_forge, blob(digest), counting)
+        try:
+            result = pull(REF, [good.base], **client)
+        finally:
+            stop(good)
+        assert result.status.status == "published"
+        assert len(starts) == -(-size // 65_536) - held and min(starts) >= 65_536 * held - 65_536
+    finally:
+        pull_mod.download_from = original
