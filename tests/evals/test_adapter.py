@@ -34,7 +34,12 @@ def hflm(tiny_forge, tiny_release, tiny_settings, tmp_path_factory):
     from registry import Store
 
     folder = Store(tiny_settings.store_dir).materialize(tiny_release.manifest, tmp_path_factory.mktemp("hf-dir"))
-    return HFLM(pretrained=str(folder), device="cpu", batch_size=4, dtype="float32")
+    lm = HFLM(pretrained=str(folder), device="cpu", batch_size=4, dtype="float32")
+    # The release's generation_config.json sets max_new_tokens=256 (a chat default), which transformers
+    # lets win over the max_length HFLM derives from lm-eval's max_gen_toks; without this, HF generated
+    # 256 tokens where lm-eval asks for 24 whenever no stop sequence came first (a CI run's model did).
+    lm.model.generation_config.max_new_tokens = None
+    return lm
 
 
 @pytest.fixture(scope="module")
