@@ -42,7 +42,7 @@ from registry import fsutil
 from registry.catalog import Registry
 from registry.digest import sha256_bytes, sha256_file
 from registry.refs import VERSION_RE, Ref, version_key
-from registry.schema import Release
+from registry.schema import RECORD_SUFFIXES, Release
 from registry.store import Store
 from sharing.fetch import PEER_ERRORS, Peer, PeerError, Timeouts, blob_path, download_from
 from trust import policy as trust_policy
@@ -52,8 +52,15 @@ log = logging.getLogger(__name__)
 
 MAX_FILE = 4 << 20  # a registry file (entry, record, statement, policy) is a few KB
 MAX_INDEX = 16 << 20
+MAX_STAGED_FILES = 4096  # a release's entry, records and statements, the policy chain: a few hundred
+MAX_STAGED_BYTES = 64 << 20
 GOVERNANCE = "registry/governance/"
 _HEX = re.compile(r"[0-9a-f]{64}")
+_ENTRY = re.compile(r"registry/entries/(?:datasets|recipes|models)/[^/]+/[0-9][0-9.]*\.yaml")
+# What may sit beside a release's entry: its records, its statements, its torrent (sharing.seed).
+_RELEASE_FILE = re.compile(r"\.(?:(?:" + "|".join(RECORD_SUFFIXES) + r")\.yaml|statements/[a-z]+-[0-9a-f]{64}\.json|torrent)")
+# The governance files a chain is verified from; nothing else under registry/governance/ is pulled.
+_POLICY_FILE = re.compile(r"policy/(?:0|[1-9][0-9]{0,8})(?:\.yaml|\.statements/[a-z]+-[0-9a-f]{64}\.json)")
 
 
 class PullError(VerificationError):
@@ -89,7 +96,7 @@ def _index(peer: Peer) -> dict[str, IndexEntry]:
             path, digest, size = item["path"], item["sha256"], item["size"]
             fsutil.check_relative_path(path, what="index path")
             ok = path.startswith("registry/") and _HEX.fullmatch(digest) and isinstance(size, int) and 0 <= size
-        except (TypeError, KeyError, ForgeError):
+        except (TypeError, KeyError, ValueError, ForgeError):
             ok = False
         if not ok:
             raise PeerError(peer.url, f"sent a bad index entry: {str(item)[:120]}")
@@ -115,6 +122,8 @@ class Staging:
         self.indexes = indexes
         self.files: dict[str, bytes] = {}
         self.log_peer: str | None = None
+        self.staged_bytes = 0
+        self.of_release: dict[str, set[str]] = {}  # ref -> the files staged for it (only the chosen one lands)
         self.source: dict[str, str] = {}  # path -> the peer whose copy was staged
 
     def served_by(self, *prefixes: str) -> str:
@@ -145,10 +154,15 @@ class Staging:
                 problems.append(f"peer {peer.url} sent {path} with sha256 {sha256_bytes(data)[:12]}, "
                                 f"its own index says {entry.sha256[:12]}")
                 continue
+            if len(self.files) >= MAX_STAGED_FILES or self.staged_bytes + len(data) > MAX_STAGED_BYTES:
+                raise PullError(f"peer {peer.url} lists more registry files than a release and its governance "
+                                f"need (over {MAX_STAGED_FILES:,} files or {MAX_STAGED_BYTES >> 20} MB): refused",
+                                hint="pull from another peer")
             target = self.root / path
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
             self.files[path] = data
+            self.staged_bytes += len(data)
             self.source[path] = peer.url
             return data
         if required:
@@ -187,23 +201,39 @@ def _candidates(staging: Staging, ref: Ref) -> list[str]:
 
 def _stage_release(staging: Staging, entry_path: str) -> Release:
     """The release's entry, records and statements, and the recipe and datasets it names."""
+    before = set(staging.files)
     staging.fetch(entry_path)
     stem = entry_path[: -len(".yaml")]
     for path in staging.listed(stem + "."):
-        staging.fetch(path)
+        if _RELEASE_FILE.fullmatch(path[len(stem):]):  # records, statements, the torrent: nothing else lands
+            staging.fetch(path)
     rel_name, version = entry_path.split("/")[3], entry_path.split("/")[4][: -len(".yaml")]
     release = Registry(staging.root).release(f"model/{rel_name}@{version}")
     m = release.manifest
     for needed in ([m.recipe.ref] if m.recipe else []) + [d.ref for d in m.datasets]:
         r = Ref.parse(needed)
         folder = {"recipe": "recipes", "dataset": "datasets"}[r.kind]
-        staging.fetch(f"registry/entries/{folder}/{r.name}/{r.version}.yaml", required=False)
+        path = f"registry/entries/{folder}/{r.name}/{r.version}.yaml"
+        if staging.fetch(path, required=False) is None:
+            continue
+        try:
+            entry = Registry(staging.root).get(needed)
+        except ForgeError as err:
+            raise PullError(f"the {r.kind} entry {needed} {staging.served_by(path)} served is not valid: {err.message}",
+                            hint="pull from another peer") from None
+        digest = getattr(entry, "digest", "")
+        if r.kind == "recipe" and m.recipe is not None and digest != m.recipe.sha256:
+            raise PullError(f"the recipe {needed} {staging.served_by(path)} served is sha256:{digest[:12]}, "
+                            f"not the sha256:{m.recipe.sha256[:12]} the release was built from",
+                            hint="the peer swapped the recipe; pull from another peer")
+    staging.of_release[release.ref] = set(staging.files) - before
     return release
 
 
 def _check_chain(staging: Staging, dest_root: Path, pins: trust_policy.Pins) -> trust_policy.Chain:
     for path in staging.listed(GOVERNANCE):
-        staging.fetch(path)
+        if _POLICY_FILE.fullmatch(path[len(GOVERNANCE):]):  # not licenses.yaml, proposals, or anything unsigned
+            staging.fetch(path)
     if not (staging.root / GOVERNANCE / "policy" / "0.yaml").is_file():
         raise PullError("the peers serve no governance policy (registry/governance/policy/0.yaml)",
                         hint="pull from a commonforge peer")
@@ -245,11 +275,16 @@ def _status(staging: Staging, release: Release, chain: trust_policy.Chain, peers
                 reasons.append(err.message)
                 continue
             opened = log_forge.try_view(policy.log, source, state)
-            if not isinstance(opened, str):
+            if isinstance(opened, str) and opened.startswith("fork"):  # equivocation: no peer's answer is taken
+                raise PullError(f"peer {peer.url} shows a fork of log {policy.log.origin}: {opened}: not pulled",
+                                hint="keep both checkpoints as evidence (`commonforge log monitor --peer URL ...`)")
+            if isinstance(opened, str):
+                reasons.append(f"{peer.url}: {opened}")
+            elif view is None or opened.size > view.size:
+                # Every peer's log is asked, and the newest verified one decides: a peer showing an
+                # older (consistent) tree cannot hide a revocation another peer's log holds.
                 view = opened
                 staging.log_peer = peer.url  # the registry keeps a copy of this verified log (see pull)
-                break
-            reasons.append(f"{peer.url}: {opened}")
         if view is None:
             view = "; ".join(reasons) or "no peer serves the log"
     return trust_status.release_status(staging.root, release, chain=chain, view=view)
@@ -267,18 +302,29 @@ def _store(dest_root: Path) -> Store:
 
 
 def _commit(staging: Staging, dest_root: Path, release: Release, blob_files: dict[str, Path]) -> None:
-    """Blobs, then registry files, the release's entry last (see the module's docstring)."""
+    """Blobs, then registry files, the release's entry last (see the module's docstring). Only the
+    chosen release's files and the governance land; nothing is written before every entry and policy
+    version it would replace has been found identical."""
+    entry = Registry(staging.root).entry_path(Ref("model", release.name, release.version)).relative_to(staging.root)
+    landing = {name: data for name, data in staging.files.items()
+               if name.startswith(GOVERNANCE) or name in staging.of_release.get(release.ref, set())}
+    for name, data in landing.items():
+        target = dest_root / name
+        if not target.is_file() or target.read_bytes() == data:
+            continue
+        if _ENTRY.fullmatch(name):
+            raise PullError(f"{target} differs from the copy {staging.served_by(name)} served: an entry is never "
+                            "replaced by a pull", hint="remove it yourself if you mean to replace it, then pull again")
+        if name.startswith(GOVERNANCE + "policy/") and name.count("/") == 3:
+            raise PullError(f"{target} differs from the copy {staging.served_by(name)} served",
+                            hint="your registry follows another chain")
     store = _store(dest_root)
     for digest, path in blob_files.items():
         store.adopt(path, expected=digest)  # a rename: the staging area is on the same file system
-    entry = Registry(staging.root).entry_path(Ref("model", release.name, release.version)).relative_to(staging.root)
-    for name, data in sorted(staging.files.items(), key=lambda item: item[0] == str(entry)):
+    for name, data in sorted(landing.items(), key=lambda item: item[0] == str(entry)):
         target = dest_root / name
-        if target.is_file() and target.read_bytes() == data:
-            continue
-        if target.is_file() and name.startswith(GOVERNANCE + "policy/") and name.count("/") == 3:
-            raise PullError(f"{target} differs from the peers' copy", hint="your registry follows another chain")
-        fsutil.atomic_write_bytes(target, data)
+        if not (target.is_file() and target.read_bytes() == data):
+            fsutil.atomic_write_bytes(target, data)
 
 
 def pull(ref: str, urls: Sequence[str], *, dest_root: Path | None = None, allow_draft: bool = False,
@@ -309,21 +355,25 @@ def pull(ref: str, urls: Sequence[str], *, dest_root: Path | None = None, allow_
         if not candidates or not staging.listed(candidates[0]):
             raise NotFoundError(str(parsed), hint="none of the peers has it; `commonforge peers list`")
         chosen: tuple[Release, trust_status.ReleaseStatus] | None = None
+        first_draft: tuple[Release, trust_status.ReleaseStatus] | None = None
         seen = []
         for entry_path in candidates:
             release = _stage_release(staging, entry_path)
             status = _status(staging, release, chain, peers, state, timeouts)
             seen.append(f"{release.ref}: {status.status}")
-            if status.status == "published" or (status.status == "draft" and allow_draft) or (
-                    status.status == "revoked" and allow_revoked and parsed.pinned):
+            if status.status == "published" or (parsed.pinned and (
+                    (status.status == "draft" and allow_draft) or (status.status == "revoked" and allow_revoked))):
                 chosen = (release, status)
                 break
+            if status.status == "draft" and allow_draft and first_draft is None:
+                first_draft = (release, status)  # a bare name takes a draft only when nothing is published
             if parsed.pinned:
                 why = "; ".join(status.revocation_reasons) if status.status == "revoked" else "; ".join(status.needs)
                 raise PullError(f"{release.ref} as {staging.served_by(entry_path[: -len('.yaml')])} served it is "
                                 f"{status.status} ({why or 'see its status'}): not pulled",
                                 hint="a pull takes published releases; --allow-draft takes a draft, "
                                 "--allow-revoked a revoked release named by version")
+        chosen = chosen or first_draft
         if chosen is None:
             raise PullError(f"{staging.served_by(candidates[0].rsplit('/', 1)[0] + '/')} serve(s) no published "
                             f"release of {parsed}: " + "; ".join(seen),

@@ -558,3 +558,80 @@ def test_a_pull_interrupted_mid_download_resumes_the_blob_where_it_stopped(share
         assert len(starts) == -(-size // 65_536) - held and min(starts) >= 65_536 * held - 65_536
     finally:
         pull_mod.download_from = original
+
+
+# --- found by review: what a peer may not plant ------------------------------------------------------
+
+
+def test_a_swapped_recipe_is_refused(shared_forge, client, tmp_path) -> None:
+    forge = shared_forge.copy(tmp_path / "peer")
+    recipe = forge.root / "registry" / "entries" / "recipes" / "sample" / "1.yaml"
+    recipe.write_text(recipe.read_text().replace("title:", "title: a different recipe,", 1))
+    bad = peer(forge)
+    try:
+        refused(client, [bad.base], names=bad.base, says="not the sha256:")
+    finally:
+        stop(bad)
+
+
+def test_only_signed_governance_and_known_release_files_land(shared_forge, client, tmp_path) -> None:
+    forge = shared_forge.copy(tmp_path / "peer")
+    planted = ["registry/governance/licenses.yaml", "registry/governance/proposals/9.yaml",
+               "registry/entries/models/sample/1.0.0.evil/payload.yaml", "registry/entries/models/sample/1.0.0.notes.yaml"]
+    for name in planted:
+        (forge.root / name).parent.mkdir(parents=True, exist_ok=True)
+        (forge.root / name).write_text("planted: by the peer\n")
+    good = peer(forge)
+    try:
+        assert pull(REF, [good.base], **client).status.status == "published"
+    finally:
+        stop(good)
+    landed = client["dest_root"]
+    assert not [name for name in planted if (landed / name).exists()]
+    assert (landed / ENTRY).is_file()
+
+
+def test_an_index_naming_a_path_outside_the_registry_is_refused_not_a_crash(shared_forge, client) -> None:
+    async def traversal(scope, receive, send, status, headers, body) -> None:
+        await answer(send, 200, headers_with(headers, content_length=None),
+                     json.dumps({"api": 1, "files": [{"path": "registry/../../etc/passwd", "sha256": "0" * 64,
+                                                      "size": 1}]}).encode())
+
+    bad = peer(shared_forge, lambda path: path == "/v1/index", traversal)
+    try:
+        refused(client, [bad.base], names=bad.base, says="bad index entry")
+    finally:
+        stop(bad)
+
+
+def test_the_newest_log_among_the_peers_decides(shared_forge, client, tmp_path) -> None:
+    """A lagging peer listed first, with an older but consistent log, cannot hide a revocation."""
+    forge = shared_forge.copy(tmp_path / "origin")
+    lagging = tmp_path / "lagging-log"
+    shutil.copytree(forge.log_dir, lagging)
+    chain = trust_policy.load_chain(forge.root)
+    for who in ("bob", "cat"):
+        signer, info = forge.signers[who]
+        trust_status.revoke(forge.root, forge.release, signer, info, chain=chain, severity="high",
+                            reason="the license of a source does not allow redistribution")
+    forge.log_all()
+    for path in (forge.root / "registry/entries/models/sample/1.0.0.statements").glob("revocation-*"):
+        path.unlink()  # both peers serve the registry without the revocations; only the newer log has them
+    old_peer = serve(create_app(forge.root, forge.store, lagging, rate=1000, burst=1000))
+    new_peer = peer(forge)
+    try:
+        refused(client, [old_peer.base, new_peer.base], names="as peer http://127.0.0.1:", says="is revoked")
+    finally:
+        stop(old_peer, new_peer)
+
+
+def test_an_entry_already_in_the_user_registry_is_never_replaced(shared_forge, client) -> None:
+    mine = client["dest_root"] / "registry" / "entries" / "recipes" / "sample" / "1.yaml"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("# the user's own recipe entry\n")
+    good = peer(shared_forge)
+    try:
+        refused(client, [good.base], names=good.base, says="an entry is never replaced by a pull")
+    finally:
+        stop(good)
+    assert mine.read_text() == "# the user's own recipe entry\n"
