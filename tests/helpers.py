@@ -204,3 +204,23 @@ def found_forge(root: Path, keys_dir: Path, people: dict[str, tuple[str, list[st
         trust_policy.sign_proposal(root, signer, 1)
     trust_policy.apply(root)
     return signers
+
+
+def other_cpu_vendor_than_committed(name: str = "forge-tiny", version: str = "1.0.0") -> str | None:
+    """Why this machine cannot be expected to rebuild the committed release bit for bit, or None.
+
+    Measured (docs/determinism.md): with the same pins, an Intel Xeon trains other weights than the
+    AMD EPYC the committed releases were built on; comparisons with them hold per CPU vendor."""
+    from commonforge.machine import machine_info
+    from registry.catalog import Registry
+
+    reg = Registry(REPO)
+    try:
+        built_on = (reg.provenance(reg.release(f"model/{name}@{version}")).machine or {}).get("cpu", "")
+    except Exception:  # noqa: BLE001 - no committed release or record: nothing to compare with
+        return None
+    here = machine_info().get("cpu", "")
+    if built_on and built_on.split()[:1] != here.split()[:1]:
+        return (f"the committed release was built on {built_on!r}, this is {here!r}: bit-for-bit rebuilds are "
+                "proven on the same CPU vendor only")
+    return None

@@ -53,15 +53,11 @@ def test_the_committed_forge_tiny_release_is_rebuilt_bit_for_bit(tiny_forge):
     committed = Registry(REPO).release("model/forge-tiny@1.0.0")
     if committed.manifest.recipe.sha256 != Registry(REPO).recipe("recipe/forge-tiny@1").digest:
         pytest.skip("recipe/forge-tiny@1 changed since its release was committed (a new version is due)")
-    from commonforge.machine import machine_info
+    from tests.helpers import other_cpu_vendor_than_committed
 
-    built_on = (Registry(REPO).provenance(committed).machine or {}).get("cpu", "")
-    here = machine_info().get("cpu", "")
-    if built_on and built_on.split()[:1] != here.split()[:1]:  # another CPU vendor
-        # Measured: with the AVX2 and MKL_CBWR pins, an Intel Xeon trains other weights than the AMD
-        # EPYC the release was built on (first differing stage: train; docs/determinism.md).
-        pytest.skip(f"the committed release was built on {built_on!r}, this is {here!r}: bit-for-bit rebuilds "
-                    "are proven on the same CPU family only")
+    why = other_cpu_vendor_than_committed()
+    if why:
+        pytest.skip(why)
     rebuilt = Registry(tiny_forge.root).release("model/forge-tiny@1.0.0")
     diff = compare_manifests(committed.manifest, rebuilt.manifest, ignore_commit=True)
     assert diff.stages == {}, "\n".join(diff.lines())

@@ -166,5 +166,8 @@ def test_a_version_1_manifest_stays_readable_and_compares_with_version_2(tiny_fo
     v2 = Registry(tiny_forge.root).release("model/forge-tiny@1.0.0").manifest
     diff = compare_manifests(v1.manifest, v2, ignore_commit=True)
     assert any(line.startswith("manifest schema 1 -> 2") for line in diff.environment)
-    assert diff.stages == {}  # the same bits: only the environment is recorded differently
+    from tests.helpers import other_cpu_vendor_than_committed
+
+    if other_cpu_vendor_than_committed() is None:  # the v1 manifest was built where the committed release was
+        assert diff.stages == {}  # the same bits: only the environment is recorded differently
     assert sys.version_info[:2] == tuple(int(x) for x in v1.manifest.environment.python.split("."))
