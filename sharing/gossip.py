@@ -66,7 +66,15 @@ class PolicyLog:
     keys: dict[str, SSlibKey]  # keyid -> key, the same maintainers (a key not its keyid's is left out)
 
 
-def policy_log(chain: Chain) -> PolicyLog:
+def maintainer_names(chain: Chain) -> dict[str, tuple[str, str]]:
+    """keyid -> (name, affiliation) of every maintainer any policy version lists (the newest wins)."""
+    names: dict[str, tuple[str, str]] = {}
+    for version in chain.versions:
+        names.update({m.keyid: (m.name, m.affiliation) for m in version.maintainers})
+    return names
+
+
+def policy_log(chain: Chain, where: str = "") -> PolicyLog:
     """The current policy's log of ``chain`` (verified by load_chain), or InputError when it names none.
 
     Every maintainer any policy version lists, newest wins: a key dropped later still signed what it
@@ -75,14 +83,13 @@ def policy_log(chain: Chain) -> PolicyLog:
     policy = chain.current
     if policy is None or policy.log is None:
         number = policy.version if policy is not None else 0
-        raise InputError(f"policy {number} names no transparency log",
+        raise InputError(f"policy {number}{where} names no transparency log",
                          hint="name one in a policy change: `commonforge policy propose --log-origin ORIGIN "
                               "--log-key KEY --witness ...` (keys from `commonforge log keygen`)")
-    names: dict[str, tuple[str, str]] = {}
+    names = maintainer_names(chain)
     keys: dict[str, SSlibKey] = {}
     for version in chain.versions:
         for m in version.maintainers:
-            names[m.keyid] = (m.name, m.affiliation)
             try:
                 keys[m.keyid] = m.public().sslib_key()
             except InputError:

@@ -179,27 +179,21 @@ def _state(args: argparse.Namespace):
 
 
 def _policy_log(root: Path) -> tuple[Chain, Policy, LogSpec]:
-    """The verified chain of the checkout, its current policy and the log that policy names."""
-    from commonforge.errors import InputError
+    """The verified chain of the checkout, its current policy and the log that policy names
+    (``sharing.gossip.policy_log`` refuses a policy that names none)."""
+    from sharing.gossip import policy_log
     from trust.policy import load_chain, user_pins
 
     chain = load_chain(root, pins=user_pins())
-    policy = chain.current
-    if policy is None or policy.log is None:
-        version = policy.version if policy is not None else 0
-        raise InputError(f"policy {version} of {root} names no transparency log",
-                         hint="name one in a policy change: `commonforge policy propose --log-origin ORIGIN "
-                              "--log-key KEY --witness ...` (keys from `commonforge log keygen`)")
-    return chain, policy, policy.log
+    spec = policy_log(chain, where=f" of {root}").spec
+    assert chain.current is not None
+    return chain, chain.current, spec
 
 
 def _names(chain: Chain) -> dict[str, tuple[str, str]]:
-    """keyid -> (name, affiliation) of every maintainer any policy version lists (the newest wins):
-    a key dropped later still signed what it signed then."""
-    names: dict[str, tuple[str, str]] = {}
-    for version in chain.versions:
-        names.update({m.keyid: (m.name, m.affiliation) for m in version.maintainers})
-    return names
+    from sharing.gossip import maintainer_names
+
+    return maintainer_names(chain)
 
 
 def _safe(name: str) -> str:
