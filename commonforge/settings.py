@@ -265,6 +265,18 @@ def peer_port(default: int = 8470) -> int:
     return port
 
 
+def is_loopback(host: str) -> bool:
+    """Whether a server bound to ``host`` is reachable from this machine only (the privacy default)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def triton_interpreter() -> bool:
     """Whether Triton runs kernels in its CPU interpreter (``TRITON_INTERPRET=1``, the tests' setting)."""
     return os.environ.get("TRITON_INTERPRET") == "1"

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
 import json
 import logging
 import time
@@ -36,6 +35,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from commonforge.errors import ForgeError, InputError
+from commonforge.settings import is_loopback
 from serving.engine import (
     Completion,
     ContextLengthError,
@@ -423,15 +423,6 @@ class _Shaper:
 
 
 # --- running the server ---------------------------------------------------------------------
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def check_binding(host: str, api_key: str | None) -> None:

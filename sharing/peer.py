@@ -40,7 +40,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import hashlib
-import ipaddress
 import logging
 import math
 import os
@@ -60,6 +59,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from commonforge import __version__
 from commonforge.errors import InputError
+from commonforge.settings import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -506,15 +506,6 @@ def guarded_protocol(header_timeout: float, per_client: int) -> type:
             super().connection_lost(exc)
 
     return GuardedH11Protocol
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def build_server(root: Path, store: Path, log_dir: Path | None, *, host: str = DEFAULT_HOST,
