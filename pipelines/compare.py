@@ -78,6 +78,10 @@ def compare_manifests(expected: BuildManifest, actual: BuildManifest, *, ignore_
         diff.environment += _dict_diff("pin ", ea.determinism, aa.determinism)
     if expected.lock_sha256 and actual.lock_sha256 and expected.lock_sha256 != actual.lock_sha256:
         diff.environment.append(f"requirements.lock sha256 {expected.lock_sha256} -> {actual.lock_sha256}")
+    if expected.conversion != actual.conversion:
+        e = f"{expected.conversion.ref}@{expected.conversion.sha256[:12]}" if expected.conversion else None
+        a = f"{actual.conversion.ref}@{actual.conversion.sha256[:12]}" if actual.conversion else None
+        diff.inputs.append(f"conversion {e} -> {a}")
     if expected.recipe != actual.recipe:
         e = expected.recipe.ref + "@" + expected.recipe.sha256[:12] if expected.recipe else None
         a = actual.recipe.ref + "@" + actual.recipe.sha256[:12] if actual.recipe else None

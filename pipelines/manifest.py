@@ -297,6 +297,14 @@ def build_environment(root: Path, recipe: Recipe, dataset_names: list[str]) -> B
         raise BuildError(f"{out.environment} is missing", hint=f"run `dvc repro train@{recipe.name}`")
     paths = [dataset_outputs(root, d).stage_env(s) for d in dataset_names for s in DATA_ENV_STAGES]
     paths += [out.stage_env(s) for s in MANIFEST_STAGES]
+    return locked_environment(root, recorded, paths)
+
+
+def locked_environment(root: Path, recorded: dict, paths: list[Path]) -> BuildEnvironment:
+    """The environment of a build whose stages recorded their imports in ``paths``, checked against the lock.
+
+    ``recorded`` holds the python version and determinism pins (:func:`pipelines.determinism.environment`).
+    """
     lock = lock_pins(root)
     packages: dict[str, PackagePin] = {}
     for dist, version in sorted(stage_packages(paths).items()):

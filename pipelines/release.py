@@ -159,3 +159,83 @@ def release(settings: Settings, recipe_name: str, *, replace_draft: bool = False
 
         statement = attest_build(root, new, signer[0], signer[1], machine=prov.machine)
     return ReleaseResult(new, path, False, f"released {new.ref} (draft) sha256:{new.release_digest}", statement)
+
+
+def release_conversion(settings: Settings, ref: str, *, replace_draft: bool = False,
+                       signer: SignerPair | None = None) -> ReleaseResult:
+    """Write the release of a finished conversion (``pipelines.convert``): entry, store, records, card.
+
+    The same rules as :func:`release`: a clean tree (the source commit is what converted it), an
+    identical re-conversion only confirms the existing release, a different one never replaces a
+    release anybody vouched for. Nothing is pushed to DVC: a conversion's input is a pinned
+    artifact anyone can fetch, and its outputs are in the store.
+    """
+    from pipelines.convert import checkpoint_label, conversion_manifest, conversion_outputs, load_conversion
+    from pipelines.convert import release_files as conversion_files
+
+    root = settings.root
+    conversion = load_conversion(root, ref)
+    changes = tree_changes(root)
+    if changes:
+        shown = "\n  ".join(changes[:20])
+        raise InputError(f"the tree differs from HEAD, so no commit describes this conversion:\n  {shown}",
+                         hint="commit (or stash) these changes, convert again, then release")
+    commit = head_commit(root)
+    manifest = conversion_manifest(root, conversion, commit)
+    store = Store(settings.store_dir)
+
+    def fill(m: BuildManifest) -> None:
+        for rel, src, _ in conversion_files(root, conversion):
+            store.put_file(src, expected=m.artifact(rel).sha256)
+
+    reg = Registry(root)
+    model_ref = Ref("model", manifest.name, manifest.version)
+    if reg.entry_path(model_ref).is_file():
+        existing = reg.release(str(model_ref))
+        if comparable(existing.manifest) == comparable(manifest):
+            fill(existing.manifest)
+            return ReleaseResult(existing, None, True,
+                                 f"re-conversion of {existing.ref} is identical; the store now holds its artifacts")
+        status = _draft_status(root, existing)
+        if not replace_draft or status != "draft":
+            diff = compare_manifests(existing.manifest, manifest)
+            raise ForgeError(f"{existing.ref} ({status}) exists and this conversion differs from it:\n  "
+                             + "\n  ".join(diff.lines()[:15]),
+                             hint="make a new conversion version"
+                             + ("; or pass --replace-draft to replace the draft" if status == "draft" else ""))
+    new = Release.from_manifest(manifest)
+    fill(manifest)
+    path = reg.save_release(new, replace_draft=replace_draft)
+    timings = read_timings(root, conversion.name)
+    prov = ProvenanceRecord(
+        release_digest=new.release_digest,
+        built_by=builder_name(root),
+        created_at=utc_now(),
+        machine=machine_info(),
+        stage_seconds=timings,
+        forge_version=__version__,
+        imported_from=checkpoint_label(conversion),
+    )
+    reg.save_record(new, "provenance", prov)
+    out = conversion_outputs(root, conversion.name)
+    evaluation = _conversion_evaluation(out.dir / "eval" / "results.json", new.release_digest)
+    if evaluation is not None:
+        reg.save_record(new, "evals", evaluation)
+    from pipelines.card import draft_card
+
+    reg.save_record(new, "card", draft_card(root, new, store_dir=settings.store_dir))
+    statement = None
+    if signer is not None:
+        from trust.status import attest_build
+
+        statement = attest_build(root, new, signer[0], signer[1], machine=prov.machine)
+    return ReleaseResult(new, path, False, f"released {new.ref} (draft, converted) sha256:{new.release_digest}",
+                         statement)
+
+
+def _conversion_evaluation(path: Path, release_digest: str):
+    if not path.is_file():
+        return None
+    from evals.record import load_results, to_record
+
+    return to_record(load_results(path), release_digest, utc_now())

@@ -29,7 +29,7 @@ from pipelines.release import ReleaseResult, SignerPair, builder_name, release
 from pipelines.stage import load_recipe
 from pipelines.workspace import Params, ensure_dvc_remote, git_repo, recipe_stages, run_dvc
 from registry import Registry
-from registry.schema import BuildManifest, utc_now
+from registry.schema import BuildManifest, Release, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -111,13 +111,15 @@ def reproduce(settings: Settings, model_ref: str, *, keep: bool = False, signer:
     rebuild never ends in a statement that would not count.
     """
     from trust.policy import load_chain
-    from trust.status import attest_rebuild, require_member, resolve
+    from trust.status import require_member, resolve
 
     root = settings.root
     rel, _ = resolve(root, model_ref)
     if signer is not None:
         require_member(load_chain(root), signer[1], "rebuilder", "its rebuild")
     m = rel.manifest
+    if m.provenance == "converted":
+        return _reproduce_conversion(settings, rel, keep=keep, signer=signer, announce=announce)
     if m.provenance == "imported" or m.recipe is None or m.source_commit is None:
         raise InputError(
             f"{rel.ref} was imported, not built by the forge: it has no recipe or source commit to rebuild from",
@@ -146,6 +148,34 @@ def reproduce(settings: Settings, model_ref: str, *, keep: bool = False, signer:
         raise
     if not keep:
         _remove_worktree(root, work)
+    return _compared(settings, rel, rebuilt, started, signer)
+
+
+def _reproduce_conversion(settings: Settings, rel: Release, *, keep: bool, signer: SignerPair | None,
+                          announce) -> Reproduction:
+    """Re-run a converted release's conversion at its source commit and compare (no DVC: one stage)."""
+    from pipelines.convert import conversion_manifest, load_conversion, run_conversion
+
+    root, m = settings.root, rel.manifest
+    assert m.conversion is not None and m.source_commit is not None, "a converted release names both"
+    started = time.perf_counter()
+    work = _worktree(root, m.source_commit)
+    announce(f"re-converting {rel.ref} in a clean worktree at {m.source_commit[:12]}: {work}")
+    try:
+        conversion = load_conversion(work, m.conversion.ref)
+        run_conversion(work, conversion.ref)
+        rebuilt = conversion_manifest(work, conversion, m.source_commit)
+    finally:
+        if not keep:
+            _remove_worktree(root, work)
+    return _compared(settings, rel, rebuilt, started, signer)
+
+
+def _compared(settings: Settings, rel: Release, rebuilt: BuildManifest, started: float,
+              signer: SignerPair | None) -> Reproduction:
+    from trust.status import attest_rebuild
+
+    root, m = settings.root, rel.manifest
     diff = compare_manifests(m, rebuilt)
     identical = rebuilt.digest == rel.release_digest
     if not identical and diff.identical:

