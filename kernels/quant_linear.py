@@ -12,6 +12,10 @@ and vLLM load. What runs is derived from it on first use and cached on the modul
 - CPU input (or backend="torch"): the plain-torch reference, dequantize then F.linear, with the
   dequantized weight cached per dtype when `cache_dequantized` is set (the default: fast CPU
   decode at the cost of holding a float copy; turn it off to keep only the packed weights).
+  float32 inputs always take this path (its bits are those of every published evaluation);
+- bfloat16 CPU input with backend="auto": torch's weight-only int4/int8 CPU ops
+  (`kernels.cpu_matmul`), on the integers prepacked once and cached (no float copy of the
+  weight). int4 layers whose N is not a multiple of 16 fall back to the bf16 reference.
 The caches are dropped when the buffers change (load_state_dict, .to(), in-place edits).
 
     quantize_model(model, scheme, calibration)      float Llama -> QuantLinears, in place
@@ -34,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kernels.calibrate import quantize_weights
+from kernels.cpu_matmul import CpuWeight, cpu_linear, int4_supported, is_cpu_fast_path, prepack_int4, prepack_int8
 from kernels.errors import DeviceError, SchemeError, ShapeError
 from kernels.formats import (
     compress_weight,
@@ -90,6 +95,7 @@ class QuantLinear(nn.Module):
         self.cache_dequantized = True
         self._dequant_cache: tuple[tuple, torch.Tensor] | None = None
         self._kernel_cache: tuple[tuple, object] | None = None
+        self._cpu_cache: tuple[tuple, CpuWeight | None] | None = None  # kernels.cpu_matmul's prepacked form
         self._repacked = False  # True: the buffers hold the kernel layout (see the module docstring)
 
     # --- construction
@@ -109,6 +115,7 @@ class QuantLinear(nn.Module):
         if qw.shape != (self.out_features, self.in_features):
             raise ShapeError(f"{where}: packed weight is {qw.shape}, module is {(self.out_features, self.in_features)}")
         self.restore_checkpoint_format()
+        self._dequant_cache = self._cpu_cache = None
         device = self.weight_packed.device
         self.weight_packed = tensors["weight_packed"].to(device).contiguous()
         self.weight_scale = tensors["weight_scale"].to(device).contiguous()
@@ -184,6 +191,23 @@ class QuantLinear(nn.Module):
             self._dequant_cache = (token, w)
         return w
 
+    def cpu_weight(self) -> CpuWeight | None:
+        """The weight prepacked for the bf16 CPU ops (cached), or None where they cannot run it."""
+        token = self._state_token()
+        if self._cpu_cache is not None and self._cpu_cache[0] == token:
+            return self._cpu_cache[1]
+        qw = self.quantized_weight()
+        cw: CpuWeight | None = None
+        if qw.bits == 8:
+            cw = prepack_int8(qw.qweight, qw.scale)
+        elif qw.group_size is not None and int4_supported(self.out_features, self.in_features, qw.group_size):
+            # W = (q - zp) * s = (code - 8) * s + zero, code = q + 8, zero = -zp * s (float32, then bf16)
+            scale = qw.scale.to(torch.float32)
+            zero = torch.zeros_like(scale) if qw.zero_point is None else -(qw.zero_point.to(torch.float32) * scale)
+            cw = prepack_int4(qw.qweight.to(torch.int32) + 8, scale, zero, qw.group_size)
+        self._cpu_cache = (token, cw)
+        return cw
+
     def kernel_weight(self):
         """The weight in the Triton kernels' layout. The first call repacks it and frees the
         checkpoint-format buffers (see the module docstring); later calls reuse the buffers."""
@@ -203,7 +227,7 @@ class QuantLinear(nn.Module):
         return self._kernel_cache[1]
 
     def _apply(self, fn, recurse=True):
-        self._dequant_cache = self._kernel_cache = None
+        self._dequant_cache = self._kernel_cache = self._cpu_cache = None
         return super()._apply(fn, recurse)
 
     # --- forward
@@ -213,6 +237,10 @@ class QuantLinear(nn.Module):
             raise ShapeError(f"input has {x.shape[-1]} features, layer expects {self.in_features}")
         use_triton = self.backend == "triton" or (self.backend == "auto" and x.is_cuda)
         if not use_triton:
+            if self.backend == "auto" and is_cpu_fast_path(x):
+                cw = self.cpu_weight()
+                if cw is not None:
+                    return cpu_linear(x, cw, self.bias)
             bias = None if self.bias is None else self.bias.to(x.dtype)
             return F.linear(x, self.dequantized_weight(x.dtype), bias)
         from kernels.quant_matmul import quant_matmul  # imports triton: GPU path only
