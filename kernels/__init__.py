@@ -1,5 +1,7 @@
 """Quantized inference kernels: schemes, quantizers (RTN, GPTQ), compressed-tensors packing,
-Triton weight-only matmuls with plain-torch references, and `QuantLinear`.
+Triton weight-only matmuls with plain-torch references, and `QuantLinear`; GGUF block
+quantization (Q4_0/Q4_1/Q8_0, `kernels.gguf_blocks`) with `BlockQuantLinear`; bf16 CPU fast paths
+through torch's packed int4/int8 ops (`kernels.cpu_matmul`).
 
 Importing `kernels` loads torch but not triton or transformers: the Triton kernels
 (`int4_matmul`, `int8_matmul`, `quant_matmul`, ...) are imported on first use, so CPU-only users
@@ -16,6 +18,15 @@ from kernels.errors import (
     ShapeError,
 )
 from kernels.formats import quantization_config, scheme_from_quantization_config, state_dict_digest
+from kernels.gguf_blocks import QUANT_METHOD as GGUF_BLOCKS
+from kernels.gguf_blocks import (
+    BlockQuantLinear,
+    blocks_from_gguf,
+    load_block_quantized_model,
+    parse_quantization_config,
+)
+from kernels.gguf_blocks import dequantize as dequantize_blocks
+from kernels.gguf_blocks import quantization_config as gguf_blocks_config
 from kernels.packing import QuantizedWeight, pack_int4, unpack_int4
 from kernels.quant_linear import (
     CompressedTensorsExport,
@@ -38,6 +49,8 @@ _LAZY = {
 }
 
 __all__ = [
+    "GGUF_BLOCKS",
+    "BlockQuantLinear",
     "CompressedTensorsExport",
     "DeviceError",
     "DigestMismatchError",
@@ -49,9 +62,14 @@ __all__ = [
     "QuantizedWeight",
     "SchemeError",
     "ShapeError",
+    "blocks_from_gguf",
+    "dequantize_blocks",
     "export_compressed_tensors",
+    "gguf_blocks_config",
+    "load_block_quantized_model",
     "load_quantized_model",
     "pack_int4",
+    "parse_quantization_config",
     "quantization_config",
     "quantize_gptq",
     "quantize_model",
