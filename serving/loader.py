@@ -12,7 +12,8 @@ goes through here, so the rules hold everywhere:
 * the architecture comes from ``config.json`` through transformers' own classes, never with
   ``trust_remote_code`` (a config that asks for custom code is refused);
 * quantized variants are rebuilt with :class:`kernels.QuantLinear` (Triton kernels on a GPU,
-  plain torch on the CPU) from their compressed-tensors tensors.
+  plain torch on the CPU) from their compressed-tensors tensors, or with
+  :class:`kernels.BlockQuantLinear` from GGUF blocks (``quant_method: gguf-blocks``).
 
 The loader lives in ``serving`` (not ``kernels``): kernels know tensors and modules, never releases.
 """
@@ -30,6 +31,7 @@ from registry import Store
 from registry.schema import Artifact, Release
 
 FULL = "full"
+GGUF_BLOCKS = "gguf-blocks"  # kernels.gguf_blocks.QUANT_METHOD (not imported: kernels loads torch)
 # Weight formats that unpickle (and so can run code) when loaded: never loaded here.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
@@ -253,11 +255,14 @@ def _load(release: Release, variant: str | None, files: dict[str, Path], device,
 
     artifacts = variant_artifacts(release, variant)
     dev = choose_device(device)
+    config = _read_config(files["config.json"], f"{release.ref}:{artifacts['config.json'].path}")
+    gguf_blocks = (config.get("quantization_config") or {}).get("quant_method") == GGUF_BLOCKS
     if dtype is None:
-        torch_dtype = torch.float32 if dev.type == "cpu" else torch.float16
+        # float32 on the CPU keeps evaluations bit-reproducible; a gguf-blocks variant (a GGUF import)
+        # runs in bfloat16 there instead: torch's int4 CPU op (kernels.cpu_matmul), several times faster
+        torch_dtype = torch.float16 if dev.type != "cpu" else torch.bfloat16 if gguf_blocks else torch.float32
     else:
         torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
-    config = _read_config(files["config.json"], f"{release.ref}:{artifacts['config.json'].path}")
     model = _build_skeleton(config, dev, torch_dtype)
     tensors = _load_weights(files, dev)
     name = variant or FULL
@@ -274,10 +279,11 @@ def _load(release: Release, variant: str | None, files: dict[str, Path], device,
         if tied:
             model.tie_weights()
     else:
-        from kernels import KernelError, load_quantized_model
+        from kernels import KernelError, load_block_quantized_model, load_quantized_model
 
+        load = load_block_quantized_model if gguf_blocks else load_quantized_model
         try:
-            load_quantized_model(model, tensors, config["quantization_config"])
+            load(model, tensors, config["quantization_config"])
         except KernelError as err:
             raise InputError(f"{release.ref} ({name}): {err}", hint="the variant's files are inconsistent") from None
     model.eval()
