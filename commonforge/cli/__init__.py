@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         contrib_cmds,
         eval_cmds,
         explore_cmds,
+        export_cmds,
         log_cmds,
         registry_cmds,
         serve_cmds,
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     # This order is the order `commonforge --help` lists the commands in.
     for module in (registry_cmds, contrib_cmds, check_cmds, trust_cmds, log_cmds, sharing_cmds, build_cmds, eval_cmds,
-                   card_cmds, serve_cmds, explore_cmds):
+                   card_cmds, serve_cmds, export_cmds, explore_cmds):
         module.add_parsers(sub)
     return parser
 
