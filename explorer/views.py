@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import html
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from commonforge.units import human_bytes
 from explorer.data import ReleaseSummary, Score
 from model_cards.shape import ModelShape
 from registry.lineage import Graph
 from registry.schema import Artifact, BuildManifest, Dataset, EvaluationRecord, Recipe, Release
+
+if TYPE_CHECKING:
+    from registry.schema import Conversion
 
 # --- formatting ----------------------------------------------------------------------------
 
@@ -299,6 +303,34 @@ def reproduce_commands(release: Release, recipe_name: str | None, stages: Sequen
         f"# expected release digest: sha256:{release.release_digest}",
     ]
     return "\n".join(lines)
+
+
+def checkpoint_spec(conversion: Conversion) -> str:
+    """The pinned checkpoint of a conversion in the ``KIND:SPEC`` form a user types, with its member."""
+    src = conversion.source
+    spec = (f"{src.kind}:{src.url or src.path}" if src.kind in ("url", "local")
+            else f"{src.kind}:{src.package}=={src.version}" + (f":{src.file}" if src.file else ""))
+    return spec + (f" ({src.member})" if src.member else "")
+
+
+def conversion_reproduce_commands(release: Release) -> str | None:
+    """The exact shell commands that convert a converted release again and compare it bit for bit."""
+    m = release.manifest
+    if m.provenance != "converted" or m.conversion is None or m.source_commit is None:
+        return None
+    return "\n".join([
+        "# in your clone of the forge (any peer's copy of the repository has the commit)",
+        f"git fetch && git checkout {m.source_commit}",
+        f"make venv            # installs the hashed lock; the release pins {environment_pin(m)}",
+        "",
+        "# fetch the pinned checkpoint, convert it again at that commit in a clean worktree, compare every digest",
+        f".venv/bin/commonforge reproduce {release.ref}",
+        "",
+        "# or by hand in that checkout: an identical conversion only confirms the release, a different one is refused",
+        f".venv/bin/commonforge convert {m.conversion.ref}",
+        "",
+        f"# expected release digest: sha256:{release.release_digest}",
+    ])
 
 
 # --- the Dataset page -----------------------------------------------------------------------

