@@ -57,6 +57,7 @@ from serving.protocol import (
     sampling_params,
     usage,
 )
+from serving.text import chat_prompt_ids, chat_stop_ids, has_chat_template
 
 log = logging.getLogger(__name__)
 
@@ -102,23 +103,6 @@ class Served:
                 "root": loaded.release.ref, "variant": loaded.variant,
                 "release_digest": loaded.release.release_digest,
                 "context_length": self.engine.context_length}
-
-
-def chat_stop_ids(tokenizer) -> tuple[int, ...]:
-    """The special token the chat template puts after an assistant turn (e.g. ``<|end|>``): it ends a reply."""
-    template = getattr(tokenizer, "chat_template", None)
-    if not template:
-        return ()
-    marker = "\u2063MARK\u2063"
-    try:
-        text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": "x"}, {"role": "assistant", "content": marker}], tokenize=False)
-    except Exception:  # noqa: BLE001 - a template we cannot probe simply adds no stop token
-        return ()
-    tail = text.split(marker, 1)[-1] if marker in text else ""
-    ids = tokenizer(tail, add_special_tokens=False)["input_ids"] if tail else []
-    special = set(tokenizer.all_special_ids)
-    return (ids[0],) if ids and ids[0] in special else ()
 
 
 # --- the app ------------------------------------------------------------------------------
@@ -235,15 +219,10 @@ def create_app(engine: Engine, *, api_key: str | None = None, max_body_bytes: in
         authorize(request)
         job = chat_job(await read_json(request))
         served.check_model(job.model)
-        if not getattr(tokenizer, "chat_template", None):
+        if not has_chat_template(tokenizer):
             raise bad("this model has no chat template; use /v1/completions", "messages")
-
-        def render():
-            text = tokenizer.apply_chat_template(job.messages, add_generation_prompt=True, tokenize=False)
-            return tokenizer(text, add_special_tokens=False)["input_ids"]
-
         try:
-            ids = await run_in_threadpool(render)
+            ids = await run_in_threadpool(chat_prompt_ids, tokenizer, job.messages)
         except Exception as err:  # noqa: BLE001 - the template refused these messages
             raise bad(f"the chat template refused these messages: {err}", "messages") from None
         max_tokens = job.max_tokens if job.max_tokens is not None else max(0, engine.context_length - len(ids))

@@ -6,11 +6,47 @@ U+FFFD; :class:`IncrementalDetokenizer` holds such a tail back until the charact
 (the approach of text-generation-inference: decode a short window of recent tokens and emit
 only what grew). :class:`StopStrings` then holds back any tail that could still become a
 stop string, so a client never sees half of one.
+
+The chat side of text and tokens lives here too, once for every caller (the server's chat
+completions, ``commonforge chat`` and ``generate``, the explorer's "try it"), free of FastAPI and
+torch: :func:`chat_prompt_ids` renders messages through the release's chat template, and
+:func:`chat_stop_ids` finds the end-of-turn token that ends a reply.
 """
 
 from __future__ import annotations
 
 REPLACEMENT = "\ufffd"
+
+
+def has_chat_template(tokenizer) -> bool:
+    """Whether the release says how to turn messages into a prompt (base models often do not)."""
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def chat_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
+    """``messages`` as the model's input: the chat template, ending in the assistant's turn.
+
+    The template writes every special token itself (forge templates start with BOS), so the
+    tokenizer adds none. Raises what the template raises for messages it refuses.
+    """
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def chat_stop_ids(tokenizer) -> tuple[int, ...]:
+    """The special token the chat template puts after an assistant turn (e.g. ``<|end|>``): it ends a reply."""
+    if not has_chat_template(tokenizer):
+        return ()
+    marker = "\u2063MARK\u2063"
+    try:
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": "x"}, {"role": "assistant", "content": marker}], tokenize=False)
+    except Exception:  # noqa: BLE001 - a template we cannot probe simply adds no stop token
+        return ()
+    tail = text.split(marker, 1)[-1] if marker in text else ""
+    ids = tokenizer(tail, add_special_tokens=False)["input_ids"] if tail else []
+    special = set(tokenizer.all_special_ids)
+    return (ids[0],) if ids and ids[0] in special else ()
 
 
 class IncrementalDetokenizer:

@@ -55,9 +55,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--seed", type=int, default=None)
 
-    p = add_command(sub, "generate", cmd_generate, "complete one prompt (streamed to stdout)")
+    p = add_command(sub, "generate", cmd_generate, "answer one prompt, or continue it with --raw (streamed to stdout)",
+                    "Generate from one prompt, streamed to stdout.\n\n"
+                    "By default the prompt is one user message through the release's chat template, and the reply\n"
+                    "stops at the end of the model's turn: what `chat` and the server's /v1/chat/completions give.\n"
+                    "Only the reply is printed.\n\n"
+                    "--raw continues the prompt as plain text instead (BOS first), as /v1/completions does, and\n"
+                    "prints the prompt before its continuation. A release without a chat template is always\n"
+                    "continued raw; a note on stderr says so.")
     _model_args(p)
-    p.add_argument("prompt", help="the text to continue")
+    p.add_argument("prompt", help="a question or instruction (with --raw: the text to continue)")
+    p.add_argument("--raw", action="store_true",
+                   help="no chat template: continue the prompt as plain text, stopping only at end-of-text")
     p.add_argument("--max-tokens", type=int, default=64, help="tokens to generate (default 64)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-p", type=float, default=1.0)
@@ -132,16 +141,31 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from commonforge.settings import apply
 
     settings = apply()
-    from commonforge.errors import ForgeError
+    from commonforge.errors import ForgeError, InputError
     from serving.engine import Engine
+    from serving.text import chat_prompt_ids, chat_stop_ids, has_chat_template
 
     loaded = _load(args, settings)
+    tok = loaded.tokenizer
+    chat = not args.raw and has_chat_template(tok)
+    if not args.raw and not chat:
+        print(f"{loaded.ref} has no chat template: continuing the prompt as plain text (as --raw does)",
+              file=sys.stderr, flush=True)
     engine = Engine(loaded, max_batch=1, max_queue=1).start()
     try:
-        ids = engine.encode(args.prompt)  # BOS first, as the server and the explorer do
-        params = _params(args, max_tokens=args.max_tokens)
+        if chat:
+            # one user message, as /v1/chat/completions renders it, ending where the reply starts
+            try:
+                ids = chat_prompt_ids(tok, [{"role": "user", "content": args.prompt}])
+            except Exception as err:  # noqa: BLE001 - the release's template refused the prompt
+                raise InputError(f"the chat template of {loaded.ref} refused the prompt: {err}",
+                                 hint="--raw continues the prompt as plain text instead") from None
+            params = _params(args, max_tokens=args.max_tokens, stop_token_ids=chat_stop_ids(tok))
+        else:
+            ids = engine.encode(args.prompt)  # BOS first, as the server and the explorer do
+            params = _params(args, max_tokens=args.max_tokens)
+            sys.stdout.write(args.prompt)
         started = time.perf_counter()
-        sys.stdout.write(args.prompt)
         last = None
         for out in engine.stream(ids, params):
             sys.stdout.write(out.text)
@@ -154,8 +178,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
                              hint=f"`commonforge verify {args.ref}` re-hashes the release's files; "
                              "`commonforge -v generate ...` logs more")
         n = last.completion_tokens if last else 0
-        print(f"[{n} tokens in {seconds:.2f} s, {n / max(seconds, 1e-9):.1f} tokens/s; "
-              f"finish: {last.finish_reason if last else '-'}]", file=sys.stderr)
+        finish = last.finish_reason if last else "-"
+        if chat and finish == "stop":
+            finish = "end of turn"
+        print(f"[{n} tokens in {seconds:.2f} s, {n / max(seconds, 1e-9):.1f} tokens/s; finish: {finish}]",
+              file=sys.stderr)
     finally:
         engine.stop()
     return 0
@@ -177,12 +204,12 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     settings = apply()
     from commonforge.errors import InputError
-    from serving.api import chat_stop_ids
     from serving.engine import Engine
+    from serving.text import chat_prompt_ids, chat_stop_ids, has_chat_template
 
     loaded = _load(args, settings)
     tok = loaded.tokenizer
-    if not getattr(tok, "chat_template", None):
+    if not has_chat_template(tok):
         raise InputError(f"{loaded.ref} has no chat template", hint="use `commonforge generate` instead")
     engine = Engine(loaded, max_batch=1, max_queue=1).start()
     stops = chat_stop_ids(tok)
@@ -205,13 +232,11 @@ def cmd_chat(args: argparse.Namespace) -> int:
             if not line.strip():
                 continue
             history.append({"role": "user", "content": line})
-            ids = tok(tok.apply_chat_template(history, add_generation_prompt=True, tokenize=False),
-                      add_special_tokens=False)["input_ids"]
+            ids = chat_prompt_ids(tok, history)
             # forget the oldest turns until the conversation leaves room for a reply
             while len(ids) + 16 > engine.context_length and len(history) > len(start) + 1:
                 del history[len(start):len(start) + 2]
-                ids = tok(tok.apply_chat_template(history, add_generation_prompt=True, tokenize=False),
-                          add_special_tokens=False)["input_ids"]
+                ids = chat_prompt_ids(tok, history)
             room = engine.context_length - len(ids)
             if room <= 0:
                 print("(that message is longer than the model's context; /reset or write less)")

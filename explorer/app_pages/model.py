@@ -428,7 +428,9 @@ def show_environment() -> None:
 # --- try it -------------------------------------------------------------------------------
 def show_try_it() -> None:
     st.caption("Generates on this machine's CPU through the release loader, which re-hashes every file it loads "
-               f"against the manifest. At most {generate.MAX_NEW_TOKENS} new tokens.")
+               f"against the manifest. At most {generate.MAX_NEW_TOKENS} new tokens. The prompt is a user message "
+               "through the release's chat template (as `commonforge generate` and /v1/chat/completions do); "
+               "'Raw text' continues it as plain text (`generate --raw`, /v1/completions).")
     with st.form("try-it"):
         variant = st.selectbox("Variant", ["full", *m.variants()])
         prompt = st.text_area("Prompt", value="Call me Ishmael. Some years ago", height=80)
@@ -437,12 +439,14 @@ def show_try_it() -> None:
         mode = cols[1].radio("Decoding", ["greedy", "sampling"], horizontal=True)
         temperature = cols[2].slider("Temperature (sampling)", 0.1, 2.0, 0.8)
         seed = cols[3].number_input("Seed (sampling)", min_value=0, max_value=2**31 - 1, value=0, step=1)
+        raw = st.checkbox("Raw text (no chat template)", value=False,
+                          help="continue the prompt as plain text; a release without a chat template always is")
         allow_revoked = (st.checkbox("Use this REVOKED release anyway") if summary.status == "revoked" else False)
         submitted = st.form_submit_button("Generate", icon=":material/play_arrow:", type="primary")
     outputs: dict = st.session_state.setdefault("generations", {})
     if submitted:
         settings = generate.GenerationSettings(max_new_tokens=int(max_new), sample=mode == "sampling",
-                                               temperature=float(temperature), seed=int(seed))
+                                               temperature=float(temperature), seed=int(seed), raw=bool(raw))
         loaded = None
         try:
             with st.spinner(f"Verifying and loading {release.ref} ({variant})…"):
@@ -460,9 +464,10 @@ def show_try_it() -> None:
     if out is not None:
         with st.container(border=True):
             st.markdown(generate.as_markdown(out))
-        stop = "end of text" if out.stopped == "eos" else "the token cap"
+        stop = ("the end of the reply" if out.chat else "end of text") if out.stopped == "eos" else "the token cap"
+        how = "a reply through the chat template" if out.chat else "raw text"
         st.caption(f"{out.new_tokens} new tokens after {out.prompt_tokens} prompt tokens in {out.seconds:.2f} s "
-                   f"({out.tokens_per_second:.1f} tokens/s); stopped at {stop}.")
+                   f"({out.tokens_per_second:.1f} tokens/s), {how}; stopped at {stop}.")
 
 
 SECTIONS = {"Card": show_card, "Governance": show_governance, "Architecture": show_architecture, "Training": show_training,

@@ -241,14 +241,47 @@ def test_generate_greedy_and_seeded_sampling(forge, monkeypatch):
     loaded = load(forge, release, "full")
     assert loaded.variant == "full" and loaded.device.type == "cpu"
     greedy = generate(loaded, "Call me Ishmael.", GenerationSettings(max_new_tokens=8))
-    assert greedy.new_tokens <= 8 and greedy.stopped in ("eos", "length")
+    assert greedy.chat and greedy.new_tokens <= 8 and greedy.stopped in ("eos", "length")
     assert generate(loaded, "Call me Ishmael.", GenerationSettings(max_new_tokens=8)).text == greedy.text
     a = generate(loaded, "The whale", GenerationSettings(max_new_tokens=10, sample=True, seed=7))
     b = generate(loaded, "The whale", GenerationSettings(max_new_tokens=10, sample=True, seed=7))
     assert a.text == b.text and a.new_tokens == b.new_tokens
+    raw = generate(loaded, "The whale", GenerationSettings(max_new_tokens=10, sample=True, seed=7, raw=True))
+    assert not raw.chat and raw.prompt_tokens < a.prompt_tokens  # no template around the prompt
     monkeypatch.setattr(generate_module, "MAX_NEW_TOKENS", 5)
     capped = generate(loaded, "x", GenerationSettings(max_new_tokens=10_000, sample=True, seed=1))
     assert capped.new_tokens <= 5
+
+
+def test_generate_keeps_the_end_of_a_long_prompt_inside_the_template(forge, monkeypatch):
+    from explorer.generate import GenerationSettings, generate, load
+    from serving.engine import Engine
+
+    loaded = load(forge, forge.registry().release(RELEASE), "full")
+    tok = loaded.tokenizer
+    seen: list[list[int]] = []
+    real = Engine.submit_many
+    monkeypatch.setattr(Engine, "submit_many", lambda self, items, *a, **k: (
+        seen.extend(list(ids) for ids, _ in items), real(self, items, *a, **k))[1])
+    prompt = " ".join(f"word{i}" for i in range(loaded.context_length)) + " the end"
+    out = generate(loaded, prompt, GenerationSettings(max_new_tokens=8))
+    assert out.chat and out.prompt_tokens + 8 <= loaded.context_length and len(seen) == 1
+    # what the model saw: the template's BOS and turn markers around the prompt's last words
+    text = tok.decode(seen[0], skip_special_tokens=False)
+    assert text.startswith(tok.bos_token + "<|user|>") and text.endswith(" the end<|end|><|assistant|>")
+    assert "word0 " not in text and len(seen[0]) == out.prompt_tokens
+
+
+def test_generate_without_a_chat_template_continues_raw(forge, monkeypatch):
+    from explorer.generate import GenerationSettings, as_markdown, generate, load
+
+    loaded = load(forge, forge.registry().release(RELEASE), "full")
+    settings = GenerationSettings(max_new_tokens=8, sample=True, seed=3)
+    monkeypatch.setattr(loaded.tokenizer, "chat_template", None)  # as a base model's tokenizer has none
+    plain = generate(loaded, "Call me Ishmael.", settings)
+    raw = generate(loaded, "Call me Ishmael.", GenerationSettings(max_new_tokens=8, sample=True, seed=3, raw=True))
+    assert not plain.chat and (plain.text, plain.prompt_tokens) == (raw.text, raw.prompt_tokens)
+    assert as_markdown(plain).startswith("**Call me Ishmael\\.**") and "\n\n" not in as_markdown(plain)[:22]
 
 
 # --- the command ----------------------------------------------------------------------------
