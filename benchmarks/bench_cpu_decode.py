@@ -482,7 +482,7 @@ print("RESULT " + json.dumps(dict(t_full=full, t_one=one, perplexity=float(math.
 
 def run_llamacpp(cfg: dict, args, gguf: Path) -> dict:
     vocab = LLAMA1B["vocab_size"] if cfg["model"] == "llama1b" else 49152
-    prompt, text = token_ids(vocab)
+    prompt, text = token_ids(int(vocab))
     payload = dict(gguf=str(gguf), threads=cfg["threads"], tokens=args.tokens, repeats=args.repeats,
                    prompt=prompt, text=text)
     proc = subprocess.run([args.llama_python, "-c", LLAMA_CHILD, json.dumps(payload)], capture_output=True,

@@ -215,15 +215,15 @@ def _extract_member(archive: Path, member: str, dest: Path) -> None:
             elif tarfile.is_tarfile(archive):
                 with tarfile.open(archive) as t:
                     try:
-                        info = t.getmember(member)
+                        tar_info = t.getmember(member)
                     except KeyError:
                         raise InputError(f"{archive.name} holds no {member}",
                                          hint="fix `source.member` in the conversion entry") from None
-                    f = t.extractfile(info) if info.isfile() else None
-                    if f is None:
+                    tar_file = t.extractfile(tar_info) if tar_info.isfile() else None
+                    if tar_file is None:
                         raise InputError(f"{member} in {archive.name} is not a regular file",
                                          hint="name the checkpoint file itself in `source.member`")
-                    shutil.copyfileobj(f, out, 1 << 20)
+                    shutil.copyfileobj(tar_file, out, 1 << 20)
             else:
                 raise InputError(f"{archive.name} is neither a zip nor a tar archive, so it has no member {member}",
                                  hint="leave `source.member` out when the artifact is the checkpoint itself")
@@ -367,6 +367,7 @@ def _save_safetensors(tensors: dict, path: Path) -> None:
     os.close(fd)
     try:
         save_file({k: v.contiguous() for k, v in sorted(tensors.items())}, tmp, metadata={"format": "pt"})
+        os.chmod(tmp, 0o644)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -442,6 +443,7 @@ def convert(conversion: Conversion, checkpoint: Path, out: ConversionOutputs) ->
     variant_tensors, variant_config = block_variant(reader, config, dense)
     out.dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.dir.name}.", dir=out.dir.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; build outputs are as readable as any other
     try:
         stage = ConversionOutputs(staging)
         for sub in ("model", "tokenizer", f"variants/{conversion.lossless_variant}", "env"):

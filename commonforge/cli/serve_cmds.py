@@ -155,9 +155,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     try:
         if chat:
             # one user message, as /v1/chat/completions renders it, ending where the reply starts
+            from jinja2 import TemplateError
+
             try:
                 ids = chat_prompt_ids(tok, [{"role": "user", "content": args.prompt}])
-            except Exception as err:  # noqa: BLE001 - the release's template refused the prompt
+            except TemplateError as err:  # the release's template refused the prompt
                 raise InputError(f"the chat template of {loaded.ref} refused the prompt: {err}",
                                  hint="--raw continues the prompt as plain text instead") from None
             params = _params(args, max_tokens=args.max_tokens, stop_token_ids=chat_stop_ids(tok))
