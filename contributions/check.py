@@ -62,6 +62,7 @@ CHECKS: dict[str, CheckSpec] = {s.name: s for s in (
     CheckSpec("local source", "contributions.check:check_local_source", fast=True, needs_schema=False),
     CheckSpec(logfiles.CHECK, "contributions.logfiles:check_log_file", fast=True, needs_schema=False),
     CheckSpec("sources", "contributions.sources_check:check_sources", fast=False),
+    CheckSpec("checkpoint", "contributions.checkpoint_check:check_checkpoint", fast=False),
     CheckSpec("data policy", "contributions.datapolicy:check_data_policy", fast=False),
     CheckSpec("contamination", "contributions.contamination:check_contamination", fast=False),
     CheckSpec("dry-run build", "contributions.dryrun:check_dry_run", fast=False),
@@ -71,6 +72,7 @@ CHECKS: dict[str, CheckSpec] = {s.name: s for s in (
 KIND_CHECKS: dict[str, tuple[str, ...]] = {
     "dataset": ("schema", "questions", "licenses", "sources", "data policy", "contamination", "dry-run build"),
     "recipe": ("schema", "questions", "licenses", "contamination", "dry-run build"),
+    "conversion": ("schema", "licenses", "checkpoint"),
     "release": ("schema",),
     "record": ("schema",),
     "statement": ("statements",),
@@ -380,23 +382,31 @@ def check_params(inp: CheckInput) -> CheckResult:
 
 @functools.lru_cache(maxsize=8)
 def _local_sources(root: str, stamp: tuple[tuple[str, int, int], ...]) -> tuple[tuple[str, str], ...]:
-    """(dataset ref, local source path) of every dataset in the checkout; ``stamp`` (the dataset
-    files' names, sizes and mtimes) is the cache key, so a corpus of many files reads the registry once."""
+    """(entry ref, local source path) of every dataset and conversion in the checkout (a conversion's
+    checkpoint may be a local file); ``stamp`` (the entry files' names, sizes and mtimes) is the cache
+    key, so a corpus of many files reads the registry once."""
     from registry.catalog import Registry
-    from registry.schema import Dataset
+    from registry.schema import Conversion, Dataset
 
     found = []
-    for entry in Registry(Path(root)).iter_entries("dataset"):
+    reg = Registry(Path(root))
+    for entry in reg.iter_entries("dataset"):
         assert isinstance(entry, Dataset)
         found += [(entry.ref, s.path.rstrip("/")) for s in entry.sources if s.kind == "local" and s.path]
+    for conv in reg.iter_entries("conversion"):
+        assert isinstance(conv, Conversion)
+        if conv.source.kind == "local" and conv.source.path:
+            found.append((conv.ref, conv.source.path.rstrip("/")))
     return tuple(found)
 
 
 def check_local_source(inp: CheckInput) -> CheckResult:
-    """An added file under registry/local_sources must be a local source of a dataset this change adds
-    (a merged dataset's files are pinned: adding to its directory would change what it pins)."""
+    """An added file under registry/local_sources must be a local source of a dataset (or the local
+    checkpoint of a conversion) this change adds (a merged entry's files are pinned: adding to its
+    directory would change what it pins)."""
     added = set(inp.options.get("added_refs") or [])
-    files = sorted((inp.root / "registry" / "entries" / "datasets").glob("*/*.yaml"))
+    entries = inp.root / "registry" / "entries"
+    files = sorted([*(entries / "datasets").glob("*/*.yaml"), *(entries / "conversions").glob("*/*.yaml")])
     stamp = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
     owners = [ref for ref, path in _local_sources(str(inp.root), stamp)
               if inp.path == path or inp.path.startswith(f"{path}/")]
@@ -407,8 +417,8 @@ def check_local_source(inp: CheckInput) -> CheckResult:
         return CheckResult.failed("local source", f"adds a file to the merged source of {', '.join(sorted(owners))}", [
             Problem(f"belongs to the local source of {', '.join(sorted(owners))}, which is merged and pinned by digest",
                     fix="put new text in a new directory, pinned by a new dataset (or a new version)", path=inp.path)])
-    return CheckResult.failed("local source", "no dataset uses this file", [Problem(
-        "is under registry/local_sources but no dataset's local source includes it",
+    return CheckResult.failed("local source", "no dataset or conversion uses this file", [Problem(
+        "is under registry/local_sources but no dataset's local source (or conversion's checkpoint) includes it",
         fix="add the dataset entry that pins it in the same change, or leave the file out", path=inp.path)])
 
 

@@ -12,6 +12,7 @@ kind            path (under registry/entries/ unless said otherwise)    verdict
 ==============  ======================================================  =========
 dataset         datasets/<name>/<version>.yaml added                    check
 recipe          recipes/<name>/<version>.yaml added                     check
+conversion      conversions/<name>/<version>.yaml added                 check
 release         models/<name>/<version>.yaml added                      check
 record          models/<name>/<version>.<record>.yaml (provenance...)   check
 statement       models/<name>/<version>.statements/*.json added         check
@@ -53,10 +54,10 @@ DEFAULT_BASE = "main"  # the branch a contribution is checked against when --bas
 
 _STATUS: dict[str, Status] = {"A": "added", "M": "modified", "D": "deleted", "T": "type-changed"}
 _SYMLINK, _SUBMODULE = "120000", "160000"
-_ENTRY = re.compile(r"^(?P<dir>datasets|recipes|models)/(?P<name>[^/]+)/(?P<version>[0-9.]+)\.yaml$")
+_ENTRY = re.compile(r"^(?P<dir>datasets|recipes|conversions|models)/(?P<name>[^/]+)/(?P<version>[0-9.]+)\.yaml$")
 _RECORD = re.compile(r"^models/(?P<name>[^/]+)/(?P<version>[0-9.]+)\.(?P<suffix>[a-z]+)\.yaml$")
 _STATEMENT = re.compile(r"^models/(?P<name>[^/]+)/(?P<version>[0-9.]+)\.statements/(?P<file>[^/]+\.json)$")
-_KIND_OF_DIR = {"datasets": "dataset", "recipes": "recipe", "models": "model"}
+_KIND_OF_DIR = {"datasets": "dataset", "recipes": "recipe", "conversions": "conversion", "models": "model"}
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,8 @@ def classify_path(path: str, status: Status = "added", *, mode: str | None = Non
             return Change(path, status, "unknown", "unknown",
                           "a file under registry/entries that is no known entry, record or statement",
                           fix="entries are <kind>s/<name>/<version>.yaml; a maintainer decides about anything else")
-        reasons = {"dataset": "new dataset", "recipe": "new recipe", "release": "new model release",
+        reasons = {"dataset": "new dataset", "recipe": "new recipe", "conversion": "new conversion",
+                   "release": "new model release",
                    "record": "new record beside a release", "statement": "new signed statement about a release"}
         return Change(path, status, kind, "check", f"{reasons[kind]} {ref}", ref=ref)
     if path.startswith(LOCAL_SOURCES):

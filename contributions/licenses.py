@@ -359,10 +359,10 @@ def _check_recipe(inp: CheckInput, entry: EntryFile, policy: Policy) -> tuple[li
 
 
 def check_licenses(inp: CheckInput) -> CheckResult:
-    """Judge an added dataset's or recipe's licenses against the forge's policy (module docstring)."""
+    """Judge an added dataset's, recipe's or conversion's licenses against the forge's policy (module docstring)."""
     kind = inp.ref.split("/", 1)[0]
-    if kind not in ("dataset", "recipe"):
-        return CheckResult.skipped(NAME, f"{inp.ref}: the licenses check knows datasets and recipes only")
+    if kind not in ("dataset", "recipe", "conversion"):
+        return CheckResult.skipped(NAME, f"{inp.ref}: the licenses check knows datasets, recipes and conversions only")
     try:
         entry = read_entry(inp)
     except ForgeError as err:
@@ -370,6 +370,16 @@ def check_licenses(inp: CheckInput) -> CheckResult:
     if not isinstance(entry.data, dict):
         return CheckResult.skipped(NAME, "the entry is not a mapping, so its licenses were not read")
     policy = policy_for(inp)
+    if kind == "conversion":
+        problems: list[Problem] = []
+        judged = judge_field(entry.data.get("license"), "model license", policy, entry, ("license",), problems)
+        details: dict[str, Any] = {"license": str(judged.parsed) if judged.parsed is not None else judged.expression,
+                   "policy": policy.source}
+        if problems:
+            return CheckResult.failed(NAME, f"{len(problems)} license problem(s) under {policy.source}", problems,
+                                      **details)
+        return CheckResult.passed(NAME, f"model license {details['license']} (as its publisher states it) is open "
+                                        "under the forge's policy", **details)
     problems, details = _check_dataset(entry, policy) if kind == "dataset" else _check_recipe(inp, entry, policy)
     if problems:
         return CheckResult.failed(NAME, f"{len(problems)} license problem(s) under {policy.source}", problems, **details)

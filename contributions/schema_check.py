@@ -84,7 +84,7 @@ def model_for(path: str) -> type[BaseModel] | None:
     from contributions.diff import classify_path
 
     change = classify_path(path)
-    if change.kind in ("dataset", "recipe"):
+    if change.kind in ("dataset", "recipe", "conversion"):
         return ENTRY_TYPES[change.kind]
     if change.kind == "release":
         return ENTRY_TYPES["model"]

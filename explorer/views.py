@@ -174,6 +174,7 @@ def config_rows(config: dict) -> list[dict]:
 _KIND_STYLE = {
     "dataset": ('shape=cylinder', "#e3f1e4"),
     "recipe": ('shape=note', "#fdf0d5"),
+    "conversion": ('shape=component', "#f3e6f5"),
     "model": ('shape=box, style="rounded,filled"', "#dde8f6"),
     "variant": ('shape=box, style="rounded,filled,dashed"', "#eef2f7"),
 }

@@ -72,6 +72,9 @@ def lineage_graph(reg: Registry, around: str | None = None) -> Graph:
             if m.recipe is not None:
                 g.add(Node(m.recipe.ref, "recipe", m.recipe.ref))
                 g.edges.add((m.recipe.ref, entry.ref))
+            if m.conversion is not None:
+                g.add(Node(m.conversion.ref, "conversion", m.conversion.ref))
+                g.edges.add((m.conversion.ref, entry.ref))
             if m.base_model:
                 g.add(Node(m.base_model, "model", m.base_model))
                 g.edges.add((m.base_model, entry.ref))

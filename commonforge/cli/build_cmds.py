@@ -59,9 +59,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "demo", cmd_demo, "build and release forge-small end to end, then say what to try next",
                     "The quickstart's main job (`make demo`): fetch the pinned public-domain sources, prepare them, "
                     "train the tokenizer and forge-small on the CPU, quantize, evaluate, render its card and "
-                    "release it (or, where the release is committed, rebuild it and confirm the digests). Prints "
+                    "release it (or, where the release is committed, rebuild it and confirm the digests); then convert a pinned "
+                    "GGUF checkpoint (SmolLM2-135M-Instruct) into a second release to chat with. Prints "
                     "the time of every stage and the commands to try next.")
     p.add_argument("recipe", nargs="?", default="forge-small", help="recipe to build (default: forge-small)")
+    p.add_argument("--conversion", default=DEMO_CONVERSION, metavar="NAME",
+                   help=f"then convert this pinned GGUF checkpoint into a release (default: {DEMO_CONVERSION}, "
+                   "a real 135M-parameter instruct model to chat with)")
+    p.add_argument("--no-conversion", action="store_true", help="build the recipe only; convert nothing")
 
 
 def _signer(args: argparse.Namespace):
@@ -166,6 +171,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_CONVERSION = "smollm2-135m-instruct"
 NEXT_STEPS = """\
 What to try next (all local; nothing leaves this machine):
   commonforge show {name}                          what it is, where it came from, its digests
@@ -220,4 +226,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
         out.print(line, highlight=False, markup=False)
     if status.needs:
         out.print("to be published it still needs: " + "; ".join(status.needs), highlight=False, markup=False)
+    if not args.no_conversion:
+        _demo_conversion(settings, args.conversion, out)
     return 0
+
+
+def _demo_conversion(settings, name: str, out) -> None:
+    """Convert a pinned checkpoint and release it (or confirm its committed release), then say how to chat."""
+    import time
+
+    from pipelines.convert import run_conversion
+    from pipelines.release import release_conversion
+
+    ref = _conversion_ref(settings, name)
+    out.print(f"\n[bold]converting {ref}[/bold]: fetch the pinned checkpoint, check its digests, dequantize it "
+              "and keep its own blocks as the lossless variant", highlight=False)
+    started = time.perf_counter()
+    run_conversion(settings.root, ref)
+    result = release_conversion(settings, ref)
+    _print_release(result)
+    model = result.release.manifest.name
+    out.print(f"conversion finished in {time.perf_counter() - started:.0f} s\n"
+              f"  commonforge chat {model}                 chat with it (its own chat template)\n"
+              f"  commonforge chat {model} --variant gguf  the same model on the checkpoint's own blocks\n"
+              f"  commonforge show {model}                 where it came from: the pinned checkpoint, its license",
+              highlight=False)

@@ -15,9 +15,9 @@ if TYPE_CHECKING:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = add_command(sub, "list", cmd_list, "list registry entries (datasets, recipes, models)")
-    p.add_argument("kind", nargs="?", choices=["dataset", "recipe", "model", "datasets", "recipes", "models"],
-                   help="only this kind")
+    p = add_command(sub, "list", cmd_list, "list registry entries (datasets, recipes, conversions, models)")
+    kinds = ["dataset", "recipe", "conversion", "model"]
+    p.add_argument("kind", nargs="?", choices=kinds + [f"{k}s" for k in kinds], help="only this kind")
 
     p = add_command(sub, "show", cmd_show, "show one entry: what it is, where it came from, digests, status",
                     "Show one entry. REF is kind/name@version; a model ref may leave out the version "
@@ -43,7 +43,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from commonforge.cli.output import console, table
     from registry import Registry
     from registry.layers import layer_name, layer_roots
-    from registry.schema import Dataset, Recipe, Release
+    from registry.schema import Conversion, Dataset, Recipe, Release
     from trust.policy import load_chain, user_pins
     from trust.status import release_status
 
@@ -63,7 +63,8 @@ def cmd_list(args: argparse.Namespace) -> int:
                 status = release_status(reg.root, entry, chain=chain).status
                 t.add_row(entry.ref, status, f"sha256:{entry.release_digest}", entry.manifest.license, *where)
             else:
-                assert isinstance(entry, (Dataset, Recipe)), "registry entries are datasets, recipes or releases"
+                assert isinstance(entry, (Dataset, Recipe, Conversion)), (
+                    "registry entries are datasets, recipes, conversions or releases (schema.ENTRY_TYPES)")
                 t.add_row(entry.ref, "", entry.title, entry.license, *where)
     if n == 0:
         out.print(f"no {kind or 'entrie'}s in {' or '.join(str(Registry(r).entries_dir) for r in roots)}")
@@ -115,6 +116,20 @@ def _show_recipe(out, reg: Registry, r: Recipe) -> None:
         out.print("evaluation: " + ", ".join(f"{k} ({n} items)" for k, n in r.evaluation.tasks.items()))
 
 
+def _show_conversion(out, c) -> None:
+    s = c.source
+    artifact = s.url or s.path or f"{s.package}=={s.version} ({s.file})"
+    out.print(f"[bold]{c.ref}[/bold]  {c.title}    sha256:{c.digest}", highlight=False)
+    out.print(f"publisher: {c.publisher}    license: {c.license}" + (f"    {c.homepage}" if c.homepage else ""))
+    out.print(c.description)
+    out.print(f"checkpoint: {s.format} from {s.kind} {artifact} (sha256:{s.sha256})"
+              + (f", member {s.member}" if s.member else "") + f" sha256:{s.member_sha256}", highlight=False)
+    out.print(f"lossless variant: {c.lossless_variant}    threads: {c.threads}")
+    if c.evaluation.tasks:
+        out.print("evaluation: " + ", ".join(f"{k} ({n} items)" for k, n in c.evaluation.tasks.items()))
+    out.print(f"release: model/{c.name}@{c.version}.0.0 once `commonforge convert {c.ref}` has run")
+
+
 def _entry(reg: Registry, ref: str):
     """A pinned ref as it is; a bare model name by verified status (trust), a bare dataset or recipe: newest."""
     from registry.refs import Ref
@@ -136,6 +151,11 @@ def _show_release(out, reg: Registry, rel: Release, status) -> None:
     out.print(f"release digest: sha256:{rel.release_digest}")
     if m.provenance == "imported":
         out.print("provenance: IMPORTED (not built by the forge: no recipe, no source commit, never reproducible)")
+    elif m.provenance == "converted":
+        assert m.conversion is not None, "BuildManifest's validator requires a conversion pin for a converted release"
+        out.print(f"provenance: CONVERTED from a pinned checkpoint by {m.conversion.ref} "
+                  f"(sha256:{m.conversion.sha256}); checkpoint sha256:{m.conversion.checkpoint_sha256}")
+        out.print(f"source commit: {m.source_commit}    lock: sha256:{m.lock_sha256}")
     else:
         assert m.recipe is not None, "BuildManifest's validator requires a recipe for a built release"
         out.print(f"recipe: {m.recipe.ref} (sha256:{m.recipe.sha256})")
@@ -189,7 +209,7 @@ def _show_release(out, reg: Registry, rel: Release, status) -> None:
 def cmd_show(args: argparse.Namespace) -> int:
     from commonforge.cli.output import console
     from registry import Registry
-    from registry.schema import Dataset, Recipe, Release
+    from registry.schema import Conversion, Dataset, Recipe, Release
 
     reg = _registry()
     entry, status = _entry(reg, args.ref)
@@ -200,8 +220,10 @@ def cmd_show(args: argparse.Namespace) -> int:
         _show_dataset(out, reg, entry)
     elif isinstance(entry, Recipe):
         _show_recipe(out, reg, entry)
+    elif isinstance(entry, Conversion):
+        _show_conversion(out, entry)
     else:
-        assert isinstance(entry, Release), "registry entries are datasets, recipes or releases (schema.ENTRY_TYPES)"
+        assert isinstance(entry, Release), "registry entries are datasets, recipes, conversions or releases"
         _show_release(out, reg, entry, status)
     return 0
 

