@@ -13,8 +13,8 @@ import pytest
 
 from registry import Registry, Store
 from registry.digest import sha256_file
-from tests.helpers import copy_project, forge_env, git
 from tests.helpers import cli as forge
+from tests.helpers import copy_project, forge_env, git
 from tests.pipelines.gguf_writer import write_tiny_gguf
 from tests.pipelines.test_convert import NAME, _entry, save_yaml
 
