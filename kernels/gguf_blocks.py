@@ -109,7 +109,9 @@ def blocks_from_gguf(type_name: str, raw: np.ndarray, shape: tuple[int, int]) ->
             f"{type_name} tensor of shape {(n, k)} needs {expected} bytes ({n} rows x {k // BLOCK} blocks x "
             f"{per_block} bytes), got {raw.size} (shape {tuple(raw.shape)}); is the type or the shape wrong?"
         )
-    blocks = torch.from_numpy(np.ascontiguousarray(raw).reshape(n, k // BLOCK, per_block))
+    # A copy: the reader's arrays are read-only views of a memory map, which torch would warn about
+    # (and must never write through); the fields below are copied out of it anyway.
+    blocks = torch.from_numpy(np.array(raw, copy=True).reshape(n, k // BLOCK, per_block))
     # fp16 fields: two bytes each, viewed in place (the host is little-endian like the file; torch
     # and numpy both view natively, so this matches gguf's own `view(np.float16)`)
     d = blocks[..., 0:2].contiguous().view(torch.float16).reshape(n, k // BLOCK)
