@@ -25,7 +25,8 @@ executed) and the checkpoint file inside it (``member``, ``member_sha256``). Thi
    imported in ``env/convert.json`` (the manifest's environment).
 
 Everything lands in ``build/conversions/<name>/`` by rename, so an interrupted run leaves the
-previous outputs. The conversion runs with the determinism pins and the entry's thread count,
+previous outputs; the previous ``eval/`` (``python -m pipelines.evaluate conversion/...``) is kept
+when every artifact comes out byte-identical, and dropped otherwise. The conversion runs with the determinism pins and the entry's thread count,
 so the same entry on the same lock gives the same bytes; ``commonforge reproduce`` re-runs it
 at the release's commit and compares manifests, and an identical re-conversion by another party
 is a rebuild like any other (``docs/trust.md``).
@@ -418,6 +419,21 @@ _LOSSLESS_HINT = ("the conversion would not be lossless; this is a bug in the co
                   "gguf/transformers packages: pin the versions the release was made with")
 
 
+def _artifact_files(out: ConversionOutputs, conversion: Conversion) -> list[Path]:
+    v = conversion.lossless_variant
+    return [out.dir / src for _, src in CORE_FILES] + [out.variant(v) / name for name in VARIANT_FILES]
+
+
+def _keep_evaluation(old: ConversionOutputs, new: ConversionOutputs, conversion: Conversion) -> None:
+    """Carry the previous outputs' ``eval/`` over when every artifact came out byte-identical (the
+    evaluation measured exactly these bytes); drop it otherwise, so no stale score outlives its model."""
+    if not (old.dir / "eval").is_dir():
+        return
+    pairs = zip(_artifact_files(old, conversion), _artifact_files(new, conversion), strict=True)
+    if all(a.is_file() and sha256_file(a) == sha256_file(b) for a, b in pairs):
+        shutil.copytree(old.dir / "eval", new.dir / "eval")
+
+
 def convert(conversion: Conversion, checkpoint: Path, out: ConversionOutputs) -> dict:
     """Convert ``checkpoint`` into ``out`` (atomically, as a whole); returns the conversion record."""
     reader = read_gguf(checkpoint)
@@ -454,6 +470,7 @@ def convert(conversion: Conversion, checkpoint: Path, out: ConversionOutputs) ->
             "environment": determinism.environment(conversion.threads),
         }
         atomic_write_bytes(stage.record, canonical_json(record) + b"\n")
+        _keep_evaluation(out, stage, conversion)
         if out.dir.exists():
             old = out.dir.with_name(f".{out.dir.name}.old")
             shutil.rmtree(old, ignore_errors=True)

@@ -285,3 +285,24 @@ def test_a_member_missing_from_the_archive_is_refused(tmp_path):
     save_yaml(path, data)
     got = convert.fetch_checkpoint(convert.load_conversion(root, REF), root=root, cache=tmp_path / "cache")
     assert sha256_file(got) == sha256_file(tiny.path) and got.is_relative_to(tmp_path / "cache")
+
+
+def test_an_evaluation_survives_an_identical_re_conversion_and_no_other(tmp_path):
+    """eval/ measured the old bytes: kept when the new ones are identical, dropped when they are not."""
+    root, tiny = make_root(tmp_path)
+    assert run_stage(root, tmp_path).returncode == 0
+    out = convert.conversion_outputs(root, NAME).dir
+    (out / "eval").mkdir()
+    (out / "eval" / "results.json").write_text('{"results": []}\n')
+    proc = run_stage(root, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / "eval" / "results.json").read_text() == '{"results": []}\n'
+    # another checkpoint under the same entry (re-pinned): other weights, so the old scores go
+    other = write_tiny_gguf(tiny.path, seed=1).path
+    path = root / "registry" / "entries" / "conversions" / NAME / "1.yaml"
+    data = load_yaml(path)
+    data["source"].update(sha256=sha256_file(other), member_sha256=sha256_file(other))
+    save_yaml(path, data)
+    proc = run_stage(root, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not (out / "eval").exists()
