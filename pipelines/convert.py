@@ -27,9 +27,9 @@ executed) and the checkpoint file inside it (``member``, ``member_sha256``). Thi
 Everything lands in ``build/conversions/<name>/`` by rename, so an interrupted run leaves the
 previous outputs; the previous ``eval/`` (``python -m pipelines.evaluate conversion/...``) is kept
 when every artifact comes out byte-identical, and dropped otherwise. The conversion runs with the
-determinism pins and the entry's thread count, so the same entry on the same lock gives the same bytes; ``commonforge reproduce`` re-runs it
-at the release's commit and compares manifests, and an identical re-conversion by another party
-is a rebuild like any other (``docs/trust.md``).
+determinism pins and the entry's thread count, so the same entry on the same lock gives the same
+bytes; ``commonforge reproduce`` re-runs it at the release's commit and compares manifests, and an
+identical re-conversion by another party is a rebuild like any other (``docs/trust.md``).
 """
 
 from __future__ import annotations
