@@ -59,7 +59,8 @@ LLAMA1B = dict(vocab_size=32000, hidden_size=2048, intermediate_size=8192, num_h
 PPL_TOKENS = 512
 TARGETS = {"int4_vs_llamacpp": 1.0, "int4_vs_float32": 4.0, "batch16_vs_llamacpp_b1": 4.0, "ppl_within": 0.01}
 CSV_FIELDS = ["timestamp", "git_commit", "cpu", "cores", "torch", "model", "engine", "variant", "batch", "threads",
-              "prompt_tokens", "new_tokens", "prefill_tok_s", "decode_tok_s", "peak_rss_mb", "perplexity", "note"]
+              "prompt_tokens", "new_tokens", "prefill_tok_s", "decode_tok_s", "peak_rss_mb", "perplexity",
+              "weight_mb", "decode_gb_s", "copy_gb_s", "note"]
 PROMPT = ("It was the best of times, it was the worst of times, it was the age of wisdom, it was the age "
           "of foolishness, it was the epoch of belief")
 # Public domain: Charles Dickens, A Tale of Two Cities (1859), the opening; and Herman Melville, Moby-Dick (1851).
@@ -444,7 +445,59 @@ def child(cfg: dict) -> dict:
     prefill, decode = rates(batch, len(prompt), n, t_full, t_one)
     ppl = torch_perplexity(loaded.model, text)
     return dict(prompt_tokens=len(prompt), prefill_tok_s=prefill, decode_tok_s=decode, perplexity=ppl,
-                peak_rss_mb=peak_rss_mb())
+                peak_rss_mb=peak_rss_mb(), weight_mb=weight_bytes_per_step(loaded.model) / 1e6)
+
+
+def weight_bytes_per_step(model) -> int:
+    """Bytes of weights one decode step reads, after the timed runs (so every layer's compute form is
+    cached): a quantized layer's prepacked CPU form (``_cpu_cache``) or its dequantized copy
+    (``_dequant_cache``) where it computes from one, else its own parameters and buffers; shared
+    tensors once; the input embedding not at all (a step reads one row of it) unless lm_head is it."""
+    import dataclasses
+
+    import torch
+
+    seen: dict[int, int] = {}
+    embed = model.get_input_embeddings().weight
+    head = model.get_output_embeddings()
+    tied = head is not None and getattr(head, "weight", None) is not None and head.weight.data_ptr() == embed.data_ptr()
+
+    def count(t: torch.Tensor) -> None:
+        if t.data_ptr() != embed.data_ptr() or tied:
+            seen[t.data_ptr()] = t.numel() * t.element_size()
+
+    for module in model.modules():
+        cpu = getattr(module, "_cpu_cache", None)
+        dense = getattr(module, "_dequant_cache", None)
+        if cpu is not None and cpu[1] is not None:
+            form = cpu[1]
+            values = (getattr(form, f.name) for f in dataclasses.fields(form)) if dataclasses.is_dataclass(form) \
+                else vars(form).values()
+            for v in values:
+                if isinstance(v, torch.Tensor):
+                    count(v)
+        elif dense is not None:
+            count(dense[1])
+        else:
+            for t in (*module.parameters(recurse=False), *module.buffers(recurse=False)):
+                count(t)
+    return sum(seen.values())
+
+
+def copy_bandwidth(threads: int, mb: int = 1024, repeats: int = 5) -> float:
+    """The machine's measured copy bandwidth in GB/s with ``threads`` torch threads (read + write
+    counted: 2 x size / time, the best of ``repeats``), the ceiling a decode step can approach."""
+    import torch
+
+    torch.set_num_threads(threads)
+    src = torch.ones(mb * 1_000_000 // 4, dtype=torch.float32)
+    dst = torch.empty_like(src)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        dst.copy_(src)
+        best = min(best, time.perf_counter() - start)
+    return 2 * src.numel() * 4 / best / 1e9
 
 
 LLAMA_CHILD = r"""
@@ -491,6 +544,7 @@ def run_llamacpp(cfg: dict, args, gguf: Path) -> dict:
     prefill, decode = rates(1, len(prompt), args.tokens, result["t_full"], result["t_one"])
     return dict(prompt_tokens=len(prompt), prefill_tok_s=prefill, decode_tok_s=decode,
                 perplexity=result["perplexity"], peak_rss_mb=result["peak_rss_mb"],
+                weight_mb=gguf.stat().st_size / 1e6,  # the whole file, input embedding included (an upper bound)
                 note=f"llama-cpp-python {result['version']}, greedy generate; prefill timed with the first token")
 
 
@@ -524,8 +578,11 @@ def note_for(cfg: dict) -> str:
     return ""
 
 
-def format_row(env: dict, cfg: dict, result: dict | None, args, note: str = "") -> dict:
-    r = result or {}
+def format_row(env: dict, cfg: dict, result: dict | None, args, note: str = "", copy_gb_s: float | None = None) -> dict:
+    r = dict(result or {})
+    if r.get("weight_mb") is not None and r.get("decode_tok_s") is not None:
+        r["decode_gb_s"] = r["weight_mb"] / 1e3 * r["decode_tok_s"] / cfg["batch"]  # weights read per step x steps/s
+    r["copy_gb_s"] = copy_gb_s
 
     def f(key, digits=1):
         return f"{r[key]:.{digits}f}" if r.get(key) is not None else ""
@@ -533,7 +590,8 @@ def format_row(env: dict, cfg: dict, result: dict | None, args, note: str = "") 
     return {**env, "model": cfg["model"], "engine": cfg["engine"], "variant": cfg["variant"], "batch": cfg["batch"],
             "threads": cfg["threads"], "prompt_tokens": r.get("prompt_tokens", ""), "new_tokens": args.tokens,
             "prefill_tok_s": f("prefill_tok_s"), "decode_tok_s": f("decode_tok_s"), "peak_rss_mb": f("peak_rss_mb"),
-            "perplexity": f("perplexity", 3), "note": note or r.get("note") or note_for(cfg)}
+            "perplexity": f("perplexity", 3), "weight_mb": f("weight_mb"), "decode_gb_s": f("decode_gb_s", 2),
+            "copy_gb_s": f("copy_gb_s", 2), "note": note or r.get("note") or note_for(cfg)}
 
 
 def target_lines(rows: list[dict]) -> list[str]:
@@ -574,14 +632,14 @@ def target_lines(rows: list[dict]) -> list[str]:
 
 
 HEADER = (f"{'model':>8} {'engine':>12} {'variant':>8} {'b':>3} {'t':>2} {'prefill/s':>10} {'decode/s':>9} "
-          f"{'rss MB':>8} {'ppl':>8}  note")
+          f"{'rss MB':>8} {'ppl':>8} {'GB/s':>6} {'copy':>6}  note")
 
 
 def print_table(rows: list[dict]) -> None:
     for r in rows:
         print(f"{r['model']:>8} {r['engine']:>12} {r['variant']:>8} {r['batch']:>3} {r['threads']:>2} "
-              f"{r['prefill_tok_s']:>10} {r['decode_tok_s']:>9} {r['peak_rss_mb']:>8} {r['perplexity']:>8}  "
-              f"{r['note']}", flush=True)
+              f"{r['prefill_tok_s']:>10} {r['decode_tok_s']:>9} {r['peak_rss_mb']:>8} {r['perplexity']:>8} "
+              f"{r['decode_gb_s']:>6} {r['copy_gb_s']:>6}  {r['note']}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -592,6 +650,8 @@ def main(argv: list[str] | None = None) -> int:
     env = environment()
     rows = []
     ggufs: dict[str, Path] = {}
+    copy = {t: copy_bandwidth(t) for t in sorted(set(args.threads))}
+    print("measured copy bandwidth: " + ", ".join(f"{t} thread(s) {v:.1f} GB/s" for t, v in copy.items()), flush=True)
     print(HEADER, flush=True)
     for cfg in configurations(args):
         note = ""
@@ -611,7 +671,7 @@ def main(argv: list[str] | None = None) -> int:
         except (RuntimeError, subprocess.TimeoutExpired, OSError) as err:
             note = f"failed: {str(err)[-300:]}"
             print(f"{cfg}: {note}", file=sys.stderr, flush=True)
-        row = format_row(env, cfg, result, args, note)
+        row = format_row(env, cfg, result, args, note, copy.get(cfg["threads"]))
         rows.append(row)
         print_table([row])
     resultlog.append_rows(args.csv, CSV_FIELDS, rows)

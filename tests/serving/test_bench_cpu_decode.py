@@ -90,3 +90,22 @@ def test_rows_targets_and_csv(bench, tmp_path):
     read = list(csv.DictReader(path.open()))
     assert len(read) == 5 and read[-1]["decode_tok_s"] == "" and read[-1]["note"].startswith("not measured")
     assert read[0]["git_commit"] == "abc" and read[0]["cpu"] == "Xeon"
+
+
+def test_weight_bytes_follow_the_compute_form_and_bandwidth_is_derived(bench, tmp_path):
+    """A decode step of the block variant reads its packed int4 CPU form, far less than float32 weights."""
+    path = bench.write_llama_gguf(tmp_path / "tiny.gguf", TINY)
+    dense = bench._gguf_model(path, "float32")
+    blocks = bench._gguf_model(path, "gguf")
+    ids = list(range(5, 45))
+    bench.torch_perplexity(blocks, ids)  # warms the layers' compute forms, as the timed runs do
+    full, packed = bench.weight_bytes_per_step(dense), bench.weight_bytes_per_step(blocks)
+    embed = dense.get_input_embeddings().weight
+    linear = sum(m.weight.numel() for m in dense.modules() if isinstance(m, torch.nn.Linear))
+    assert full >= linear * 4 and full < linear * 4 + embed.numel() * 4 + 64 * 1024  # tied head: counted once
+    assert packed < full / 2
+    args = bench.parse_args(["--tokens", "16"])
+    cfg = dict(model="llama1b", engine="ours", variant="gguf", batch=2, threads=2)
+    row = bench.format_row({}, cfg, dict(decode_tok_s=10.0, weight_mb=100.0), args, copy_gb_s=12.5)
+    assert row["decode_gb_s"] == "0.50" and row["copy_gb_s"] == "12.50"  # 100 MB x 10 tok/s / batch 2
+    assert bench.copy_bandwidth(1, mb=16, repeats=2) > 0
