@@ -13,7 +13,9 @@ once as a Q4_1 GGUF under ``--work``; every engine runs that file's weights: our
 transformers' dequantization and the GGUF's own blocks, exactly as a conversion would).
 
 Each configuration runs in a fresh subprocess, so the thread setting is isolated and the peak
-resident set (``ru_maxrss``) is that configuration's own. Per configuration:
+resident set (``VmHWM`` of /proc/self/status: the high-water mark of this process's own memory
+map, which exec starts afresh; ``ru_maxrss`` would carry the parent's peak over) is that
+configuration's own. Per configuration:
 
 * prefill tokens/s: batch x prompt tokens / time of a one-token run (prefill + first token);
 * decode tokens/s: batch x (N - 1) / (time of an N-token run - time of a one-token run), the
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import inspect
 import json
 import math
 import os
@@ -170,9 +173,16 @@ def environment() -> dict:
 
 
 def peak_rss_mb() -> float:
-    import resource
+    return vm_hwm_mb()
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+def vm_hwm_mb() -> float:
+    """This process's peak resident set in MB (Linux; LLAMA_CHILD runs this function's source too)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    return float("nan")
 
 
 def perplexity_from_logits(logits, ids: list[int]) -> float:
@@ -500,8 +510,8 @@ def copy_bandwidth(threads: int, mb: int = 1024, repeats: int = 5) -> float:
     return 2 * src.numel() * 4 / best / 1e9
 
 
-LLAMA_CHILD = r"""
-import json, math, resource, sys, time
+LLAMA_CHILD = inspect.getsource(vm_hwm_mb) + r"""
+import json, math, sys, time
 import numpy as np
 import llama_cpp
 cfg = json.loads(sys.argv[1])
@@ -528,7 +538,7 @@ x = np.asarray(llm.scores[: len(text) - 1], dtype=np.float64)
 x = x - x.max(axis=1, keepdims=True)
 nll = np.log(np.exp(x).sum(axis=1)) - x[np.arange(len(text) - 1), np.asarray(text[1:])]
 print("RESULT " + json.dumps(dict(t_full=full, t_one=one, perplexity=float(math.exp(nll.mean())),
-                                  peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                                  peak_rss_mb=vm_hwm_mb(),
                                   version=llama_cpp.__version__)))
 """
 
