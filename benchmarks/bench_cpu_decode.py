@@ -616,28 +616,33 @@ def target_lines(rows: list[dict]) -> list[str]:
     lines = []
     for model, threads in sorted({(r["model"], int(r["threads"])) for r in rows}):
         where = f"{model}, {threads} thread{'s' if threads > 1 else ''}"
-        int4, f32 = get(model, "ours", "int4", 1, threads), get(model, "ours", "float32", 1, threads)
+        f32 = get(model, "ours", "float32", 1, threads)
         lcpp = get(model, "llama.cpp", "Q4_1", 1, threads)
-        b16 = get(model, "ours", "int4", 16, threads)
-        checks = [("int4 batch-1 decode vs llama.cpp Q4_1", int4, lcpp, TARGETS["int4_vs_llamacpp"]),
-                  ("int4 batch-1 decode vs our float32", int4, f32, TARGETS["int4_vs_float32"]),
-                  ("int4 batch-16 aggregate vs llama.cpp batch 1", b16, lcpp, TARGETS["batch16_vs_llamacpp_b1"])]
-        for what, num, den, target in checks:
-            if num is None or den is None:
-                lines.append(f"n/a : {what} ({where}): not measured in this run")
-                continue
-            ratio = num / den
-            lines.append(f"{'PASS' if ratio >= target else 'FAIL'}: {what} = {ratio:.2f}x (target >= {target}x; "
-                         f"{where})")
-        p4 = get(model, "ours", "int4", 1, threads, "perplexity")
         pl = get(model, "llama.cpp", "Q4_1", 1, threads, "perplexity")
-        if p4 is None or pl is None:
-            lines.append(f"n/a : int4 perplexity vs llama.cpp ({where}): not measured in this run")
-        else:
-            rel = p4 / pl - 1
-            ok = abs(rel) <= TARGETS["ppl_within"] or rel < 0
-            lines.append(f"{'PASS' if ok else 'FAIL'}: int4 perplexity {p4:.3f} vs llama.cpp {pl:.3f} "
-                         f"({rel:+.2%}; target within {TARGETS['ppl_within']:.0%}; {where})")
+        # "int4": RTN of the float weights; "gguf": the checkpoint's own Q4_x blocks (also int4), judged alike
+        for variant, label in (("int4", "int4"), ("gguf", "gguf-blocks int4")):
+            if variant == "gguf" and get(model, "ours", "gguf", 1, threads) is None:
+                continue
+            q4, b16 = get(model, "ours", variant, 1, threads), get(model, "ours", variant, 16, threads)
+            checks = [(f"{label} batch-1 decode vs llama.cpp Q4_1", q4, lcpp, TARGETS["int4_vs_llamacpp"]),
+                      (f"{label} batch-1 decode vs our float32", q4, f32, TARGETS["int4_vs_float32"]),
+                      (f"{label} batch-16 aggregate vs llama.cpp batch 1", b16, lcpp,
+                       TARGETS["batch16_vs_llamacpp_b1"])]
+            for what, num, den, target in checks:
+                if num is None or den is None:
+                    lines.append(f"n/a : {what} ({where}): not measured in this run")
+                    continue
+                ratio = num / den
+                lines.append(f"{'PASS' if ratio >= target else 'FAIL'}: {what} = {ratio:.2f}x (target >= {target}x; "
+                             f"{where})")
+            p4 = get(model, "ours", variant, 1, threads, "perplexity")
+            if p4 is None or pl is None:
+                lines.append(f"n/a : {label} perplexity vs llama.cpp ({where}): not measured in this run")
+            else:
+                rel = p4 / pl - 1
+                ok = abs(rel) <= TARGETS["ppl_within"] or rel < 0
+                lines.append(f"{'PASS' if ok else 'FAIL'}: {label} perplexity {p4:.3f} vs llama.cpp {pl:.3f} "
+                             f"({rel:+.2%}; target within {TARGETS['ppl_within']:.0%}; {where})")
     return lines
 
 
