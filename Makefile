@@ -31,7 +31,7 @@ lint: $(STAMP)
 
 # The whole suite (the fast lane without building or serving a model: pytest -m "not slow").
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -x -q --timeout=1800
+	$(BIN)/python -m pytest -x -q --timeout=1800 --durations=15
 
 # Regenerate the hashed lock after changing dependencies in pyproject.toml.
 lock:
