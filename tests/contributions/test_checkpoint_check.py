@@ -21,6 +21,7 @@ from contributions.report import CheckInput
 from registry.digest import sha256_file
 from tests.contributions.gitrepos import branch, commit, seed_forge, upstream_and_clone
 from tests.pipelines.gguf_writer import write_tiny_gguf
+from tests.pipelines.test_convert import _entry as convert_entry
 
 NAME = "tiny-gguf"
 REF = f"conversion/{NAME}@1"
@@ -29,19 +30,10 @@ LOCAL = f"registry/local_sources/{NAME}"
 
 
 def _entry(rel: str, sha: str, member_sha: str | None = None, **extra) -> dict:
-    return {
-        "schema_version": 1, "name": NAME, "version": "1",
-        "title": "A tiny GGUF Llama written by the tests",
-        "description": "A forge-tiny-sized Llama with random weights, quantized to GGUF blocks by the test itself.",
-        "publisher": "the commonforge test suite",
-        "license": "Apache-2.0",
-        "license_statement": "The test writes these random weights itself and states the Apache-2.0 license here.",
-        "source": {"kind": "local", "path": rel, "sha256": sha, "format": "gguf", "member_sha256": member_sha or sha,
-                   **extra},
-        "intended_use": "Exercising the checkpoint check in tests; it knows nothing and says nothing useful.",
-        "out_of_scope": ["Anything but tests: the weights are random numbers, not a language model."],
-        "limitations": ["Random weights: every output is noise, by design of the test that wrote them."],
-    }
+    """tests/pipelines/test_convert.py's entry for the tiny GGUF, with the checkpoint pinned as given."""
+    data = convert_entry(rel, sha)
+    data["source"].update(member_sha256=member_sha or sha, **extra)
+    return data
 
 
 def _write_entry(root: Path, data: dict) -> None:
@@ -111,12 +103,18 @@ def test_a_tensor_type_not_read_losslessly_fails(tmp_path):
     assert result.outcome == "failed" and "Q5_0" in result.problems[0].message
 
 
-def test_a_member_the_wheel_does_not_hold_fails_and_the_right_one_passes(tmp_path):
-    root = _root(tmp_path)
+def _wheel(root: Path) -> tuple[Path, Path]:
+    """(the tiny GGUF, a wheel holding it as tiny/tiny.gguf)."""
     tiny = root / LOCAL / "tiny.gguf"
     wheel = tiny.with_name("tiny-0.1-py3-none-any.whl")
     with zipfile.ZipFile(wheel, "w") as z:
         z.write(tiny, "tiny/tiny.gguf")
+    return tiny, wheel
+
+
+def test_a_member_the_wheel_does_not_hold_fails_and_the_right_one_passes(tmp_path):
+    root = _root(tmp_path)
+    tiny, wheel = _wheel(root)
     rel = wheel.relative_to(root).as_posix()
     _write_entry(root, _entry(rel, sha256_file(wheel), sha256_file(tiny), member="tiny/other.gguf"))
     result = _run(root, tmp_path)
@@ -127,10 +125,7 @@ def test_a_member_the_wheel_does_not_hold_fails_and_the_right_one_passes(tmp_pat
 
 def test_a_member_whose_own_pin_is_wrong_fails(tmp_path):
     root = _root(tmp_path)
-    tiny = root / LOCAL / "tiny.gguf"
-    wheel = tiny.with_name("tiny-0.1-py3-none-any.whl")
-    with zipfile.ZipFile(wheel, "w") as z:
-        z.write(tiny, "tiny/tiny.gguf")
+    _, wheel = _wheel(root)
     _write_entry(root, _entry(wheel.relative_to(root).as_posix(), sha256_file(wheel), "0" * 64, member="tiny/tiny.gguf"))
     result = _run(root, tmp_path)
     assert result.outcome == "failed" and "sha256" in result.problems[0].message
