@@ -183,8 +183,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
         finish = last.finish_reason if last else "-"
         if chat and finish == "stop":
             finish = "end of turn"
-        print(f"[{n} tokens in {seconds:.2f} s, {n / max(seconds, 1e-9):.1f} tokens/s; finish: {finish}]",
-              file=sys.stderr)
+        how = "through the chat template" if chat else "raw"
+        print(f"[{n} tokens in {seconds:.2f} s, {n / max(seconds, 1e-9):.1f} tokens/s; prompt {len(ids)} tokens "
+              f"({how}); finish: {finish}]", file=sys.stderr)
     finally:
         engine.stop()
     return 0
