@@ -24,7 +24,8 @@ executed) and the checkpoint file inside it (``member``, ``member_sha256``). Thi
 5. records the settings and what it converted in ``convert.json`` and the distributions it
    imported in ``env/convert.json`` (the manifest's environment).
 
-Everything lands in ``build/conversions/<name>/`` by rename, so an interrupted run leaves the
+Everything lands in ``build/conversions/<name>/`` at once: that path is a symlink to a hidden
+sibling directory, replaced by rename, so an interrupted run (kill -9 included) leaves the
 previous outputs; the previous ``eval/`` (``python -m pipelines.evaluate conversion/...``) is kept
 when every artifact comes out byte-identical, and dropped otherwise. The conversion runs with the
 determinism pins and the entry's thread count, so the same entry on the same lock gives the same
@@ -444,7 +445,9 @@ def convert(conversion: Conversion, checkpoint: Path, out: ConversionOutputs) ->
         dense.pop("lm_head.weight", None)
     variant_tensors, variant_config = block_variant(reader, config, dense)
     out.dir.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(out.dir)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.dir.name}.", dir=out.dir.parent))
+    published = False
     staging.chmod(0o755)  # mkdtemp makes it private; build outputs are as readable as any other
     try:
         stage = ConversionOutputs(staging)
@@ -471,18 +474,40 @@ def convert(conversion: Conversion, checkpoint: Path, out: ConversionOutputs) ->
         }
         atomic_write_bytes(stage.record, canonical_json(record) + b"\n")
         _keep_evaluation(out, stage, conversion)
-        if out.dir.exists():
-            old = out.dir.with_name(f".{out.dir.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out.dir.replace(old)
-            staging.replace(out.dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            staging.replace(out.dir)
-        fsync_dir(out.dir.parent)
+        _publish(staging, out.dir)
+        published = True
         return record
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if not published:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _publish(staging: Path, dest: Path) -> None:
+    """Make ``staging`` the outputs in one atomic step: ``dest`` is a symlink to a hidden sibling
+    directory, replaced by a rename, so a kill at any moment leaves the old outputs or the new ones."""
+    import os
+
+    link = dest.with_name(f"{staging.name}.link")
+    os.symlink(staging.name, link)  # relative: the build folder can move
+    previous = dest.resolve() if dest.is_symlink() else None
+    if dest.exists() and not dest.is_symlink():  # a plain directory (an older forge): set aside, then replaced
+        previous = dest.with_name(f".{dest.name}.old")
+        shutil.rmtree(previous, ignore_errors=True)
+        dest.replace(previous)
+    os.replace(link, dest)
+    fsync_dir(dest.parent)
+    if previous is not None and previous != staging.resolve():
+        shutil.rmtree(previous, ignore_errors=True)
+
+
+def _remove_leftovers(dest: Path) -> None:
+    """Staging directories and links a killed conversion left beside ``dest`` (never its current target)."""
+    current = dest.resolve() if dest.is_symlink() else None
+    for p in dest.parent.glob(f".{dest.name}.*"):
+        if p.is_symlink():
+            p.unlink()
+        elif p.is_dir() and p.resolve() != current:
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def main(ref: str, root: Path) -> Path:

@@ -306,3 +306,52 @@ def test_an_evaluation_survives_an_identical_re_conversion_and_no_other(tmp_path
     proc = run_stage(root, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not (out / "eval").exists()
+
+
+def test_a_conversion_killed_mid_write_leaves_the_previous_outputs(tmp_path):
+    """kill -9 while the new outputs are being written: the old ones are still there, whole; the
+    next run clears the leftovers and swaps in one rename (the outputs path is a symlink)."""
+    import os
+    import signal
+    import time
+
+    root, _ = make_root(tmp_path)
+    assert run_stage(root, tmp_path).returncode == 0
+    out = convert.conversion_outputs(root, NAME).dir
+    assert out.is_symlink() and out.resolve().parent == out.parent and out.resolve().name.startswith(f".{NAME}.")
+    before = _files(root)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COMMONFORGE_")}
+    env.update(COMMONFORGE_ROOT=str(root), COMMONFORGE_CACHE=str(tmp_path / "cache"), HF_HOME=str(tmp_path / "hf"))
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.convert", REF], cwd=root, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    current = out.resolve()
+    deadline = time.monotonic() + 300
+    staging: list[Path] = []
+    while time.monotonic() < deadline and proc.poll() is None and not staging:
+        staging = [p for p in out.parent.glob(f".{NAME}.*") if p.is_dir() and p.resolve() != current]
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert staging, "the conversion finished before a staging directory was seen"
+    assert out.resolve() == current and _files(root) == before  # untouched
+    assert run_stage(root, tmp_path).returncode == 0
+    assert _files(root) == before
+    hidden = [p for p in out.parent.glob(f".{NAME}.*")]
+    assert hidden == [out.resolve()], hidden  # the leftovers and the previous target are gone
+
+
+def test_publishing_over_a_plain_directory_of_an_older_forge(tmp_path):
+    dest = tmp_path / "conversions" / NAME
+    dest.mkdir(parents=True)
+    (dest / "convert.json").write_text("old\n")
+    staging = tmp_path / "conversions" / f".{NAME}.abc123"
+    staging.mkdir()
+    (staging / "convert.json").write_text("new\n")
+    convert._publish(staging, dest)
+    assert dest.is_symlink() and (dest / "convert.json").read_text() == "new\n"
+    assert sorted(p.name for p in dest.parent.iterdir()) == sorted([NAME, staging.name])  # .old removed
+    again = tmp_path / "conversions" / f".{NAME}.def456"
+    again.mkdir()
+    (again / "convert.json").write_text("newer\n")
+    convert._publish(again, dest)
+    assert (dest / "convert.json").read_text() == "newer\n" and not staging.exists()
