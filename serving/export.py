@@ -422,5 +422,7 @@ def _add_tokenizer(writer: Any, folder: Path, vocab_size: int) -> None:
             add(found)
     writer.add_add_bos_token(bool(tok_config.get("add_bos_token", False)))
     template = tok_config.get("chat_template")
+    if not (isinstance(template, str) and template) and (folder / CHAT_TEMPLATE_FILE).is_file():
+        template = (folder / CHAT_TEMPLATE_FILE).read_text(encoding="utf-8")  # converted releases keep it apart
     if isinstance(template, str) and template:
         writer.add_chat_template(template)

@@ -130,6 +130,26 @@ def test_the_gguf_is_llamas_layout_and_reads_back_as_our_model(exported, tiny_lo
     torch.testing.assert_close(_logits(model, ids), _logits(tiny_loaded.model, ids), atol=1e-5, rtol=1e-5)
     tokenizer = AutoTokenizer.from_pretrained(str(exported), gguf_file="forge-tiny.gguf", local_files_only=True)
     assert tokenizer(TEXT)["input_ids"] == tiny_loaded.tokenizer(TEXT)["input_ids"]
+    template = reader.fields["tokenizer.chat_template"]
+    assert bytes(template.parts[template.data[0]]).decode() == (exported / "chat_template.jinja").read_text()
+
+
+def test_the_gguf_carries_a_chat_template_kept_in_its_own_file(exported, tmp_path):
+    """A converted release keeps its template in chat_template.jinja, not in tokenizer_config.json:
+    llama.cpp reads tokenizer.chat_template, so the GGUF must still carry it."""
+    import gguf
+
+    from serving.export import write_gguf
+
+    folder = tmp_path / "converted"
+    shutil.copytree(exported, folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    template = config.pop("chat_template")
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    (folder / "chat_template.jinja").write_text(template)
+    out = write_gguf(folder, tmp_path / "converted.gguf", name="forge-tiny", version="1.0.0", license="CC0-1.0")
+    field = gguf.GGUFReader(str(out)).fields["tokenizer.chat_template"]
+    assert bytes(field.parts[field.data[0]]).decode() == template
 
 
 @pytest.mark.parametrize("variant", ["int8", "int4-g32"])
