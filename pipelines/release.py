@@ -176,6 +176,11 @@ def release(settings: Settings, recipe_name: str, *, replace_draft: bool = False
     return ReleaseResult(new, path, False, f"released {new.ref} (draft) sha256:{new.release_digest}", statement)
 
 
+def check_conversion_tree(root: Path) -> None:
+    """Refuse a dirty tree before converting (minutes for a real model), as release_conversion would after."""
+    _clean_head(root, "conversion", "convert again, then release")
+
+
 def release_conversion(settings: Settings, ref: str, *, replace_draft: bool = False,
                        signer: SignerPair | None = None) -> ReleaseResult:
     """Write the release of a finished conversion (``pipelines.convert``): entry, store, records, card.

@@ -120,10 +120,12 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from commonforge.cli.output import console
     from commonforge.settings import apply
     from pipelines.convert import run_conversion
-    from pipelines.release import release_conversion
+    from pipelines.release import check_conversion_tree, release_conversion
 
     settings = apply()
     ref = _conversion_ref(settings, args.ref)
+    if not args.no_release:
+        check_conversion_tree(settings.root)  # before the conversion's minutes, not after
     console().print(f"converting {ref} (python -m pipelines.convert {ref})")
     run_conversion(settings.root, ref)
     if not args.no_release:
@@ -236,9 +238,10 @@ def _demo_conversion(settings, name: str, out) -> None:
     import time
 
     from pipelines.convert import run_conversion
-    from pipelines.release import release_conversion
+    from pipelines.release import check_conversion_tree, release_conversion
 
     ref = _conversion_ref(settings, name)
+    check_conversion_tree(settings.root)
     out.print(f"\n[bold]converting {ref}[/bold]: fetch the pinned checkpoint, check its digests, dequantize it "
               "and keep its own blocks as the lossless variant", highlight=False)
     started = time.perf_counter()

@@ -287,38 +287,20 @@ def test_a_member_missing_from_the_archive_is_refused(tmp_path):
     assert sha256_file(got) == sha256_file(tiny.path) and got.is_relative_to(tmp_path / "cache")
 
 
-def test_an_evaluation_survives_an_identical_re_conversion_and_no_other(tmp_path):
-    """eval/ measured the old bytes: kept when the new ones are identical, dropped when they are not."""
-    root, tiny = make_root(tmp_path)
-    assert run_stage(root, tmp_path).returncode == 0
-    out = convert.conversion_outputs(root, NAME).dir
-    (out / "eval").mkdir()
-    (out / "eval" / "results.json").write_text('{"results": []}\n')
-    proc = run_stage(root, tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (out / "eval" / "results.json").read_text() == '{"results": []}\n'
-    # another checkpoint under the same entry (re-pinned): other weights, so the old scores go
-    other = write_tiny_gguf(tiny.path, seed=1).path
-    path = root / "registry" / "entries" / "conversions" / NAME / "1.yaml"
-    data = load_yaml(path)
-    data["source"].update(sha256=sha256_file(other), member_sha256=sha256_file(other))
-    save_yaml(path, data)
-    proc = run_stage(root, tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert not (out / "eval").exists()
-
-
-def test_a_conversion_killed_mid_write_leaves_the_previous_outputs(tmp_path):
-    """kill -9 while the new outputs are being written: the old ones are still there, whole; the
-    next run clears the leftovers and swaps in one rename (the outputs path is a symlink)."""
+def test_a_kill_mid_write_loses_nothing_and_an_evaluation_lives_exactly_as_long_as_its_bytes(tmp_path):
+    """kill -9 while the new outputs are being written: the old ones (their eval/ too) are still there,
+    whole; the next run clears the leftovers and swaps in one rename (the outputs path is a symlink).
+    eval/ measured the old bytes: kept when a re-conversion is identical, dropped when it is not."""
     import os
     import signal
     import time
 
-    root, _ = make_root(tmp_path)
+    root, tiny = make_root(tmp_path)
     assert run_stage(root, tmp_path).returncode == 0
     out = convert.conversion_outputs(root, NAME).dir
     assert out.is_symlink() and out.resolve().parent == out.parent and out.resolve().name.startswith(f".{NAME}.")
+    (out / "eval").mkdir()
+    (out / "eval" / "results.json").write_text('{"results": []}\n')
     before = _files(root)
     env = {k: v for k, v in os.environ.items() if not k.startswith("COMMONFORGE_")}
     env.update(COMMONFORGE_ROOT=str(root), COMMONFORGE_CACHE=str(tmp_path / "cache"), HF_HOME=str(tmp_path / "hf"))
@@ -334,10 +316,19 @@ def test_a_conversion_killed_mid_write_leaves_the_previous_outputs(tmp_path):
     proc.wait()
     assert staging, "the conversion finished before a staging directory was seen"
     assert out.resolve() == current and _files(root) == before  # untouched
-    assert run_stage(root, tmp_path).returncode == 0
-    assert _files(root) == before
-    hidden = [p for p in out.parent.glob(f".{NAME}.*")]
-    assert hidden == [out.resolve()], hidden  # the leftovers and the previous target are gone
+    proc2 = run_stage(root, tmp_path)
+    assert proc2.returncode == 0, proc2.stderr[-3000:]
+    assert _files(root) == before  # identical bytes: the evaluation is carried over
+    assert [p for p in out.parent.glob(f".{NAME}.*")] == [out.resolve()]  # leftovers and the old target gone
+    # another checkpoint under the same entry (re-pinned): other weights, so the old scores go
+    other = write_tiny_gguf(tiny.path, seed=1).path
+    path = root / "registry" / "entries" / "conversions" / NAME / "1.yaml"
+    data = load_yaml(path)
+    data["source"].update(sha256=sha256_file(other), member_sha256=sha256_file(other))
+    save_yaml(path, data)
+    proc3 = run_stage(root, tmp_path)
+    assert proc3.returncode == 0, proc3.stderr[-3000:]
+    assert not (out / "eval").exists()
 
 
 def test_publishing_over_a_plain_directory_of_an_older_forge(tmp_path):

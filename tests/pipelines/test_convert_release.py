@@ -87,6 +87,7 @@ def test_convert_refuses_a_dirty_tree_and_changes_nothing(converted_forge):
         result = forge("convert", NAME, cwd=root, env=env, timeout=900)
         assert result.returncode == 2, result.stdout + result.stderr
         assert "Traceback" not in result.stderr and "commit" in result.stderr.lower()
+        assert "converting" not in result.stdout  # refused before the conversion ran
         assert git(root, "status", "--porcelain", "registry/entries/models") == ""
     finally:
         entry.write_bytes(original)
