@@ -480,12 +480,14 @@ def weight_bytes_per_step(model) -> int:
         cpu = getattr(module, "_cpu_cache", None)
         dense = getattr(module, "_dequant_cache", None)
         if cpu is not None and cpu[1] is not None:
-            form = cpu[1]
-            values = (getattr(form, f.name) for f in dataclasses.fields(form)) if dataclasses.is_dataclass(form) \
-                else vars(form).values()
-            for v in values:
-                if isinstance(v, torch.Tensor):
-                    count(v)
+            forms = [cpu[1]]
+            while forms:  # a prepacked form's tensors, and those of the forms it holds (a split int8: two int4)
+                form = forms.pop()
+                for v in (getattr(form, f.name) for f in dataclasses.fields(form)):
+                    if isinstance(v, torch.Tensor):
+                        count(v)
+                    elif dataclasses.is_dataclass(v) and not isinstance(v, type):
+                        forms.append(v)
         elif dense is not None:
             count(dense[1])
         else:

@@ -37,7 +37,8 @@ same blocks once they are written back into a GGUF file; transformers and vLLM d
 What runs (`BlockQuantLinear`): float32 (and fp16, and CUDA) inputs dequantize once, cache the
 weight per dtype and call F.linear: the bit-exact reference. bfloat16 CPU inputs take
 `kernels.cpu_matmul`'s fast path: Q4_0/Q4_1 through torch's int4 CPU op (scale d, zero 0 or m + 8d),
-Q8_0 through a bf16 dense copy of the exactly dequantized weight (see that module for why and the
+Q8_0 as two int4 halves (q = 16 hi + lo) for inputs of up to SPLIT_MAX_ROWS rows (decode) and a
+bf16 dense copy of the exactly dequantized weight for more (see that module for why and the
 measurements).
 """
 
@@ -50,7 +51,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kernels.cpu_matmul import CpuWeight, cpu_linear, int4_supported, is_cpu_fast_path, prepack_int4
+from kernels.cpu_matmul import (
+    SPLIT_MAX_ROWS,
+    CpuWeight,
+    SplitInt4CpuWeight,
+    cpu_linear,
+    int4_supported,
+    is_cpu_fast_path,
+    prepack_int4,
+    prepack_split_int8,
+)
 from kernels.errors import DeviceError, DtypeError, SchemeError, ShapeError
 from kernels.packing import pack_int32, unpack_int32
 
@@ -296,12 +306,18 @@ class BlockQuantLinear(nn.Module):
         return w
 
     def cpu_weight(self) -> CpuWeight | None:
-        """Q4_0/Q4_1 prepacked for torch's CPU int4 op (cached); None for Q8_0 or shapes it cannot run."""
+        """Prepacked for torch's CPU int4 op (cached): Q4_0/Q4_1 as one int4 weight, Q8_0 as two
+        (:class:`~kernels.cpu_matmul.SplitInt4CpuWeight`); None for shapes the op cannot run."""
         token = self._state_token()
         if self._cpu_cache is not None and self._cpu_cache[0] == token:
             return self._cpu_cache[1]
         cw: CpuWeight | None = None
-        if self.type_name != "Q8_0" and int4_supported(self.out_features, self.in_features, BLOCK):
+        if self.type_name == "Q8_0" and int4_supported(self.out_features, self.in_features, BLOCK):
+            if self.weight_packed.device.type != "cpu":
+                raise DeviceError(f"the layer's weights are on {self.weight_packed.device}, the input on the CPU")
+            q = _codes(self.tensors(), self.type_name, self.out_features, self.in_features)
+            cw = prepack_split_int8(q, self.weight_scale.to(torch.float32), BLOCK)
+        elif self.type_name != "Q8_0" and int4_supported(self.out_features, self.in_features, BLOCK):
             if self.weight_packed.device.type != "cpu":
                 raise DeviceError(f"the layer's weights are on {self.weight_packed.device}, the input on the CPU")
             q = _codes(self.tensors(), self.type_name, self.out_features, self.in_features)
@@ -329,9 +345,10 @@ class BlockQuantLinear(nn.Module):
             raise ShapeError(f"input has {x.shape[-1]} features, layer expects {self.in_features}")
         if self.backend == "auto" and is_cpu_fast_path(x):
             cw = self.cpu_weight()
-            if cw is not None:
+            rows = x.numel() // self.in_features
+            if cw is not None and (not isinstance(cw, SplitInt4CpuWeight) or rows <= SPLIT_MAX_ROWS):
                 return cpu_linear(x, cw, self.bias)
-            # Q8_0 (or an N the int4 op cannot take): bf16 dense copy of the exact weight, below
+            # Q8_0 on more rows (or an N the int4 op cannot take): bf16 dense copy of the exact weight, below
         bias = None if self.bias is None else self.bias.to(x.dtype)
         return F.linear(x, self.dequantized_weight(x.dtype), bias)
 

@@ -136,11 +136,31 @@ def test_block_linear_bf16_fast_path(type_name, seeded):
         y = layer(x)
         assert y.dtype == torch.bfloat16
         assert rel_err(y, F.linear(x.float(), w)) < RTOL, (type_name, lead)
-    if type_name == "Q8_0":  # no per-block int8 op: the bf16 dense copy of the exact weight
-        assert layer.cpu_weight() is None and layer._dequant_cache is not None
-        assert torch.equal(layer._dequant_cache[1], w.bfloat16())
+    if type_name == "Q8_0":
+        # no per-block int8 op: two int4 halves (q = 16 hi + lo) for decode-sized inputs, the bf16
+        # dense copy of the exact weight for more rows than SPLIT_MAX_ROWS
+        from kernels.cpu_matmul import SPLIT_MAX_ROWS, SplitInt4CpuWeight
+
+        assert isinstance(layer.cpu_weight(), SplitInt4CpuWeight)
+        layer._dequant_cache = None
+        x = bf16_input((SPLIT_MAX_ROWS,), k, seeded)
+        assert rel_err(layer(x), F.linear(x.float(), w)) < RTOL and layer._dequant_cache is None
+        x = bf16_input((SPLIT_MAX_ROWS + 1,), k, seeded)
+        assert rel_err(layer(x), F.linear(x.float(), w)) < RTOL
+        assert layer._dequant_cache is not None and torch.equal(layer._dequant_cache[1], w.bfloat16())
     else:
         assert isinstance(layer.cpu_weight(), Int4CpuWeight)
     layer.backend = "torch"  # the reference, in bf16
     x = bf16_input((2,), k, seeded)
     assert torch.equal(layer(x), F.linear(x, w.bfloat16()))
+
+
+def test_split_int8_halves_rebuild_every_int8_value_exactly():
+    """q = 16 hi + lo for every q in -128..127: with unit scales, one-hot inputs read each weight back exactly."""
+    from kernels.cpu_matmul import prepack_split_int8, split_linear
+
+    n, k = 256, 64
+    q = (torch.arange(n * k, dtype=torch.int32) % 256 - 128).view(n, k).to(torch.int8)
+    w = prepack_split_int8(q, torch.ones(n, k // 32), 32)
+    y = split_linear(torch.eye(k, dtype=torch.bfloat16), w)  # row j: column j of W
+    assert torch.equal(y.float().T, q.float())
