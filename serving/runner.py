@@ -53,6 +53,19 @@ def _rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
     return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
 
 
+def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs) -> torch.Tensor:
+    """F.scaled_dot_product_attention, computed in float32 for half-precision inputs on the CPU.
+
+    torch's CPU kernel for bfloat16 is several times slower than its float32 one (one query over
+    64 / 256 / 1024 keys, SmolLM2's 9 heads over 3: 56 / 203 / 864 us against 19 / 43 / 125 us with
+    the casts, 1 thread, /tmp/cf/attn.py of the issue-15 report) and no more accurate against a
+    float64 reference (the output's rounding to bfloat16 dominates), so the CPU path casts.
+    """
+    if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
+        return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), **kwargs).to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v, **kwargs)
+
+
 def check_supported(model) -> None:
     """Refuse models whose layers this runner would compute wrongly."""
     cfg = model.config
@@ -130,7 +143,7 @@ class SlotRunner:
         def attend(i, q, k, v, scale):
             self.k[i][slot, :, :T] = k[0]
             self.v[i][slot, :, :T] = v[0]
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=True)
+            return _sdpa(q, k, v, is_causal=True, scale=scale, enable_gqa=True)
 
         h = self._layers(self.inner.embed_tokens(x), positions, attend)[0]  # [T, hidden]
         if not all_positions:
@@ -152,7 +165,7 @@ class SlotRunner:
             self.k[i][rows, :, positions] = k[:, :, 0]
             self.v[i][rows, :, positions] = v[:, :, 0]
             keys, values = self.k[i][:B, :, :L], self.v[i][:B, :, :L]
-            return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=scale, enable_gqa=True)
+            return _sdpa(q, keys, values, attn_mask=mask, scale=scale, enable_gqa=True)
 
         h = self._layers(self.inner.embed_tokens(tokens[:, None]), positions[:, None], attend)
         return self.model.lm_head(h[:, 0]).float()  # [B, V]
