@@ -312,19 +312,17 @@ class BlockQuantLinear(nn.Module):
         if self._cpu_cache is not None and self._cpu_cache[0] == token:
             return self._cpu_cache[1]
         cw: CpuWeight | None = None
-        if self.type_name == "Q8_0" and int4_supported(self.out_features, self.in_features, BLOCK):
-            if self.weight_packed.device.type != "cpu":
-                raise DeviceError(f"the layer's weights are on {self.weight_packed.device}, the input on the CPU")
-            q = _codes(self.tensors(), self.type_name, self.out_features, self.in_features)
-            cw = prepack_split_int8(q, self.weight_scale.to(torch.float32), BLOCK)
-        elif self.type_name != "Q8_0" and int4_supported(self.out_features, self.in_features, BLOCK):
+        if int4_supported(self.out_features, self.in_features, BLOCK):
             if self.weight_packed.device.type != "cpu":
                 raise DeviceError(f"the layer's weights are on {self.weight_packed.device}, the input on the CPU")
             q = _codes(self.tensors(), self.type_name, self.out_features, self.in_features)
             d = self.weight_scale.to(torch.float32)
-            # W = d * (code - 8) + zero; Q4_0: zero = 0, Q4_1: zero = m + 8 d (float32, then bf16)
-            zero = torch.zeros_like(d) if self.weight_min is None else self.weight_min.to(torch.float32) + 8.0 * d
-            cw = prepack_int4(q.to(torch.int32) + 8, d, zero, BLOCK)
+            if self.type_name == "Q8_0":
+                cw = prepack_split_int8(q, d, BLOCK)
+            else:
+                # W = d * (code - 8) + zero; Q4_0: zero = 0, Q4_1: zero = m + 8 d (float32, then bf16)
+                zero = torch.zeros_like(d) if self.weight_min is None else self.weight_min.to(torch.float32) + 8.0 * d
+                cw = prepack_int4(q.to(torch.int32) + 8, d, zero, BLOCK)
         self._cpu_cache = (token, cw)
         return cw
 

@@ -36,6 +36,7 @@ identical re-conversion by another party is a rebuild like any other (``docs/tru
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import zipfile
@@ -109,12 +110,16 @@ def release_version(conversion: Conversion) -> str:
     return f"{conversion.version}.0.0"
 
 
-def release_files(root: Path, conversion: Conversion) -> list[tuple[str, Path, str | None]]:
-    """(release path, build file, variant) for every artifact of the conversion's release."""
-    out = conversion_outputs(root, conversion.name)
+def _artifacts(out: ConversionOutputs, conversion: Conversion) -> list[tuple[str, Path, str | None]]:
+    """(release path, file under ``out``, variant) of every artifact: the one statement of the layout."""
     files: list[tuple[str, Path, str | None]] = [(rel, out.dir / src, None) for rel, src in CORE_FILES]
     v = conversion.lossless_variant
-    files += [(f"variants/{v}/{name}", out.variant(v) / name, v) for name in VARIANT_FILES]
+    return files + [(f"variants/{v}/{name}", out.variant(v) / name, v) for name in VARIANT_FILES]
+
+
+def release_files(root: Path, conversion: Conversion) -> list[tuple[str, Path, str | None]]:
+    """(release path, build file, variant) for every artifact of the conversion's release."""
+    files = _artifacts(conversion_outputs(root, conversion.name), conversion)
     missing = [str(p) for _, p, _ in files if not p.is_file()]
     if missing:
         raise BuildError(f"{conversion.ref} is not converted; missing: {', '.join(missing)}",
@@ -420,18 +425,13 @@ _LOSSLESS_HINT = ("the conversion would not be lossless; this is a bug in the co
                   "gguf/transformers packages: pin the versions the release was made with")
 
 
-def _artifact_files(out: ConversionOutputs, conversion: Conversion) -> list[Path]:
-    v = conversion.lossless_variant
-    return [out.dir / src for _, src in CORE_FILES] + [out.variant(v) / name for name in VARIANT_FILES]
-
-
 def _keep_evaluation(old: ConversionOutputs, new: ConversionOutputs, conversion: Conversion) -> None:
     """Carry the previous outputs' ``eval/`` over when every artifact came out byte-identical (the
     evaluation measured exactly these bytes); drop it otherwise, so no stale score outlives its model."""
     if not (old.dir / "eval").is_dir():
         return
-    pairs = zip(_artifact_files(old, conversion), _artifact_files(new, conversion), strict=True)
-    if all(a.is_file() and sha256_file(a) == sha256_file(b) for a, b in pairs):
+    pairs = zip(_artifacts(old, conversion), _artifacts(new, conversion), strict=True)
+    if all(a.is_file() and sha256_file(a) == sha256_file(b) for (_, a, _), (_, b, _) in pairs):
         shutil.copytree(old.dir / "eval", new.dir / "eval")
 
 
@@ -485,8 +485,6 @@ def convert(conversion: Conversion, checkpoint: Path, out: ConversionOutputs) ->
 def _publish(staging: Path, dest: Path) -> None:
     """Make ``staging`` the outputs in one atomic step: ``dest`` is a symlink to a hidden sibling
     directory, replaced by a rename, so a kill at any moment leaves the old outputs or the new ones."""
-    import os
-
     link = dest.with_name(f"{staging.name}.link")
     os.symlink(staging.name, link)  # relative: the build folder can move
     previous = dest.resolve() if dest.is_symlink() else None

@@ -116,20 +116,31 @@ def _conversion_ref(settings, text: str) -> str:
     return str(Registry(settings.root).resolve(ref, "conversion").ref)
 
 
-def cmd_convert(args: argparse.Namespace) -> int:
+def _convert(settings, ref: str, announce: str, *, release: bool = True, **release_args):
+    """Convert ``ref`` and (unless ``release`` is False) release it; a dirty tree is refused first,
+    before ``announce`` and the conversion's minutes, not after. Returns the release result, or None."""
     from commonforge.cli.output import console
-    from commonforge.settings import apply
     from pipelines.convert import run_conversion
     from pipelines.release import check_conversion_tree, release_conversion
 
+    if release:
+        check_conversion_tree(settings.root)
+    console().print(announce, highlight=False)
+    run_conversion(settings.root, ref)
+    if not release:
+        return None
+    result = release_conversion(settings, ref, **release_args)
+    _print_release(result)
+    return result
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from commonforge.settings import apply
+
     settings = apply()
     ref = _conversion_ref(settings, args.ref)
-    if not args.no_release:
-        check_conversion_tree(settings.root)  # before the conversion's minutes, not after
-    console().print(f"converting {ref} (python -m pipelines.convert {ref})")
-    run_conversion(settings.root, ref)
-    if not args.no_release:
-        _print_release(release_conversion(settings, ref, replace_draft=args.replace_draft, signer=_signer(args)))
+    _convert(settings, ref, f"converting {ref} (python -m pipelines.convert {ref})", release=not args.no_release,
+             replace_draft=args.replace_draft, signer=_signer(args))
     return 0
 
 
@@ -237,17 +248,11 @@ def _demo_conversion(settings, name: str, out) -> None:
     """Convert a pinned checkpoint and release it (or confirm its committed release), then say how to chat."""
     import time
 
-    from pipelines.convert import run_conversion
-    from pipelines.release import check_conversion_tree, release_conversion
-
     ref = _conversion_ref(settings, name)
-    check_conversion_tree(settings.root)
-    out.print(f"\n[bold]converting {ref}[/bold]: fetch the pinned checkpoint, check its digests, dequantize it "
-              "and keep its own blocks as the lossless variant", highlight=False)
     started = time.perf_counter()
-    run_conversion(settings.root, ref)
-    result = release_conversion(settings, ref)
-    _print_release(result)
+    result = _convert(settings, ref, f"\n[bold]converting {ref}[/bold]: fetch the pinned checkpoint, check its "
+                      "digests, dequantize it and keep its own blocks as the lossless variant")
+    assert result is not None  # released: _convert returns None only with release=False
     model = result.release.manifest.name
     out.print(f"conversion finished in {time.perf_counter() - started:.0f} s\n"
               f"  commonforge chat {model}                 chat with it (its own chat template)\n"

@@ -117,6 +117,8 @@ def _show_recipe(out, reg: Registry, r: Recipe) -> None:
 
 
 def _show_conversion(out, c) -> None:
+    from pipelines.convert import release_version
+
     s = c.source
     artifact = s.url or s.path or f"{s.package}=={s.version} ({s.file})"
     out.print(f"[bold]{c.ref}[/bold]  {c.title}    sha256:{c.digest}", highlight=False)
@@ -127,7 +129,7 @@ def _show_conversion(out, c) -> None:
     out.print(f"lossless variant: {c.lossless_variant}    threads: {c.threads}")
     if c.evaluation.tasks:
         out.print("evaluation: " + ", ".join(f"{k} ({n} items)" for k, n in c.evaluation.tasks.items()))
-    out.print(f"release: model/{c.name}@{c.version}.0.0 once `commonforge convert {c.ref}` has run")
+    out.print(f"release: model/{c.name}@{release_version(c)} once `commonforge convert {c.ref}` has run")
 
 
 def _entry(reg: Registry, ref: str):
