@@ -130,6 +130,20 @@ def prepack_int4(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, g
     return Int4CpuWeight(packed, sz, group_size, n, k)
 
 
+def concat_int4(weights: list[Int4CpuWeight]) -> Int4CpuWeight | None:
+    """One int4 weight whose output is the concatenation of several weights' outputs (their rows
+    stacked): fused QKV or gate/up projections, one op call instead of several. torch's CPU layout
+    packs each row on its own (two codes a byte along K), so stacking the packed rows and the
+    (scale, zero) columns is exact: the outputs equal the separate calls' bit for bit (tested).
+    None when the weights differ in K or group size (they cannot share one call)."""
+    first = weights[0]
+    if any(w.in_features != first.in_features or w.group_size != first.group_size for w in weights):
+        return None
+    return Int4CpuWeight(torch.cat([w.packed for w in weights]),
+                         torch.cat([w.scales_and_zeros for w in weights], dim=1),
+                         first.group_size, sum(w.out_features for w in weights), first.in_features)
+
+
 def prepack_split_int8(q: torch.Tensor, scale: torch.Tensor, group_size: int) -> SplitInt4CpuWeight:
     """Prepack W = q * scale (q int8 [N, K], one float scale per group of ``group_size`` along K) as two int4 weights."""
     q = q.to(torch.int32)

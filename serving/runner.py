@@ -21,6 +21,13 @@ are written into its slot); a decode step is ``B`` requests, one token each, att
 running sequence rounded up to a multiple of ``ATTN_BUCKET`` (so the work grows with the
 sequences, not with the context length, and the shapes stay few for CUDA graphs).
 
+On the CPU with bfloat16 activations (the quantized variants' fast path, `kernels.cpu_matmul`), the
+q/k/v projections and the MLP's gate/up projections of each layer run as one int4 call each where
+all of them are int4 weights of one group size (`kernels.cpu_matmul.concat_int4`): 4 matmul calls
+a layer instead of 7, with outputs equal to the separate calls' bit for bit. The fused weights are
+built on first use from the layers' own prepacked weights: a runner assumes its model's weights do
+not change while it runs (as its KV cache assumes the model does not).
+
 On CUDA, decode steps run as CUDA graphs (one per batch size and attention bucket, captured
 on first use after a warm-up step; any capture failure falls back to eager for that shape).
 """
@@ -34,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from commonforge.errors import InputError
+from kernels.cpu_matmul import Int4CpuWeight, concat_int4, int4_linear
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +72,35 @@ def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs) -> torch.
     if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
         return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), **kwargs).to(q.dtype)
     return F.scaled_dot_product_attention(q, k, v, **kwargs)
+
+
+class _Fused:
+    """Several projections of one input as one int4 call; ``__call__`` returns their outputs, split."""
+
+    def __init__(self, weight: Int4CpuWeight, bias: torch.Tensor | None, sizes: list[int]) -> None:
+        self.weight, self.bias, self.sizes = weight, bias, sizes
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return int4_linear(x, self.weight, self.bias).split(self.sizes, dim=-1)
+
+    @classmethod
+    def of(cls, modules) -> _Fused | None:
+        """The fusion of ``modules`` (QuantLinear / BlockQuantLinear on the auto backend whose CPU
+        weights are int4 of one K and group size, biases all present or all absent), or None."""
+        weights = []
+        for m in modules:
+            if getattr(m, "backend", None) != "auto" or not hasattr(m, "cpu_weight"):
+                return None
+            cw = m.cpu_weight()
+            if not isinstance(cw, Int4CpuWeight):
+                return None
+            weights.append(cw)
+        fused = concat_int4(weights)
+        biases = [m.bias for m in modules]
+        if fused is None or (None in biases and any(b is not None for b in biases)):
+            return None
+        bias = None if biases[0] is None else torch.cat([b.detach().to(torch.bfloat16) for b in biases])
+        return cls(fused, bias, [w.out_features for w in weights])
 
 
 def check_supported(model) -> None:
@@ -108,6 +145,7 @@ class SlotRunner:
         self.v = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
         self.use_graphs = cuda_graphs and self.device.type == "cuda"
         self._graphs: dict[tuple[int, int], object] = {}  # (batch, attn_len) -> _Graph, or None if capture failed
+        self._fused: list[tuple[_Fused | None, _Fused | None]] | None = None  # per layer: (qkv, gate_up)
 
     @property
     def cache_bytes(self) -> int:
@@ -115,20 +153,37 @@ class SlotRunner:
 
     # --- the forward -------------------------------------------------------------------
 
+    def fused_projections(self) -> list[tuple[_Fused | None, _Fused | None]]:
+        """Per layer, the fused (q/k/v, gate/up) int4 projections of the bf16 CPU path (None where
+        a group cannot be fused); built on first use."""
+        if self._fused is None:
+            self._fused = [(_Fused.of([layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj]),
+                            _Fused.of([layer.mlp.gate_proj, layer.mlp.up_proj]) if hasattr(layer.mlp, "act_fn") else None)
+                           for layer in self.layers]
+        return self._fused
+
     def _layers(self, h: torch.Tensor, positions: torch.Tensor, attend) -> torch.Tensor:
         # h [B, T, hidden]; positions [B, T]
         cos, sin = self.inner.rotary_emb(h, positions)
-        for i, layer in enumerate(self.layers):
+        cpu_fast = h.device.type == "cpu" and h.dtype == torch.bfloat16
+        fused = self.fused_projections() if cpu_fast else [(None, None)] * len(self.layers)
+        for i, (layer, (qkv, gate_up)) in enumerate(zip(self.layers, fused)):
             attn = layer.self_attn
             x = layer.input_layernorm(h)
             B, T, _ = x.shape
-            q = attn.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-            k = attn.k_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
-            v = attn.v_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+            q, k, v = qkv(x) if qkv is not None else (attn.q_proj(x), attn.k_proj(x), attn.v_proj(x))
+            q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+            k = k.view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+            v = v.view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
             q, k = _rope(q, k, cos, sin)
             o = attend(i, q, k, v, attn.scaling)  # [B, H, T, D]
             h = h + attn.o_proj(o.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
-            h = h + layer.mlp(layer.post_attention_layernorm(h))
+            x = layer.post_attention_layernorm(h)
+            if gate_up is not None:  # LlamaMLP.forward with one call for gate and up
+                g, u = gate_up(x)
+                h = h + layer.mlp.down_proj(layer.mlp.act_fn(g) * u)
+            else:
+                h = h + layer.mlp(x)
         return self.inner.norm(h)
 
     @torch.inference_mode()

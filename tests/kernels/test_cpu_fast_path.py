@@ -164,3 +164,23 @@ def test_split_int8_halves_rebuild_every_int8_value_exactly():
     w = prepack_split_int8(q, torch.ones(n, k // 32), 32)
     y = split_linear(torch.eye(k, dtype=torch.bfloat16), w)  # row j: column j of W
     assert torch.equal(y.float().T, q.float())
+
+
+def test_concat_int4_equals_the_separate_calls_and_refuses_mismatched_groups(seeded):
+    """Fused projections (serving.runner): stacking prepacked int4 weights computes each one's output
+    bit for bit, at decode and prefill row counts; weights of different group sizes or K do not stack."""
+    from kernels.cpu_matmul import concat_int4
+
+    def weight(n, k, g):
+        codes = torch.randint(0, 16, (n, k), generator=seeded)
+        scale = torch.rand(n, k // g, generator=seeded) * 0.02
+        return prepack_int4(codes, scale, -scale * torch.rand(n, k // g, generator=seeded), g)
+
+    parts = [weight(64, 128, 32), weight(32, 128, 32), weight(48, 128, 32)]
+    fused = concat_int4(parts)
+    assert fused.out_features == 144 and fused.in_features == 128
+    for rows in (1, 3, 17):
+        x = bf16_input((rows,), 128, seeded)
+        assert torch.equal(int4_linear(x, fused), torch.cat([int4_linear(x, w) for w in parts], dim=-1))
+    assert concat_int4([parts[0], weight(32, 128, 64)]) is None
+    assert concat_int4([parts[0], weight(32, 256, 32)]) is None

@@ -203,3 +203,30 @@ def test_quantized_variants_serve(tiny_settings, variant):
         ref = reference_logprobs(loaded.model, ids)
         assert done.prompt[-1].logprob == pytest.approx(ref[len(ids) - 2, ids[-1]].item(), abs=1e-4)
         assert engine.generate(ids, SamplingParams(max_tokens=8, seed=1)).completion_tokens <= 8
+
+
+@pytest.mark.parametrize("variant", ["int4-g32", "int8"])
+def test_fused_cpu_projections_give_the_unfused_logits_bit_for_bit(tiny_settings, variant):
+    """The bf16 CPU path runs q/k/v and gate/up as one int4 call each (serving.runner): the logits of a
+    prefill and of decode steps at several batch sizes equal those of the layer-by-layer path exactly;
+    int8 weights (one scale per row, another op) are left unfused."""
+    import torch
+
+    from serving.loader import load_release
+    from serving.runner import SlotRunner
+
+    loaded = load_release("model/forge-tiny@1.0.0", variant=variant, device="cpu", dtype="bfloat16",
+                          settings=tiny_settings)
+    fused = SlotRunner(loaded.model, slots=3, max_len=64)
+    plain = SlotRunner(loaded.model, slots=3, max_len=64)
+    plain._fused = [(None, None)] * len(plain.layers)
+    n_fused = sum(qkv is not None and gu is not None for qkv, gu in fused.fused_projections())
+    assert n_fused == (len(fused.layers) if variant == "int4-g32" else 0)
+    ids = ids_of(loaded)
+    for slot in range(3):
+        assert torch.equal(fused.prefill(slot, ids[: 5 + slot]), plain.prefill(slot, ids[: 5 + slot]))
+    for step in range(3):
+        tokens, positions = [3 + step, 9, 11][: step + 1], [5 + step, 6 + step, 7 + step][: step + 1]
+        a, b = fused.decode(tokens, positions), plain.decode(tokens, positions)
+        assert a.dtype == torch.float32 and torch.isfinite(a).all()
+        assert torch.equal(a, b), f"decode step {step}"
