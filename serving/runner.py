@@ -34,6 +34,7 @@ on first use after a warm-up step; any capture failure falls back to eager for t
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 
@@ -103,6 +104,17 @@ class _Fused:
         return cls(fused, bias, [w.out_features for w in weights])
 
 
+@dataclasses.dataclass(frozen=True)
+class _LayerProjections:
+    qkv: _Fused | None
+    o: _Fused | None
+    gate_up: _Fused | None
+    down: _Fused | None
+
+
+NO_PROJECTIONS = _LayerProjections(None, None, None, None)
+
+
 def check_supported(model) -> None:
     """Refuse models whose layers this runner would compute wrongly."""
     cfg = model.config
@@ -145,7 +157,7 @@ class SlotRunner:
         self.v = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
         self.use_graphs = cuda_graphs and self.device.type == "cuda"
         self._graphs: dict[tuple[int, int], object] = {}  # (batch, attn_len) -> _Graph, or None if capture failed
-        self._fused: list[tuple[_Fused | None, _Fused | None]] | None = None  # per layer: (qkv, gate_up)
+        self._fused: list[_LayerProjections] | None = None  # the bf16 CPU path's projections, per layer
 
     @property
     def cache_bytes(self) -> int:
@@ -153,37 +165,45 @@ class SlotRunner:
 
     # --- the forward -------------------------------------------------------------------
 
-    def fused_projections(self) -> list[tuple[_Fused | None, _Fused | None]]:
-        """Per layer, the fused (q/k/v, gate/up) int4 projections of the bf16 CPU path (None where
-        a group cannot be fused); built on first use."""
+    def fused_projections(self) -> list[_LayerProjections]:
+        """Per layer, the bf16 CPU path's int4 projections (fused q/k/v and gate/up; o and down as
+        prepacked calls without the module's checks), None where a layer's weights are not int4
+        (those run through their modules); built on first use."""
         if self._fused is None:
-            self._fused = [(_Fused.of([layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj]),
-                            _Fused.of([layer.mlp.gate_proj, layer.mlp.up_proj]) if hasattr(layer.mlp, "act_fn") else None)
-                           for layer in self.layers]
+            self._fused = []
+            for layer in self.layers:
+                attn, mlp = layer.self_attn, layer.mlp
+                gated = hasattr(mlp, "act_fn")
+                self._fused.append(_LayerProjections(
+                    _Fused.of([attn.q_proj, attn.k_proj, attn.v_proj]), _Fused.of([attn.o_proj]),
+                    _Fused.of([mlp.gate_proj, mlp.up_proj]) if gated else None,
+                    _Fused.of([mlp.down_proj]) if gated else None))
         return self._fused
 
     def _layers(self, h: torch.Tensor, positions: torch.Tensor, attend) -> torch.Tensor:
         # h [B, T, hidden]; positions [B, T]
         cos, sin = self.inner.rotary_emb(h, positions)
         cpu_fast = h.device.type == "cpu" and h.dtype == torch.bfloat16
-        fused = self.fused_projections() if cpu_fast else [(None, None)] * len(self.layers)
-        for i, (layer, (qkv, gate_up)) in enumerate(zip(self.layers, fused)):
-            attn = layer.self_attn
+        projections = self.fused_projections() if cpu_fast else [NO_PROJECTIONS] * len(self.layers)
+        for i, (layer, p) in enumerate(zip(self.layers, projections)):
+            attn, mlp = layer.self_attn, layer.mlp
             x = layer.input_layernorm(h)
             B, T, _ = x.shape
-            q, k, v = qkv(x) if qkv is not None else (attn.q_proj(x), attn.k_proj(x), attn.v_proj(x))
+            q, k, v = p.qkv(x) if p.qkv is not None else (attn.q_proj(x), attn.k_proj(x), attn.v_proj(x))
             q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
             k = k.view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
             v = v.view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
             q, k = _rope(q, k, cos, sin)
             o = attend(i, q, k, v, attn.scaling)  # [B, H, T, D]
-            h = h + attn.o_proj(o.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
+            o = o.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
+            h = h + (p.o(o)[0] if p.o is not None else attn.o_proj(o))
             x = layer.post_attention_layernorm(h)
-            if gate_up is not None:  # LlamaMLP.forward with one call for gate and up
-                g, u = gate_up(x)
-                h = h + layer.mlp.down_proj(layer.mlp.act_fn(g) * u)
+            if p.gate_up is not None:  # LlamaMLP.forward with one call for gate and up
+                g, u = p.gate_up(x)
+                y = mlp.act_fn(g) * u
+                h = h + (p.down(y)[0] if p.down is not None else mlp.down_proj(y))
             else:
-                h = h + layer.mlp(x)
+                h = h + mlp(x)
         return self.inner.norm(h)
 
     @torch.inference_mode()

@@ -213,14 +213,14 @@ def test_fused_cpu_projections_give_the_unfused_logits_bit_for_bit(tiny_settings
     import torch
 
     from serving.loader import load_release
-    from serving.runner import SlotRunner
+    from serving.runner import NO_PROJECTIONS, SlotRunner
 
     loaded = load_release("model/forge-tiny@1.0.0", variant=variant, device="cpu", dtype="bfloat16",
                           settings=tiny_settings)
     fused = SlotRunner(loaded.model, slots=3, max_len=64)
     plain = SlotRunner(loaded.model, slots=3, max_len=64)
-    plain._fused = [(None, None)] * len(plain.layers)
-    n_fused = sum(qkv is not None and gu is not None for qkv, gu in fused.fused_projections())
+    plain._fused = [NO_PROJECTIONS] * len(plain.layers)
+    n_fused = sum(None not in (p.qkv, p.o, p.gate_up, p.down) for p in fused.fused_projections())
     assert n_fused == (len(fused.layers) if variant == "int4-g32" else 0)
     ids = ids_of(loaded)
     for slot in range(3):
