@@ -154,14 +154,23 @@ def configurations(args) -> list[dict]:
 # --- environment ----------------------------------------------------------------------------
 
 
+VECTOR_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")  # what decides the CPU paths' speed
+
+
 def cpu_model() -> str:
+    """The CPU's model name and its vector extensions: one "AMD EPYC" is AVX2-only, another has
+    AVX-512 with bf16, and torch's int4/bf16 ops differ several-fold between them."""
+    name, flags = platform.processor() or platform.machine(), set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    have = [f for f in VECTOR_FLAGS if f in flags]
+    return f"{name} ({' '.join(have)})" if have else name
 
 
 def environment() -> dict:
