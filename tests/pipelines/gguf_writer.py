@@ -52,7 +52,8 @@ def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
 
 def write_tiny_gguf(path: Path, *, linear_type: str = "Q4_1", embedding_type: str = "Q8_0", seed: int = 0,
                     hidden: int = 64, layers: int = 2, heads: int = 4, kv_heads: int = 2,
-                    intermediate: int = 128, architecture: str = "llama", tied: bool = True) -> TinyGGUF:
+                    intermediate: int = 128, architecture: str = "llama", tied: bool = True,
+                    license: str | None = None) -> TinyGGUF:
     import json
 
     from gguf import GGMLQuantizationType, GGUFWriter
@@ -88,6 +89,8 @@ def write_tiny_gguf(path: Path, *, linear_type: str = "Q4_1", embedding_type: st
         })
     w = GGUFWriter(str(path), architecture)
     w.add_name("tiny test llama")
+    if license is not None:
+        w.add_license(license)  # general.license, as a publisher states it
     w.add_context_length(256)
     w.add_embedding_length(hidden)
     w.add_block_count(layers)
