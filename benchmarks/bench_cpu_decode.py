@@ -154,22 +154,13 @@ def configurations(args) -> list[dict]:
 # --- environment ----------------------------------------------------------------------------
 
 
-VECTOR_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")  # what decides the CPU paths' speed
-
-
 def cpu_model() -> str:
-    """The CPU's model name and its vector extensions: one "AMD EPYC" is AVX2-only, another has
-    AVX-512 with bf16, and torch's int4/bf16 ops differ several-fold between them."""
-    name, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    have = [f for f in VECTOR_FLAGS if f in flags]
+    """The CPU's model name and its vector extensions, e.g. "AMD EPYC (avx2)": two machines with
+    the same model name can differ several-fold in torch's int4/bf16 ops."""
+    from commonforge.machine import machine_info, vector_extensions
+
+    name = machine_info().get("cpu") or platform.processor() or platform.machine()
+    have = vector_extensions()
     return f"{name} ({' '.join(have)})" if have else name
 
 
