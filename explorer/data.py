@@ -212,6 +212,8 @@ def reproducibility_verdict(provenance: str, rebuilds: tuple[Rebuild, ...]) -> s
     """One line from the signed rebuild statements that count (the others are listed, not believed)."""
     if provenance == "imported":
         return "imported: never reproducible"
+    if provenance == "finetuned":
+        return "private fine-tune: only its owner, who has the data, can rebuild it"
     counted = [r for r in rebuilds if r.not_counted is None]
     if not counted:
         return "not rebuilt yet" if not rebuilds else f"no counted rebuild ({len(rebuilds)} not counted)"

@@ -564,7 +564,10 @@ def _front_matter(inputs: ModelCardInputs, shape: ModelShape | None) -> str:
         data["language"] = languages
     data["library_name"] = "transformers"
     data["pipeline_tag"] = "text-generation"
-    tags = ["commonforge", {"built": "reproducible", "converted": "converted"}.get(m.provenance, "imported")]
+    tags = ["commonforge", {"built": "reproducible", "converted": "converted",
+                            "finetuned": "finetuned"}.get(m.provenance, "imported")]
+    if m.provenance == "finetuned":
+        tags += ["lora", "peft", "private"]
     if m.provenance == "converted":
         tags += ["gguf", "reproducible"]  # converted from a GGUF by a conversion anyone can re-run
     if shape is not None or recipe is not None:
@@ -647,6 +650,19 @@ def _provenance(inputs: ModelCardInputs) -> tuple[Table, str]:
         else:
             rows.append(("checkpoint", f"sha256 `{m.conversion.checkpoint_sha256}`"))
         rows += [("source commit", f"`{m.source_commit}`"), ("conversion environment", environment_pin(m))]
+    elif m.provenance == "finetuned":
+        assert m.finetune is not None, "BuildManifest's validator requires a fine-tune pin for a finetuned release"
+        f = m.finetune
+        text = (f"**A private fine-tune.** Its owner adapted `{m.base_model}` with a {f.method.upper()} adapter on "
+                f"their own {f.data_format} data, on their own machine. The data is not part of the release: "
+                "only its sha256 is recorded, so nobody can rebuild this model without it, and it is never "
+                "offered to peers, pushed, logged or committed. The same base, data and settings give the same "
+                "adapter bytes.")
+        rows += [("base release", f"`{m.base_model}` (sha256 `{f.base_sha256}`)"),
+                 ("method", f"{f.method}: " + ", ".join(f"{k} {v}" for k, v in f.settings.model_dump().items())),
+                 ("training data", f"private {f.data_format} data, sha256 `{f.data_sha256}`")]
+        if m.environment is not None:
+            rows.append(("training environment", environment_pin(m)))
     else:
         origin = f" from {prov.imported_from}" if prov and prov.imported_from else ""
         text = (f"**Imported, not built by the forge.** These files were imported{origin} as they are. The forge "
@@ -658,7 +674,8 @@ def _provenance(inputs: ModelCardInputs) -> tuple[Table, str]:
     if m.base_model:
         rows.append(("derived from", f"`{m.base_model}`"))
     if prov is not None:
-        by = {"built": "built by", "converted": "converted by"}.get(m.provenance, "imported by")
+        by = {"built": "built by", "converted": "converted by", "finetuned": "fine-tuned by"}.get(m.provenance,
+                                                                                                "imported by")
         rows += [(by, prov.built_by),
                  ("recorded at", prov.created_at)]
         machine = prov.machine

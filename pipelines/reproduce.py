@@ -120,6 +120,12 @@ def reproduce(settings: Settings, model_ref: str, *, keep: bool = False, signer:
     m = rel.manifest
     if m.provenance == "converted":
         return _reproduce_conversion(settings, rel, keep=keep, signer=signer, announce=announce)
+    if m.provenance == "finetuned":
+        raise InputError(
+            f"{rel.ref} is a private fine-tune: its data is its owner's, so no one else can rebuild it",
+            hint="its owner re-runs `commonforge finetune` with the same base, data and settings (the same adapter "
+            "bytes come out); shareable, rebuildable fine-tunes as recipes are not built yet",
+        )
     if m.provenance == "imported" or m.recipe is None or m.source_commit is None:
         raise InputError(
             f"{rel.ref} was imported, not built by the forge: it has no recipe or source commit to rebuild from",

@@ -114,12 +114,13 @@ def stage_cli(stage: str, doc: str | None, main: Callable[[str, Path], object], 
     run_stage(stage, name, lambda: main(args.ref, root), env_path=env_path)
 
 
-def mlflow_experiment(forge_settings: settings.Settings, recipe: Recipe) -> str:
-    """The id of the recipe's MLflow experiment (created on first use, artifacts in the clone)."""
+def mlflow_experiment(forge_settings: settings.Settings, recipe: Recipe | str) -> str:
+    """The id of a recipe's MLflow experiment, or of one named by a string (``finetune/<name>``),
+    created on first use with its artifacts beside the tracking store."""
     import mlflow
 
     mlflow.set_tracking_uri(forge_settings.mlflow_uri)
-    name = f"commonforge/{recipe.name}"
+    name = f"commonforge/{recipe if isinstance(recipe, str) else recipe.name}"
     exp = mlflow.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id

@@ -453,7 +453,7 @@ class Conversion(Entry):
 STAGES: tuple[str, ...] = ("fetch", "prepare", "tokenizer", "train", "quantize")
 
 
-ArtifactStage = Literal["tokenizer", "train", "quantize", "import", "convert"]
+ArtifactStage = Literal["tokenizer", "train", "quantize", "import", "convert", "finetune"]
 
 
 class Artifact(Model):
@@ -531,6 +531,33 @@ class ConversionPin(Model):
         return Ref.parse(self.ref).name
 
 
+class LoraSettings(Model):
+    """How a LoRA fine-tune trains (``commonforge finetune``): everything that decides the adapter's bytes."""
+
+    rank: int = Field(default=8, ge=1, le=256)
+    alpha: int = Field(default=16, ge=1)  # the adapter's output is scaled by alpha / rank
+    # Module names inside each decoder layer; every one must exist in the base model.
+    target_modules: list[Text] = Field(default_factory=lambda: ["q_proj", "v_proj"], min_length=1)
+    steps: int = Field(default=30, ge=1)
+    learning_rate: float = Field(default=1e-3, gt=0)
+    batch_size: int = Field(default=4, ge=1)
+    seq_len: int = Field(default=256, ge=8)
+    seed: int = 1234
+    threads: int = Field(default=2, ge=1)
+    heldout_every: int = Field(default=5, ge=2)  # every Nth example is held out (never trained on)
+    time_budget_s: int = Field(default=900, ge=1)
+
+
+class FinetunePin(Model):
+    """What a fine-tune was made from. The data itself stays where the user put it; only its digest is here."""
+
+    base_sha256: Sha256  # the base release's digest (its ref is the manifest's base_model)
+    method: Literal["lora"]
+    data_sha256: Sha256  # of the training file, as read
+    data_format: Literal["chat", "text"]
+    settings: LoraSettings
+
+
 class RecipePin(Model):
     ref: RecipeRef
     sha256: Sha256  # the recipe's canonical digest
@@ -550,7 +577,7 @@ class BuildManifest(Model):
     schema_version: Literal[1, 2]
     name: Name
     version: Version
-    provenance: Literal["built", "imported", "converted"]
+    provenance: Literal["built", "imported", "converted", "finetuned"]
     license: SpdxExpression
     artifacts: list[Artifact] = Field(min_length=1)
     recipe: RecipePin | None = None
@@ -560,6 +587,10 @@ class BuildManifest(Model):
     environment: BuildEnvironment | None = None
     datasets: list[DatasetBuild] = []
     base_model: ModelRef | None = None  # the release this one derives from (fine-tunes, imports of derivatives)
+    finetune: FinetunePin | None = None  # finetuned releases: the base's digest, the data's digest, the settings
+    # A visibility, not a status: a private release stays in its owner's user registry; it is never
+    # offered to peers, pushed, logged or committed. Every finetuned release is private.
+    private: Literal[True] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> BuildManifest:
@@ -573,7 +604,14 @@ class BuildManifest(Model):
             built_fields["lock_sha256"] = self.lock_sha256
         if self.provenance != "converted" and self.conversion is not None:
             raise ValueError(f"a {self.provenance} release names no conversion")
-        if self.provenance == "built":
+        if (self.provenance == "finetuned") != (self.finetune is not None):
+            raise ValueError("a finetuned release, and only one, names its fine-tune (base, data, settings)")
+        if self.provenance == "finetuned":
+            if self.base_model is None or not self.private:
+                raise ValueError("a finetuned release names its base_model and is private")
+            if self.recipe is not None or self.datasets:
+                raise ValueError("a finetuned release names its base and data, not a recipe or datasets")
+        elif self.provenance == "built":
             missing = [k for k, v in built_fields.items() if v is None]
             if missing:
                 raise ValueError(f"a built release needs {', '.join(missing)}")
@@ -587,7 +625,7 @@ class BuildManifest(Model):
                 raise ValueError(f"a converted release needs {', '.join(missing)}")
             if self.recipe is not None or self.datasets:
                 raise ValueError("a converted release names its conversion, not a recipe or datasets")
-        else:
+        elif self.provenance == "imported":
             present = [k for k, v in built_fields.items() if v is not None]
             if present or self.datasets:
                 raise ValueError(
@@ -714,10 +752,29 @@ class CardRecord(Record):
     rendered_at: Timestamp
 
 
+class FinetuneRecord(Record):
+    """How a fine-tune went: loss, the held-out split before and after, time. May differ between runs."""
+
+    trained_at: Timestamp
+    data_file: Text  # the training file's name only (its path and contents stay private)
+    train_examples: int = Field(ge=1)
+    heldout_examples: int = Field(ge=0)
+    truncated_examples: int = Field(ge=0)  # cut to seq_len (counted, never silent)
+    steps: int = Field(ge=1)
+    seconds: float = Field(ge=0)
+    loss_first: float
+    loss_last: float
+    # bits per byte of the assistant text (or plain text) of the held-out split; None with no held-out split
+    heldout_bpb_base: float | None = None
+    heldout_bpb_finetuned: float | None = None
+    mlflow_run_id: str | None = None
+
+
 RECORD_SUFFIXES: dict[str, type[Record]] = {
     "provenance": ProvenanceRecord,
     "evals": EvaluationRecord,
     "card": CardRecord,
+    "finetune": FinetuneRecord,
 }
 ENTRY_TYPES: dict[str, type[Entry]] = {"dataset": Dataset, "recipe": Recipe, "model": Release,
                                        "conversion": Conversion}

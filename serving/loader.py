@@ -214,6 +214,10 @@ def load_release(
 
     settings = settings or Settings.load()
     release, status = for_use(settings.root, ref, allow_revoked=allow_revoked)
+    if release.manifest.provenance == "finetuned":
+        loaded = _load_finetune(release, status, variant, device, dtype, settings)
+        loaded.status = status
+        return loaded
     artifacts = variant_artifacts(release, variant)
     store = Store(settings.layer(status.root).store_dir)  # a pulled release: the user registry's store
     # Verify everything before anything is parsed.
@@ -221,6 +225,42 @@ def load_release(
     loaded = _load(release, variant, files, device, dtype)
     loaded.status = status
     return loaded
+
+
+ADAPTER_FILES = ("adapter/adapter_config.json", "adapter/adapter_model.safetensors")
+
+
+def _load_finetune(release: Release, status, variant: str | None, device, dtype, settings: Settings) -> LoadedModel:
+    """A LoRA fine-tune: its verified base (exactly the digest it was trained on, not revoked),
+    with the verified adapter merged into it by peft."""
+    import tempfile
+
+    from commonforge.errors import IntegrityError
+
+    m = release.manifest
+    if variant not in (None, FULL):
+        raise InputError(f"{release.ref} is a fine-tune and has no variant {variant!r} (only full)",
+                         hint="quantized variants of fine-tunes are not built yet; load it without --variant")
+    if m.base_model is None or m.finetune is None:
+        raise InputError(f"{release.ref} names no base model", hint="the release is inconsistent")
+    base = load_release(m.base_model, variant=None, device=device, dtype=dtype, settings=settings)
+    if base.release is None or base.release.release_digest != m.finetune.base_sha256:
+        raise IntegrityError(m.base_model, m.finetune.base_sha256,
+                             base.release.release_digest if base.release is not None else "(none)")
+    store = Store(settings.layer(status.root).store_dir)
+    files = {a.path: store.path(a.sha256, what=f"{release.ref}:{a.path}") for a in m.artifacts}
+    missing = [f for f in ADAPTER_FILES if f not in files]
+    if missing:
+        raise InputError(f"{release.ref} lacks {', '.join(missing)}", hint="the release is incomplete")
+    from peft import PeftModel
+
+    with tempfile.TemporaryDirectory(prefix="commonforge-adapter-") as tmp:
+        for rel in ADAPTER_FILES:  # peft reads a directory; the files are the verified store copies
+            (Path(tmp) / rel.split("/", 1)[1]).symlink_to(files[rel])
+        model = PeftModel.from_pretrained(base.model, tmp, is_trainable=False).merge_and_unload()
+    model.eval()
+    shared = {k: v for k, v in files.items() if "/" not in k}
+    return LoadedModel(release, FULL, model, _load_tokenizer(shared), base.device, base.dtype, shared)
 
 
 def load_from_files(

@@ -60,6 +60,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from commonforge import __version__
 from commonforge.errors import InputError
 from commonforge.settings import is_loopback
+from registry.schema import RECORD_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -271,8 +272,45 @@ class Sources:
     log_dir: Path | None
 
 
+@dataclass(frozen=True)
+class Private:
+    """What a peer never serves: the entries, records and statements of private releases (fine-tunes
+    on their owner's data), and the store objects only they use."""
+
+    prefixes: tuple[str, ...]  # "registry/entries/models/<name>/<version>." for each private release
+    blobs: frozenset[str]
+
+    def hides(self, rel: str) -> bool:
+        return rel.startswith(self.prefixes)
+
+
+def private_parts(root: Path) -> Private:
+    """Read every model entry under ``root``; one that cannot be read is hidden too (fail closed)."""
+    import yaml
+
+    models = root / "registry" / "entries" / "models"
+    prefixes, private, public = [], set(), set()
+    for path in sorted(models.glob("*/*.yaml")) if models.is_dir() else ():
+        if path.name.removesuffix(".yaml").rsplit(".", 1)[-1] in RECORD_SUFFIXES:
+            continue  # a record (<version>.provenance.yaml, ...), not an entry
+        try:
+            entry = yaml.safe_load(path.read_text(encoding="utf-8"))
+            manifest = entry["manifest"]
+            digests = {a["sha256"] for a in manifest["artifacts"]}
+            hidden = manifest.get("private") is True
+        except Exception:  # noqa: BLE001 - an entry the peer cannot read is never served
+            digests, hidden = set(), True
+        if hidden:
+            prefixes.append(f"{path.relative_to(root).as_posix()[: -len('yaml')]}")
+            private |= digests
+        else:
+            public |= digests
+    return Private(tuple(prefixes), frozenset(private - public))
+
+
 def _index(src: Sources, hashes: HashCache) -> list[dict[str, Any]]:
     registry = src.root / "registry"
+    hidden = private_parts(src.root)
     try:
         if not stat.S_ISDIR(os.lstat(registry).st_mode):
             return []
@@ -286,6 +324,8 @@ def _index(src: Sources, hashes: HashCache) -> list[dict[str, Any]]:
             if not servable_segment(name):
                 continue
             rel = f"{rel_dir}/{name}"
+            if hidden.hides(rel):
+                continue
             try:
                 fd = open_inside(src.root, _split(rel))
             except OSError:
@@ -409,7 +449,7 @@ def create_app(root: Path, store: Path, log_dir: Path | None = None, *, peers: I
     @app.api_route("/v1/files/{path:path}", methods=["GET", "HEAD"])
     def files(path: str, request: Request):
         segments = _split(path)
-        if segments[0] != "registry" or len(segments) < 2:
+        if segments[0] != "registry" or len(segments) < 2 or private_parts(src.root).hides("/".join(segments)):
             raise _not_found(f"the file {path[:200]!r}")
         return served_file(request, src.root, segments, f"the file {path[:200]!r}", "application/octet-stream",
                            "no-cache")
@@ -419,6 +459,8 @@ def create_app(root: Path, store: Path, log_dir: Path | None = None, *, peers: I
         if not _DIGEST.match(digest):
             raise PeerError(404, f"{digest[:80]!r} is not a sha256 digest",
                             "blobs are named by 64 lowercase hex characters")
+        if digest in private_parts(src.root).blobs:
+            raise _not_found(f"the blob {digest}")
         return served_file(request, src.store, ["sha256", digest[:2], digest[2:4], digest], f"the blob {digest}",
                            "application/octet-stream", "public, max-age=31536000, immutable", etag=digest)
 

@@ -459,6 +459,11 @@ def for_use(root: Path, ref: Ref | str | Release, *, allow_revoked: bool = False
 
 
 def _write(root: Path, release: Release, kind: str, signer: Signer, predicate: Predicate) -> Path:
+    if release.manifest.private:
+        # A statement goes into the log and travels with the release: a private fine-tune gets none.
+        raise InputError(f"{release.ref} is private (a fine-tune on its owner's own data): it is never approved, "
+                         "published, shared or logged",
+                         hint="share it as a fine-tune recipe over a registry dataset instead")
     ref = Ref("model", release.name, release.version)
     data = st_mod.sign(signer, kind, st_mod.release_subject(ref), release.release_digest, predicate)
     return st_mod.write(st_mod.statements_dir(root, ref), kind, signer.public_key.keyid, data)

@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         eval_cmds,
         explore_cmds,
         export_cmds,
+        finetune_cmds,
         log_cmds,
         registry_cmds,
         serve_cmds,
@@ -54,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail to stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     # This order is the order `commonforge --help` lists the commands in.
-    for module in (registry_cmds, contrib_cmds, check_cmds, trust_cmds, log_cmds, sharing_cmds, build_cmds, eval_cmds,
-                   card_cmds, serve_cmds, export_cmds, explore_cmds):
+    for module in (registry_cmds, contrib_cmds, check_cmds, trust_cmds, log_cmds, sharing_cmds, build_cmds, finetune_cmds,
+                   eval_cmds, card_cmds, serve_cmds, export_cmds, explore_cmds):
         module.add_parsers(sub)
     return parser
 

@@ -61,7 +61,9 @@ def cmd_list(args: argparse.Namespace) -> int:
             if isinstance(entry, Release):
                 chain = chain or load_chain(reg.root, pins=user_pins())
                 status = release_status(reg.root, entry, chain=chain).status
-                t.add_row(entry.ref, status, f"sha256:{entry.release_digest}", entry.manifest.license, *where)
+                # a fine-tune on the user's own data: never shared
+                label = f"{status} · private" if entry.manifest.private else status
+                t.add_row(entry.ref, label, f"sha256:{entry.release_digest}", entry.manifest.license, *where)
             else:
                 assert isinstance(entry, (Dataset, Recipe, Conversion)), (
                     "registry entries are datasets, recipes, conversions or releases (schema.ENTRY_TYPES)")
@@ -158,6 +160,21 @@ def _show_release(out, reg: Registry, rel: Release, status) -> None:
         out.print(f"provenance: CONVERTED from a pinned checkpoint by {m.conversion.ref} "
                   f"(sha256:{m.conversion.sha256}); checkpoint sha256:{m.conversion.checkpoint_sha256}")
         out.print(f"source commit: {m.source_commit}    lock: sha256:{m.lock_sha256}")
+    elif m.provenance == "finetuned":
+        assert m.finetune is not None, "BuildManifest's validator requires a fine-tune pin for a finetuned release"
+        f = m.finetune
+        out.print(f"provenance: FINETUNED ({f.method}) from {m.base_model} (sha256:{f.base_sha256}) on private "
+                  f"{f.data_format} data sha256:{f.data_sha256}; PRIVATE: never offered, pushed, logged or committed")
+        out.print("settings: " + ", ".join(f"{k}={v}" for k, v in f.settings.model_dump().items()))
+        rec = reg.record(rel, "finetune")
+        if rec is not None:
+            fr = rec.model_dump()
+            before, after = fr.get("heldout_bpb_base"), fr.get("heldout_bpb_finetuned")
+            out.print(f"trained on {fr['train_examples']} examples of {fr['data_file']} ({fr['truncated_examples']} "
+                      f"cut), {fr['steps']} steps in {fr['seconds']:.1f} s, loss {fr['loss_first']:.3f} -> "
+                      f"{fr['loss_last']:.3f}"
+                      + (f"; held-out bits per byte {before:.4f} -> {after:.4f} ({fr['heldout_examples']} examples)"
+                         if before is not None and after is not None else "; no held-out split"))
     else:
         assert m.recipe is not None, "BuildManifest's validator requires a recipe for a built release"
         out.print(f"recipe: {m.recipe.ref} (sha256:{m.recipe.sha256})")
@@ -166,13 +183,13 @@ def _show_release(out, reg: Registry, rel: Release, status) -> None:
         for d in m.datasets:
             splits = ", ".join(f"{k} {v.documents} docs sha256:{short(v.sha256)}" for k, v in d.splits.items())
             out.print(f"dataset {d.ref}: {splits}")
-        env = m.environment
-        if env is not None:
-            versions = env.package_versions()
-            digest = f" (sha256:{short(env.packages_sha256)})" if env.packages_sha256 else ""
-            out.print(f"environment: python {env.python}, {len(versions)} packages{digest}: "
-                      + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())))
-            out.print("determinism: " + ", ".join(f"{k}={v}" for k, v in sorted(env.determinism.items())))
+    env = m.environment
+    if env is not None:
+        versions = env.package_versions()
+        digest = f" (sha256:{short(env.packages_sha256)})" if env.packages_sha256 else ""
+        out.print(f"environment: python {env.python}, {len(versions)} packages{digest}: "
+                  + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())))
+        out.print("determinism: " + ", ".join(f"{k}={v}" for k, v in sorted(env.determinism.items())))
     if m.base_model:
         out.print(f"derived from: {m.base_model}")
     t = table("artifacts", "path", "variant", "size", "sha256")

@@ -84,11 +84,18 @@ elif m.provenance == "converted":
         st.info(f"**Converted by the forge from a pinned checkpoint (GGUF, sha256 `{m.conversion.checkpoint_sha256}`) "
                 f"with `{m.conversion.ref}`; not trained by the forge.** Who made it is not shown: "
                 f"{conversion_problem}.", icon=":material/swap_horiz:")
+elif m.provenance == "finetuned":
+    assert m.finetune is not None  # BuildManifest's validator: a finetuned release names its fine-tune
+    st.info(
+        f"**Private fine-tune of `{m.base_model}`**, a {m.finetune.method.upper()} adapter trained on your own "
+        f"{m.finetune.data_format} data (sha256 `{m.finetune.data_sha256}`; the data is not part of the release). "
+        "It is shown only here, in your own registry: it is never offered to peers, signed for or logged.",
+        icon=":material/lock:")
 elif detail.recipe is not None:
     st.markdown(f"**{detail.recipe.title}** — {detail.recipe.description}")
 if detail.provenance:
     p = detail.provenance
-    verb = {"built": "built", "converted": "converted"}.get(m.provenance, "imported")
+    verb = {"built": "built", "converted": "converted", "finetuned": "fine-tuned"}.get(m.provenance, "imported")
     st.caption(f"{verb} by {p.built_by} at {p.created_at} on {p.machine.get('hostname', '?')} "
                f"({p.machine.get('cpu', '?')}, {p.machine.get('cores', '?')} cores)")
 for problem in summary.problems:
@@ -174,6 +181,10 @@ def show_architecture() -> None:
 def show_training() -> None:
     if m.provenance == "imported":
         st.info("Imported releases have no training run on record.")
+        return
+    if m.provenance == "finetuned":
+        st.info("A fine-tune's training is in its record: `commonforge show " + release.ref + "` prints the loss "
+                "and the held-out bits per byte before and after.")
         return
     if m.provenance == "converted":
         who = conversion.publisher if conversion else "its publisher"

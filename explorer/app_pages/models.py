@@ -33,7 +33,7 @@ with st.container(horizontal=True, vertical_alignment="bottom"):
                           placeholder="name, title, license, dataset…", width=320)
     statuses = st.multiselect("Status", ["published", "draft", "revoked"], key="status", width=260)
     licenses = st.multiselect("License", sorted({r.license for r in releases}), key="license", width=220)
-    provenance = st.multiselect("Provenance", ["built", "converted", "imported"], key="provenance", width=220)
+    provenance = st.multiselect("Provenance", ["built", "converted", "imported", "finetuned"], key="provenance", width=220)
     reproduced = st.toggle("Rebuilt identical", key="reproduced")
     evaluated = st.toggle("Evaluated", key="evaluated")
 
@@ -56,6 +56,8 @@ for r in shown:
             elif r.provenance == "converted":
                 st.badge("converted from a pinned checkpoint: not trained by the forge", color="orange",
                          icon=":material/swap_horiz:")
+            elif r.provenance == "finetuned":
+                st.badge("private fine-tune: yours, never shared", color="orange", icon=":material/lock:")
             else:
                 st.badge(f"built from {r.recipe}", color="blue", icon=":material/construction:")
             if r.reproduced:

@@ -111,3 +111,33 @@ def test_the_cache_key_changes_when_the_user_registry_does(layered):
     statement.parent.mkdir(parents=True, exist_ok=True)
     statement.write_text("{}")
     assert forge.fingerprint() != first
+
+
+def test_a_private_fine_tune_is_shown_locally_marked_private_with_its_base(layered):
+    """Every tab of a finetuned release's page opens; it says private, names its base and its data's
+    digest only, and the models list marks it."""
+    from registry.schema import MANIFEST_SCHEMA, Artifact, BuildManifest, FinetunePin, LoraSettings, Release
+    from tests.helpers import write_yaml
+
+    checkout, user, _ = layered
+    from registry import Registry
+
+    base = Registry(checkout).release(CHECKOUT_REF)
+    tuned = Release.from_manifest(BuildManifest(
+        schema_version=MANIFEST_SCHEMA, name="my-tune", version="1.0.0", provenance="finetuned", license="Apache-2.0",
+        base_model=CHECKOUT_REF, private=True,
+        finetune=FinetunePin(base_sha256=base.release_digest, method="lora", data_sha256="a" * 64, data_format="chat",
+                             settings=LoraSettings()),
+        artifacts=[Artifact(path="adapter/adapter_model.safetensors", sha256="b" * 64, size=4096, stage="finetune")]))
+    write_yaml(user / "registry" / "entries" / "models" / "my-tune" / "1.0.0.yaml",
+               tuned.model_dump(mode="json", exclude_none=True))
+    models = open_page("models")
+    badges = [m.value for m in models.markdown if "badge[" in m.value]
+    assert sum("private fine-tune: yours, never shared" in b for b in badges) == 1
+    for tab in ("Card", "Governance", "Architecture", "Training", "Evaluation", "Lineage", "Artifacts", "Reproduce",
+                "Try it"):
+        at = open_page("model", ref="model/my-tune@1.0.0", tab=tab)
+        assert at.header[0].value == "model/my-tune@1.0.0"
+    text = page_text(open_page("model", ref="model/my-tune@1.0.0"))
+    assert f"Private fine-tune of `{CHECKOUT_REF}`" in text and "a" * 64 in text
+    assert "never offered to peers, signed for or logged" in text

@@ -59,7 +59,7 @@ class Server:
 
 
 def start_server(forge, tmp: Path, *args: str, env: dict | None = None, audit: Path | None = None,
-                 timeout: float = 120) -> Server:
+                 timeout: float = 120, model: str = "forge-tiny") -> Server:
     audit = audit or tmp / "audit"
     env = audited_env(env or forge.env, audit)
     for var in PRIVACY_ENV:
@@ -67,7 +67,7 @@ def start_server(forge, tmp: Path, *args: str, env: dict | None = None, audit: P
     out, err = tmp / "serve.out", tmp / "serve.err"
     with open(out, "w") as fo, open(err, "w") as fe:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "commonforge", "serve", "forge-tiny", "--port", "0", *args],
+            [sys.executable, "-m", "commonforge", "serve", model, "--port", "0", *args],
             cwd=forge.root, env=env, stdout=fo, stderr=fe, text=True,
         )
     deadline = time.monotonic() + timeout

@@ -334,6 +334,27 @@ def test_a_revoked_release_is_not_served_evaluated_or_loaded_unless_insisted(for
         assert "model/sample@1.0.0 is revoked (" in result.stderr and "--allow-revoked" in result.stderr
 
 
+def test_a_revoked_release_is_never_fine_tuned_and_nothing_is_written(forge, tmp_path, monkeypatch):
+    """The attack: adapt a model the maintainers revoked and carry its problem into a new release.
+    `finetune` resolves the base through the same status as the loader and stops before training."""
+    from commonforge.settings import Settings
+    from pipelines.finetune import finetune
+
+    for who in ("bob", "cat"):
+        forge.sign(who, "revocation", "published", RevocationPredicate(
+            signed_at="2026-11-01T00:00:00Z", reason="The training data turned out to include a non-free text.",
+            severity="critical"))
+    data = tmp_path / "chats.jsonl"
+    data.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"},
+                                             {"role": "assistant", "content": "hello"}]}) + "\n")
+    user = tmp_path / "user-registry"
+    monkeypatch.setenv("COMMONFORGE_USER_REGISTRY", str(user))
+    monkeypatch.setenv("COMMONFORGE_TRUST_PINS", str(forge.pins_path))
+    with pytest.raises(VerificationError, match="model/sample@1.0.0 is revoked"):
+        finetune(Settings.load(forge.root), "model/sample@1.0.0", data, name="sample-tuned")
+    assert not user.exists()
+
+
 def test_approvals_made_after_their_keys_compromise_time_do_not_count(forge):
     p1 = forge.chain().current
     since = "2026-06-01T00:00:00Z"  # before the test forge's statements were made (now)
