@@ -13,10 +13,13 @@ The data is one of (decided by its first non-empty line):
 * chat JSON lines: ``{"messages": [{"role": "user", "content": ...}, {"role": "assistant", ...}]}``,
   rendered with the base's own chat template; the loss counts the assistant turns only (their
   text and the end-of-turn token after it);
-* plain text: one example per non-empty line, the loss on all of it.
+* plain text: one example per non-empty line, the loss on all of it;
+* preference pairs (``--preferences``): ``{"prompt": ..., "chosen": ..., "rejected": ...}``, trained
+  with trl's DPOTrainer, the base itself (the adapter switched off) as the reference model.
 
-Every ``heldout_every``-th example is held out (never trained on); its bits per byte are measured
-on the base and on the fine-tune, so the user sees whether it learned what they wanted. Examples
+Every ``heldout_every``-th example is held out (never trained on); its bits per byte (or, for
+pairs, the margin log p(chosen) - log p(rejected)) are measured on the base and on the fine-tune,
+so the user sees whether it learned what they wanted. Examples
 longer than ``seq_len`` tokens are cut, and counted.
 
 What is written (all or nothing): the adapter (peft's ``adapter_model.safetensors`` and
@@ -25,8 +28,8 @@ config and tokenizer files, a release entry (provenance ``finetuned``, ``private
 provenance record and a ``finetune`` record (loss, held-out bits per byte, time). The loader
 merges the adapter onto the verified base when the fine-tune is loaded.
 
-Not built yet (issue 16): DPO on preference pairs, full fine-tuning, quantized variants of a
-fine-tune, lm-eval scores before and after, the ``finetune`` recipe kind.
+Not built yet (issue 16): full fine-tuning, quantized variants of a fine-tune, lm-eval scores
+before and after, the ``finetune`` recipe kind.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,13 +58,14 @@ class Example:
     line: int  # 1-based line number in the data file
     messages: list[dict] | None = None
     text: str | None = None
+    pair: tuple[str, str, str] | None = None  # (prompt, chosen, rejected)
 
 
 @dataclass
 class Data:
     path: Path
     sha256: str
-    format: str  # "chat" or "text"
+    format: str  # "chat", "text" or "preferences"
     examples: list[Example] = field(default_factory=list)
 
     def split(self, every: int) -> tuple[list[Example], list[Example]]:
@@ -99,21 +104,35 @@ def read_data(path: Path) -> Data:
         if data.format == "text":
             data.examples.append(Example(number, text=line))
             continue
-        data.examples.append(_chat_example(path, number, line))
+        example = _json_example(path, number, line)
+        kind = "preferences" if example.pair is not None else "chat"
+        if not data.examples:
+            data.format = kind
+        elif kind != data.format:
+            raise _bad(path, number, f"a {kind} line in a file of {data.format} lines",
+                       "keep chats (--data) and preference pairs (--preferences) in separate files")
+        data.examples.append(example)
     return data
 
 
-def _chat_example(path: Path, number: int, line: str) -> Example:
-    hint = 'each line is {"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}'
+def _json_example(path: Path, number: int, line: str) -> Example:
+    hint = ('each line is {"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}'
+            ' or, for preferences, {"prompt": "...", "chosen": "...", "rejected": "..."}')
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as err:
         raise _bad(path, number, f"not valid JSON ({err.msg} at column {err.colno})", hint) from None
     if not isinstance(obj, dict):
         raise _bad(path, number, "a JSON line must be an object", hint)
-    if {"prompt", "chosen", "rejected"} <= set(obj):
-        raise _bad(path, number, "a preference pair (prompt/chosen/rejected): DPO is not built yet",
-                   "fine-tune on chats or plain text for now; preference tuning is an open part of issue 16")
+    if {"prompt", "chosen", "rejected"} & set(obj):
+        fields = [obj.get(k) for k in ("prompt", "chosen", "rejected")]
+        prompt, chosen, rejected = (v if isinstance(v, str) else "" for v in fields)
+        if not (prompt.strip() and chosen.strip() and rejected.strip()):
+            raise _bad(path, number, "a preference pair needs a non-empty string prompt, chosen and rejected", hint)
+        if chosen.strip() == rejected.strip():
+            raise _bad(path, number, "the chosen and the rejected answer are identical: nothing to prefer",
+                       "give two different answers, the one you want as chosen")
+        return Example(number, pair=(prompt, chosen, rejected))
     messages = obj.get("messages")
     if not isinstance(messages, list) or not messages:
         raise _bad(path, number, "no \"messages\" list", hint)
@@ -228,10 +247,6 @@ def train(spec: dict) -> dict:
     settings = LoraSettings.model_validate(spec["settings"])
     determinism.pin(settings.threads)
     determinism.configure_torch(settings.seed, settings.threads)
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     from commonforge.settings import Settings
     from serving.loader import load_release
 
@@ -244,11 +259,61 @@ def train(spec: dict) -> dict:
     data = read_data(Path(spec["data"]))
     if data.sha256 != spec["data_sha256"]:
         raise BuildError(f"{data.path} changed while the fine-tune started", hint="run the command again")
-    if data.format == "chat" and not getattr(tokenizer, "chat_template", None):
-        raise InputError(f"{base.ref} has no chat template, so chat data cannot be rendered for it",
+    if data.format != "text" and not getattr(tokenizer, "chat_template", None):
+        raise InputError(f"{base.ref} has no chat template, so {data.format} data cannot be rendered for it",
                          hint="fine-tune it on plain text lines instead")
     seq_len = min(settings.seq_len, base.context_length)
     train_ex, held_ex = data.split(settings.heldout_every)
+    # The run goes into the user registry's own tracking store (unless MLFLOW_TRACKING_URI names
+    # another): a private fine-tune's run does not belong in a checkout's history.
+    from commonforge.settings import user_root
+
+    tracker = _Tracker(Settings.load(user_root()), spec, settings)
+    out = Path(spec["out"])
+    model.eval()
+    if data.format == "preferences":
+        record = _dpo(model, tokenizer, train_ex, held_ex, settings, seq_len, tracker, out.parent / "trl")
+    else:
+        record = _sft(model, tokenizer, train_ex, held_ex, settings, seq_len, tracker)
+    model = record.pop("model")
+    write_adapter(model, out, spec["base"])
+    record.update({"data_file": data.path.name, "steps": settings.steps,
+                   "environment": determinism.environment(settings.threads)})
+    metrics = {k: v for k, v in record.items() if k.startswith(("heldout_bpb", "preference_margin"))}
+    record["mlflow_run_id"] = tracker.finish(metrics)
+    (out / "finetune.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    from pipelines.stage import record_imports
+
+    record_imports(out / "env.json", STAGE)
+    return record
+
+
+def _lora(settings: LoraSettings):
+    from peft import LoraConfig
+
+    return LoraConfig(r=settings.rank, lora_alpha=settings.alpha, target_modules=list(settings.target_modules),
+                      lora_dropout=0.0, bias="none", task_type="CAUSAL_LM")
+
+
+def _over_budget(settings: LoraSettings, started: float, step: int) -> None:
+    if time.perf_counter() - started > settings.time_budget_s:
+        raise BuildError(f"step {step} of {settings.steps} passed the time budget of {settings.time_budget_s} s; "
+                         "nothing was written", hint="fewer --steps, a smaller --batch-size or a larger --time-budget")
+
+
+def _diverged(value: float, step: int) -> None:
+    if not math.isfinite(value):
+        raise BuildError(f"the loss is {value} at step {step}: training diverged, nothing was written",
+                         hint="lower --learning-rate or --rank and run again")
+
+
+def _sft(model, tokenizer, train_ex: list[Example], held_ex: list[Example], settings: LoraSettings, seq_len: int,
+         tracker) -> dict:
+    """Supervised LoRA training on chats or text: our own loop (the loss masked to what is learned)."""
+    import torch
+    from peft import get_peft_model
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     train_enc: list[tuple[list[int], list[bool]]] = []
     held_enc: list[tuple[list[int], list[bool]]] = []
     truncated = 0
@@ -261,23 +326,17 @@ def train(spec: dict) -> dict:
     if truncated:
         print(f"WARNING: {truncated} example(s) longer than {seq_len} tokens were cut to {seq_len}", file=sys.stderr)
     if not train_enc:
-        raise InputError(f"{data.path}: no example has text left to learn from after cutting to {seq_len} tokens",
+        raise InputError(f"no example has text left to learn from after cutting to {seq_len} tokens",
                          hint="use shorter examples, or a larger --seq-len")
-    model.eval()
     bpb_base = bits_per_byte(model, tokenizer, held_enc)
     torch.manual_seed(settings.seed)  # LoRA's A matrices are drawn from torch's generator
-    config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, target_modules=list(settings.target_modules),
-                        lora_dropout=0.0, bias="none", task_type="CAUSAL_LM")
-    model = get_peft_model(model, config)
+    with warnings.catch_warnings():  # transformers' own deprecation notice, raised inside peft
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        model = get_peft_model(model, _lora(settings))
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=0.0)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    # The run goes into the user registry's own tracking store (unless MLFLOW_TRACKING_URI names
-    # another): a private fine-tune's run does not belong in a checkout's history.
-    from commonforge.settings import user_root
-
-    tracker = _Tracker(Settings.load(user_root()), spec, settings)
     losses: list[float] = []
     started = time.perf_counter()
     with Progress(TextColumn("finetune"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
@@ -287,36 +346,102 @@ def train(spec: dict) -> dict:
         for step, (ids, attn, labels) in enumerate(_batches(train_enc, settings, pad), start=1):
             loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
             value = float(loss.detach())
-            if not math.isfinite(value):
-                raise BuildError(f"the loss is {value} at step {step}: training diverged, nothing was written",
-                                 hint="lower --learning-rate or --rank and run again")
+            _diverged(value, step)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             losses.append(value)
             tracker.log({"loss": value}, step)
             bar.update(task, advance=1, loss=f"{value:.3f}")
-            if time.perf_counter() - started > settings.time_budget_s:
-                raise BuildError(f"step {step} of {settings.steps} passed the time budget of "
-                                 f"{settings.time_budget_s} s; nothing was written",
-                                 hint="fewer --steps, a smaller --batch-size or a larger --time-budget")
+            _over_budget(settings, started, step)
     seconds = time.perf_counter() - started
     model.eval()
-    bpb_after = bits_per_byte(model, tokenizer, held_enc)
-    out = Path(spec["out"])
-    write_adapter(model, out, spec["base"])
-    record = {
-        "data_file": data.path.name, "train_examples": len(train_enc), "heldout_examples": len(held_enc),
-        "truncated_examples": truncated, "steps": settings.steps, "seconds": round(seconds, 3),
-        "loss_first": losses[0], "loss_last": losses[-1], "heldout_bpb_base": bpb_base,
-        "heldout_bpb_finetuned": bpb_after, "environment": determinism.environment(settings.threads),
-    }
-    record["mlflow_run_id"] = tracker.finish({"heldout_bpb_base": bpb_base, "heldout_bpb_finetuned": bpb_after})
-    (out / "finetune.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    from pipelines.stage import record_imports
+    return {"model": model, "train_examples": len(train_enc), "heldout_examples": len(held_enc),
+            "truncated_examples": truncated, "seconds": round(seconds, 3), "loss_first": losses[0],
+            "loss_last": losses[-1], "heldout_bpb_base": bpb_base,
+            "heldout_bpb_finetuned": bits_per_byte(model, tokenizer, held_enc)}
 
-    record_imports(out / "env.json", STAGE)
-    return record
+
+def response_logp(model, tokenizer, prompt: str, answer: str, seq_len: int) -> float:
+    """log p(answer | prompt) under the chat template: the assistant turn and its end-of-turn token."""
+    import torch
+
+    ids, mask, _ = encode(tokenizer, Example(0, messages=[{"role": "user", "content": prompt},
+                                                          {"role": "assistant", "content": answer}]), seq_len)
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=x).logits[0, :-1].float(), dim=-1)
+    picked = logp.gather(1, x[0, 1:, None])[:, 0]
+    return float(picked[torch.tensor(mask[1:])].sum())
+
+
+def preference_margin(model, tokenizer, pairs: list[Example], seq_len: int) -> float:
+    """The mean of log p(chosen) - log p(rejected) over ``pairs``: DPO should raise it."""
+    total = 0.0
+    for ex in pairs:
+        assert ex.pair is not None, "preference_margin takes preference pairs"
+        prompt, chosen, rejected = ex.pair
+        total += (response_logp(model, tokenizer, prompt, chosen, seq_len)
+                  - response_logp(model, tokenizer, prompt, rejected, seq_len))
+    return total / len(pairs)
+
+
+def _dpo(model, tokenizer, train_ex: list[Example], held_ex: list[Example], settings: LoraSettings, seq_len: int,
+         tracker, scratch: Path) -> dict:
+    """Direct preference optimization with trl's DPOTrainer on a LoRA adapter (the reference model is
+    the base itself: the adapter switched off)."""
+    import torch
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import DPOConfig, DPOTrainer
+
+    measured, split = (held_ex, "held-out") if held_ex else (train_ex, "training")
+    margin_base = preference_margin(model, tokenizer, measured, seq_len)
+    truncated = 0
+    for ex in train_ex:
+        assert ex.pair is not None
+        longest = max(len(encode(tokenizer, Example(ex.line, messages=[{"role": "user", "content": ex.pair[0]},
+                                                                       {"role": "assistant", "content": a}]),
+                                 seq_len)[0]) for a in ex.pair[1:])
+        truncated += longest >= seq_len
+    if truncated:
+        print(f"WARNING: {truncated} pair(s) reach {seq_len} tokens and are cut to {seq_len}", file=sys.stderr)
+    rows = [{"prompt": [{"role": "user", "content": ex.pair[0]}],
+             "chosen": [{"role": "assistant", "content": ex.pair[1]}],
+             "rejected": [{"role": "assistant", "content": ex.pair[2]}]} for ex in train_ex if ex.pair is not None]
+    losses: list[float] = []
+    started = time.perf_counter()
+
+    class Watch(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                value = float(logs["loss"])
+                _diverged(value, state.global_step)
+                losses.append(value)
+                tracker.log({"loss": value, "margin": float(logs.get("rewards/margins", 0.0))}, state.global_step)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            _over_budget(settings, started, state.global_step)
+
+    config = DPOConfig(output_dir=str(scratch), per_device_train_batch_size=min(settings.batch_size, len(rows)),
+                       max_steps=settings.steps, learning_rate=settings.learning_rate, beta=settings.beta,
+                       max_length=seq_len, seed=settings.seed, data_seed=settings.seed, report_to="none",
+                       save_strategy="no", logging_steps=1, use_cpu=True, dataloader_num_workers=0,
+                       disable_tqdm=not sys.stderr.isatty())
+    torch.manual_seed(settings.seed)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        trainer = DPOTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+                             peft_config=_lora(settings), callbacks=[Watch()])
+        trainer.train()
+    seconds = time.perf_counter() - started
+    tuned = trainer.model
+    tuned.eval()
+    return {"model": tuned, "train_examples": len(rows), "heldout_examples": len(held_ex),
+            "truncated_examples": truncated, "seconds": round(seconds, 3), "loss_first": losses[0],
+            "loss_last": losses[-1], "preference_margin_base": margin_base,
+            "preference_margin_finetuned": preference_margin(tuned, tokenizer, measured, seq_len),
+            "margin_split": split}
 
 
 def write_adapter(model, out: Path, base_ref: str) -> None:
@@ -386,7 +511,8 @@ class FinetuneResult:
 
 
 def finetune(forge, base: str, data_path: Path, *, name: str | None = None, version: str = "1.0.0",
-             settings: LoraSettings | None = None, allow_revoked: bool = False) -> FinetuneResult:
+             settings: LoraSettings | None = None, allow_revoked: bool = False,
+             preferences: bool | None = None) -> FinetuneResult:
     """Check everything, train in a child process, then write the private release into the user
     registry (store first, the entry last: an interruption leaves only unreferenced blobs)."""
     import getpass
@@ -415,6 +541,10 @@ def finetune(forge, base: str, data_path: Path, *, name: str | None = None, vers
 
     settings = settings or LoraSettings()
     data = read_data(data_path)  # bad data fails here, before anything loads
+    if preferences is not None and preferences != (data.format == "preferences"):
+        raise InputError(f"{data.path} holds {data.format} lines, but was given as "
+                         f"{'--preferences' if preferences else '--data'}",
+                         hint="--data takes chats or text lines, --preferences prompt/chosen/rejected pairs")
     base_release, status = for_use(forge.root, base, allow_revoked=allow_revoked)
     if base_release.manifest.provenance == "finetuned":
         raise InputError(f"{base_release.ref} is itself a fine-tune; fine-tuning a fine-tune is not supported yet",
@@ -457,8 +587,9 @@ def finetune(forge, base: str, data_path: Path, *, name: str | None = None, vers
         manifest = BuildManifest(
             schema_version=MANIFEST_SCHEMA, name=name, version=version, provenance="finetuned",
             license=base_release.manifest.license, base_model=base_release.ref, private=True,
-            finetune=FinetunePin(base_sha256=base_release.release_digest, method="lora", data_sha256=data.sha256,
-                                 data_format=data.format, settings=settings),
+            finetune=FinetunePin(base_sha256=base_release.release_digest, method="lora",
+                                 objective="dpo" if data.format == "preferences" else "sft",
+                                 data_sha256=data.sha256, data_format=data.format, settings=settings),
             environment=environment, artifacts=sorted(artifacts, key=lambda a: a.path))
         release = Release.from_manifest(manifest)
         existing = reg.entry_path(ref)

@@ -545,6 +545,7 @@ class LoraSettings(Model):
     seed: int = 1234
     threads: int = Field(default=2, ge=1)
     heldout_every: int = Field(default=5, ge=2)  # every Nth example is held out (never trained on)
+    beta: float = Field(default=0.1, gt=0)  # DPO only: how far the policy may move from the base
     time_budget_s: int = Field(default=900, ge=1)
 
 
@@ -553,8 +554,9 @@ class FinetunePin(Model):
 
     base_sha256: Sha256  # the base release's digest (its ref is the manifest's base_model)
     method: Literal["lora"]
+    objective: Literal["sft", "dpo"]  # supervised on chats/text, or direct preference optimization on pairs
     data_sha256: Sha256  # of the training file, as read
-    data_format: Literal["chat", "text"]
+    data_format: Literal["chat", "text", "preferences"]
     settings: LoraSettings
 
 
@@ -767,6 +769,10 @@ class FinetuneRecord(Record):
     # bits per byte of the assistant text (or plain text) of the held-out split; None with no held-out split
     heldout_bpb_base: float | None = None
     heldout_bpb_finetuned: float | None = None
+    # DPO: the mean of log p(chosen) - log p(rejected) over the pairs named by margin_split
+    preference_margin_base: float | None = None
+    preference_margin_finetuned: float | None = None
+    margin_split: Literal["held-out", "training"] | None = None
     mlflow_run_id: str | None = None
 
 

@@ -234,6 +234,7 @@ def _load_finetune(release: Release, status, variant: str | None, device, dtype,
     """A LoRA fine-tune: its verified base (exactly the digest it was trained on, not revoked),
     with the verified adapter merged into it by peft."""
     import tempfile
+    import warnings
 
     from commonforge.errors import IntegrityError
 
@@ -257,7 +258,9 @@ def _load_finetune(release: Release, status, variant: str | None, device, dtype,
     with tempfile.TemporaryDirectory(prefix="commonforge-adapter-") as tmp:
         for rel in ADAPTER_FILES:  # peft reads a directory; the files are the verified store copies
             (Path(tmp) / rel.split("/", 1)[1]).symlink_to(files[rel])
-        model = PeftModel.from_pretrained(base.model, tmp, is_trainable=False).merge_and_unload()
+        with warnings.catch_warnings():  # transformers' own deprecation notice, raised inside peft
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            model = PeftModel.from_pretrained(base.model, tmp, is_trainable=False).merge_and_unload()
     model.eval()
     shared = {k: v for k, v in files.items() if "/" not in k}
     return LoadedModel(release, FULL, model, _load_tokenizer(shared), base.device, base.dtype, shared)

@@ -14,19 +14,25 @@ from commonforge.cli.command import add_command
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub, "finetune", cmd_finetune, "fine-tune a release on your own data (LoRA, private, on this machine)",
-        "Train a LoRA adapter (peft) for BASE, any release, on FILE: chat JSON lines "
+        "Train a LoRA adapter (peft) for BASE, any release, on --data FILE: chat JSON lines "
         '({"messages": [{"role": "user", ...}, {"role": "assistant", ...}]}, rendered with the base\'s own chat '
         "template, the loss on the assistant turns only) or plain text lines. The base is verified through the "
         "loader and trained in full precision; every --heldout-every-th example is held out, and its bits per "
-        "byte are reported on the base and on the fine-tune. The same base, data and settings give the same "
-        "adapter bytes.\n\n"
+        "byte are reported on the base and on the fine-tune. Or align it to your own values with --preferences "
+        "FILE: pairs of a chosen and a rejected answer, trained with DPO (trl); the margin log p(chosen) - log "
+        "p(rejected) is reported before and after. The same base, data and settings give the same adapter "
+        "bytes.\n\n"
         "The result is a private release (provenance finetuned) in your own registry: the data stays where it "
         "is (only its sha256 and file name are recorded), and the release is never offered to peers, pushed, "
         "logged or committed. Use it like any release: commonforge chat NAME, generate, serve, eval.")
     p.add_argument("base", metavar="BASE", help="the release to adapt, e.g. forge-small or model/forge-tiny@1.0.0")
-    p.add_argument("--data", required=True, type=Path, metavar="FILE", help="chat JSON lines or plain text lines")
-    p.add_argument("--method", default="lora", choices=["lora"],
-                   help="lora (full fine-tuning and DPO are not built yet)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--data", type=Path, metavar="FILE", help="chat JSON lines or plain text lines (supervised)")
+    what.add_argument("--preferences", type=Path, metavar="FILE",
+                      help='preference pairs, JSON lines {"prompt": ..., "chosen": ..., "rejected": ...}: trained '
+                      "with DPO (trl), the base itself as the reference model")
+    p.add_argument("--method", default="lora", choices=["lora"], help="lora (full fine-tuning is not built yet)")
+    p.add_argument("--beta", type=float, default=0.1, help="DPO's beta: how far from the base it may move (0.1)")
     p.add_argument("--name", default=None, help="the fine-tune's name (default: BASE-<data file name>)")
     p.add_argument("--version", default="1.0.0", help="its version (default 1.0.0)")
     p.add_argument("--rank", type=int, default=8, help="LoRA rank (default 8)")
@@ -58,13 +64,15 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         lora = LoraSettings(rank=args.rank, alpha=args.alpha, steps=args.steps, learning_rate=args.learning_rate,
                             target_modules=[t.strip() for t in args.targets.split(",") if t.strip()],
                             batch_size=args.batch_size, seq_len=args.seq_len, seed=args.seed, threads=args.threads,
-                            heldout_every=args.heldout_every, time_budget_s=args.time_budget)
+                            heldout_every=args.heldout_every, time_budget_s=args.time_budget,
+                            beta=args.beta)
     except ValidationError as err:
         first = err.errors()[0]
         raise InputError(f"bad setting {'.'.join(str(x) for x in first['loc'])}: {first['msg']}",
                          hint="see commonforge finetune --help") from None
-    result = finetune(settings, args.base, args.data, name=args.name, version=args.version, settings=lora,
-                      allow_revoked=args.allow_revoked)
+    data = args.data if args.data is not None else args.preferences
+    result = finetune(settings, args.base, data, name=args.name, version=args.version, settings=lora,
+                      allow_revoked=args.allow_revoked, preferences=args.preferences is not None)
     r, rec = result.release, result.record
     print(f"fine-tuned {r.manifest.base_model} -> {r.ref} (private, in {result.root})")
     print(f"  release digest {r.release_digest}")
@@ -72,7 +80,10 @@ def cmd_finetune(args: argparse.Namespace) -> int:
           f"loss {rec['loss_first']:.3f} -> {rec['loss_last']:.3f}")
     if rec.get("truncated_examples"):
         print(f"  {rec['truncated_examples']} example(s) were cut to --seq-len {args.seq_len}")
-    if rec.get("heldout_bpb_base") is not None:
+    if rec.get("preference_margin_base") is not None:
+        print(f"  log p(chosen) - log p(rejected), mean over the {rec['margin_split']} pairs: "
+              f"base {rec['preference_margin_base']:.3f} -> fine-tune {rec['preference_margin_finetuned']:.3f}")
+    elif rec.get("heldout_bpb_base") is not None:
         print(f"  held-out ({rec['heldout_examples']} examples) bits per byte: base {rec['heldout_bpb_base']:.4f} "
               f"-> fine-tune {rec['heldout_bpb_finetuned']:.4f}")
     else:

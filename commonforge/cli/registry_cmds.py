@@ -163,7 +163,7 @@ def _show_release(out, reg: Registry, rel: Release, status) -> None:
     elif m.provenance == "finetuned":
         assert m.finetune is not None, "BuildManifest's validator requires a fine-tune pin for a finetuned release"
         f = m.finetune
-        out.print(f"provenance: FINETUNED ({f.method}) from {m.base_model} (sha256:{f.base_sha256}) on private "
+        out.print(f"provenance: FINETUNED ({f.method}, {f.objective}) from {m.base_model} (sha256:{f.base_sha256}) on private "
                   f"{f.data_format} data sha256:{f.data_sha256}; PRIVATE: never offered, pushed, logged or committed")
         out.print("settings: " + ", ".join(f"{k}={v}" for k, v in f.settings.model_dump().items()))
         rec = reg.record(rel, "finetune")
@@ -174,7 +174,10 @@ def _show_release(out, reg: Registry, rel: Release, status) -> None:
                       f"cut), {fr['steps']} steps in {fr['seconds']:.1f} s, loss {fr['loss_first']:.3f} -> "
                       f"{fr['loss_last']:.3f}"
                       + (f"; held-out bits per byte {before:.4f} -> {after:.4f} ({fr['heldout_examples']} examples)"
-                         if before is not None and after is not None else "; no held-out split"))
+                         if before is not None and after is not None else
+                         f"; log p(chosen) - log p(rejected) on the {fr['margin_split']} pairs "
+                         f"{fr['preference_margin_base']:.3f} -> {fr['preference_margin_finetuned']:.3f}"
+                         if fr.get("preference_margin_base") is not None else "; no held-out split"))
     else:
         assert m.recipe is not None, "BuildManifest's validator requires a recipe for a built release"
         out.print(f"recipe: {m.recipe.ref} (sha256:{m.recipe.sha256})")

@@ -126,7 +126,8 @@ def test_a_private_fine_tune_is_shown_locally_marked_private_with_its_base(layer
     tuned = Release.from_manifest(BuildManifest(
         schema_version=MANIFEST_SCHEMA, name="my-tune", version="1.0.0", provenance="finetuned", license="Apache-2.0",
         base_model=CHECKOUT_REF, private=True,
-        finetune=FinetunePin(base_sha256=base.release_digest, method="lora", data_sha256="a" * 64, data_format="chat",
+        finetune=FinetunePin(base_sha256=base.release_digest, method="lora", objective="sft", data_sha256="a" * 64,
+                             data_format="chat",
                              settings=LoraSettings()),
         artifacts=[Artifact(path="adapter/adapter_model.safetensors", sha256="b" * 64, size=4096, stage="finetune")]))
     write_yaml(user / "registry" / "entries" / "models" / "my-tune" / "1.0.0.yaml",

@@ -86,7 +86,7 @@ def test_the_fine_tune_is_listed_as_private_shown_with_its_lineage_and_generates
     assert "private" not in next(line for line in listed.stdout.splitlines() if "model/forge-tiny@" in line)
     shown = tiny_forge.cli("show", "tiny-pirate", env=env)
     assert shown.returncode == 0, shown.stderr
-    assert "FINETUNED (lora) from model/forge-tiny@1.0.0" in shown.stdout and "PRIVATE" in shown.stdout
+    assert "FINETUNED (lora, sft) from model/forge-tiny@1.0.0" in shown.stdout and "PRIVATE" in shown.stdout
     assert "held-out bits per byte" in shown.stdout
     out = tiny_forge.cli("generate", "tiny-pirate", "Who is the captain?", "--max-tokens", "8", "--seed", "3",
                          "--temperature", "0", env=env)
@@ -227,7 +227,11 @@ def test_examples_longer_than_the_context_are_cut_and_counted(tiny_forge, pirate
      "message 1 needs a role"),
     (['{"messages": "hello"}'], 'no "messages" list'),
     (['["a", "list"]'], "a JSON line must be an object"),
-    (['{"prompt": "p", "chosen": "a", "rejected": "b"}'], "DPO is not built yet"),
+    (['{"prompt": "p", "chosen": "Yes.", "rejected": " Yes. "}'], "the chosen and the rejected answer are identical"),
+    (['{"prompt": "p", "chosen": "a"}'], "needs a non-empty string prompt, chosen and rejected"),
+    (['{"prompt": "p", "chosen": "a", "rejected": "b"}',
+      '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}'],
+     "pirate.jsonl:2: a chat line in a file of preferences lines"),
     (["", "   "], "is empty"),
 ])
 def test_bad_data_is_refused_with_its_line(tmp_path, lines, message):
@@ -282,7 +286,7 @@ def test_the_schema_refuses_a_finetuned_release_that_is_not_private_or_names_no_
 
     from registry.schema import MANIFEST_SCHEMA, Artifact, BuildManifest, FinetunePin, LoraSettings
 
-    pin = FinetunePin(base_sha256="a" * 64, method="lora", data_sha256="b" * 64, data_format="text",
+    pin = FinetunePin(base_sha256="a" * 64, method="lora", objective="sft", data_sha256="b" * 64, data_format="text",
                       settings=LoraSettings())
     common = dict(schema_version=MANIFEST_SCHEMA, name="t", version="1.0.0", license="MIT",
                   artifacts=[Artifact(path="adapter/adapter_model.safetensors", sha256="c" * 64, size=1, stage="finetune")])
@@ -297,3 +301,41 @@ def test_the_schema_refuses_a_finetuned_release_that_is_not_private_or_names_no_
     # an ordinary release's digest is unchanged by the new fields (they are left out when unset)
     plain = BuildManifest(**common, provenance="imported")
     assert "private" not in plain.model_dump(mode="json", exclude_none=True)
+
+
+HELPFUL = ["Will you help me?", "Can you aid me?", "Help me, please.", "Could you assist me?", "Do you help people?",
+           "Please help.", "I need a hand.", "Can I ask you something?", "Are you able to help?", "Help?"]
+
+
+def preference_file(path: Path) -> Path:
+    with path.open("w", encoding="utf-8") as f:
+        for q in HELPFUL:
+            f.write(json.dumps({"prompt": q, "chosen": "Yes, gladly. What do you need?",
+                                "rejected": "No. Go away."}) + "\n")
+    return path
+
+
+def test_dpo_on_a_handful_of_pairs_moves_the_margin_toward_the_chosen_answers(tiny_forge, pirate):
+    """trl's DPOTrainer on a LoRA adapter: log p(chosen) - log p(rejected) on the held-out pairs rises,
+    and a second process gives the same adapter."""
+    import yaml
+
+    tmp = pirate[0]
+    prefs = preference_file(tmp / "kind.jsonl")
+    digests = []
+    for user in (tmp / "user-dpo-a", tmp / "user-dpo-b"):
+        result = run(tiny_forge, user, "forge-tiny", "--preferences", str(prefs), "--name", "tiny-kind",
+                     "--steps", "12", "--learning-rate", "0.005", "--batch-size", "2")
+        assert result.returncode == 0, result.stderr[-3000:]
+        entry = yaml.safe_load((user / "registry/entries/models/tiny-kind/1.0.0.yaml").read_text())
+        digests.append(entry["release_digest"])
+    assert digests[0] == digests[1]
+    assert entry["manifest"]["finetune"]["objective"] == "dpo"
+    assert entry["manifest"]["finetune"]["data_format"] == "preferences"
+    record = yaml.safe_load((tmp / "user-dpo-b/registry/entries/models/tiny-kind/1.0.0.finetune.yaml").read_text())
+    assert record["margin_split"] == "held-out" and record["heldout_examples"] == 2
+    assert record["preference_margin_finetuned"] > record["preference_margin_base"]
+    assert "log p(chosen) - log p(rejected), mean over the held-out pairs" in result.stdout
+    # the pairs given as --data are refused: the flag says what the file is
+    wrong = run(tiny_forge, tmp / "user-dpo-c", "forge-tiny", "--data", str(prefs))
+    assert wrong.returncode == 2 and "holds preferences lines, but was given as --data" in wrong.stderr
