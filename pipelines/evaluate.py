@@ -404,7 +404,9 @@ def evaluate_release(settings: forge_settings.Settings, model_ref: str, *, tasks
         announce(f"contamination check skipped: the training split of {release.ref} is not in this checkout")
     train_texts = None if train_files is None else (d["text"] for _, p in train_files for d in _read_jsonl(p))
     ev = run_evaluation(
-        lambda v: load_release(release, variant=None if v == FULL else v, device=device, settings=settings,
+        # by its pinned ref, so the release is read from the layer (and store) it is in: a release of the
+        # user registry (pulled, or a fine-tune) is not in the checkout's store
+        lambda v: load_release(release.ref, variant=None if v == FULL else v, device=device, settings=settings,
                                allow_revoked=allow_revoked),
         variants, sets, train_texts, task_dir=settings.state_dir / "eval-tasks" / f"{release.name}-{release.version}",
         batch_size=batch_size or (recipe.evaluation.batch_size if recipe else 16), limits=limits, announce=announce,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from commonforge.errors import BuildError, ForgeError, InputError
+from commonforge.errors import BuildError, ForgeError, InputError, NotFoundError
 from commonforge.machine import machine_info
 from commonforge.settings import Settings
 from pipelines.compare import ManifestDiff, compare_manifests
@@ -114,18 +114,18 @@ def reproduce(settings: Settings, model_ref: str, *, keep: bool = False, signer:
     from trust.status import require_member, resolve
 
     root = settings.root
-    rel, _ = resolve(root, model_ref)
+    try:
+        rel, _ = resolve(root, model_ref)
+    except NotFoundError:
+        _refuse_private(root, model_ref)
+        raise
     if signer is not None:
         require_member(load_chain(root), signer[1], "rebuilder", "its rebuild")
     m = rel.manifest
+    if m.provenance == "finetuned":
+        _refuse_private(root, rel)
     if m.provenance == "converted":
         return _reproduce_conversion(settings, rel, keep=keep, signer=signer, announce=announce)
-    if m.provenance == "finetuned":
-        raise InputError(
-            f"{rel.ref} is a private fine-tune: its data is its owner's, so no one else can rebuild it",
-            hint="its owner re-runs `commonforge finetune` with the same base, data and settings (the same adapter "
-            "bytes come out); shareable, rebuildable fine-tunes as recipes are not built yet",
-        )
     if m.provenance == "imported" or m.recipe is None or m.source_commit is None:
         raise InputError(
             f"{rel.ref} was imported, not built by the forge: it has no recipe or source commit to rebuild from",
@@ -205,3 +205,21 @@ def _compared(settings: Settings, rel: Release, rebuilt: BuildManifest, started:
                                    first_differing_stage=record.first_differing_stage,
                                    environment_differences=record.environment_differences, machine=record.machine)
     return Reproduction(record, diff, rebuilt, statement)
+
+
+def _refuse_private(root: Path, ref: str | Release) -> None:
+    """A private fine-tune (it lives in the user registry, which reproduce does not search) gets the
+    reason it cannot be rebuilt here rather than "not found"."""
+    from trust.status import locate
+
+    if isinstance(ref, str):
+        try:
+            ref, _ = locate(root, ref)
+        except ForgeError:
+            return
+    if ref.manifest.provenance == "finetuned":
+        raise InputError(
+            f"{ref.ref} is a private fine-tune: its data is its owner's, so no one else can rebuild it",
+            hint="its owner re-runs `commonforge finetune` with the same base, data and settings (the same adapter "
+            "bytes come out); shareable, rebuildable fine-tunes as recipes are not built yet",
+        )

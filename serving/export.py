@@ -107,6 +107,10 @@ def export_release(
     key = _signing_key(sign, keys_dir, passphrase) if sign else None  # refuse a bad key before any copying
 
     release, status = for_use(settings.root, ref, allow_revoked=allow_revoked)
+    if release.manifest.provenance == "finetuned":
+        raise InputError(f"{release.ref} is a fine-tune: an adapter on {release.manifest.base_model}, with no "
+                         "weights of its own to copy; exporting it (merged, or as a peft adapter directory) is not "
+                         "built yet", hint=f"export the base ({release.manifest.base_model}) instead")
     artifacts = variant_artifacts(release, variant)
     layer = settings.layer(status.root)  # a pulled release lives in the user registry, with its own store
     store = Store(layer.store_dir)

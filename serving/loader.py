@@ -88,6 +88,12 @@ def variant_artifacts(release: Release, variant: str | None) -> dict[str, Artifa
     """
     m = release.manifest
     name = variant or FULL
+    if m.provenance == "finetuned":
+        # an adapter on its base (see _load_finetune): its own files are the adapter, config and tokenizer
+        if name != FULL:
+            raise InputError(f"{release.ref} is a fine-tune and has no variant {name!r} (only full)",
+                             hint="quantized variants of fine-tunes are not built yet; load it without --variant")
+        return {a.path: a for a in m.artifacts}
     available = [FULL, *m.variants()]
     if name not in available:
         raise InputError(
@@ -239,9 +245,7 @@ def _load_finetune(release: Release, status, variant: str | None, device, dtype,
     from commonforge.errors import IntegrityError
 
     m = release.manifest
-    if variant not in (None, FULL):
-        raise InputError(f"{release.ref} is a fine-tune and has no variant {variant!r} (only full)",
-                         hint="quantized variants of fine-tunes are not built yet; load it without --variant")
+    variant_artifacts(release, variant)  # refuses a quantized variant
     if m.base_model is None or m.finetune is None:
         raise InputError(f"{release.ref} names no base model", hint="the release is inconsistent")
     base = load_release(m.base_model, variant=None, device=device, dtype=dtype, settings=settings)

@@ -92,6 +92,18 @@ def test_the_fine_tune_is_listed_as_private_shown_with_its_lineage_and_generates
                          "--temperature", "0", env=env)
     assert out.returncode == 0, out.stderr
     assert "8 tokens" in out.stderr and "through the chat template" in out.stderr
+    # lm-eval through the same loader: read from the user registry's layer and store, not the checkout's
+    scored = tiny_forge.cli("eval", "tiny-pirate", "--tasks", "arc_easy", "--limit", "4", env=env)
+    assert scored.returncode == 0, scored.stderr[-2000:]
+    assert "arc_easy" in scored.stdout and "acc_norm" in scored.stdout
+    # no weights of its own to export yet: refused clearly, nothing written
+    exported = tiny_forge.cli("export", "tiny-pirate", str(user.parent / "export"), env=env)
+    assert exported.returncode == 2 and "exporting it (merged, or as a peft adapter directory) is not built yet" \
+        in exported.stderr
+    assert not (user.parent / "export").exists()
+    # nor is it rebuilt by anyone without the data
+    rebuilt = tiny_forge.cli("reproduce", "tiny-pirate", env=env)
+    assert rebuilt.returncode == 2 and "is a private fine-tune" in rebuilt.stderr
 
 
 def test_the_loader_merges_the_adapter_onto_the_verified_base(tiny_forge, pirate):
